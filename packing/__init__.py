@@ -1,0 +1,1 @@
+"""Token ids to packed Arrow shards, and shards to a resumable stream for trainer ranks."""

@@ -1,0 +1,1 @@
+"""Recipes of datatrove steps, the Dask executor, and the `longtrove` command line."""

@@ -1,0 +1,1 @@
+"""Subcommand modules of the `longtrove` command line."""
