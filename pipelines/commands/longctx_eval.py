@@ -1,9 +1,201 @@
-"""Subcommands of `longtrove` (see pipelines/cli.py)."""
+"""`longtrove longctx eval | report | serve-reference`: run a suite against a served model and report scores."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _parse_length(text: str) -> int:
+    text = text.strip().lower()
+    units = {"k": 1 << 10, "m": 1 << 20}
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def eval_command(
+    suite: Annotated[Path, typer.Argument(help="Suite folder written by `longtrove longctx build`.")],
+    endpoint: Annotated[str, typer.Option(help="Server root or its /v1 URL, e.g. http://localhost:8000/v1.")],
+    model: Annotated[str, typer.Option(help="Model name the server serves.")],
+    out: Annotated[
+        Path, typer.Option(help="Results folder; rerunning with it sends only unanswered samples.")
+    ],
+    chat: Annotated[bool, typer.Option("--chat", help="Send `messages` to /v1/chat/completions.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds allowed for a request with an empty prompt.")
+    ] = 120.0,
+    timeout_per_1k_tokens: Annotated[
+        float, typer.Option(help="Extra seconds per 1,000 prompt tokens.")
+    ] = 0.5,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per sample on transient errors.")] = 10,
+    retry_wait_base: Annotated[float, typer.Option(help="Backoff multiplier (seconds).")] = 1.0,
+    retry_wait_max: Annotated[float, typer.Option(help="Longest wait between attempts (seconds).")] = 60.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Sampling seed for every request (default: each sample's).")
+    ] = None,
+    extra_body: Annotated[str | None, typer.Option(help="JSON object merged into each request body.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Only these tasks (comma-separated).")] = None,
+    lengths: Annotated[
+        str | None, typer.Option(help="Only these lengths (comma-separated, e.g. 4k,128k).")
+    ] = None,
+    check_tokenize: Annotated[bool, typer.Option(help="Compare /tokenize counts with the suite's.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+) -> None:
+    """Send every sample of SUITE to an OpenAI-compatible endpoint (greedy), appending answers to OUT/results.jsonl."""
+    from longctx.client import EndpointError, EvalConfig, SuiteError, run_eval
+
+    try:
+        body = json.loads(extra_body) if extra_body else {}
+        if not isinstance(body, dict):
+            raise ValueError("--extra-body must be a JSON object")
+        cfg = EvalConfig(
+            endpoint=endpoint,
+            model=model,
+            chat=chat,
+            concurrency=concurrency,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            timeout_per_1k_tokens=timeout_per_1k_tokens,
+            max_attempts=max_attempts,
+            retry_wait_base=retry_wait_base,
+            retry_wait_max=retry_wait_max,
+            seed=seed,
+            extra_body=body,
+            tasks=tuple(_csv(tasks)) if tasks else None,
+            lengths=tuple(_parse_length(n) for n in _csv(lengths) or []) if lengths else None,
+            check_tokenize=check_tokenize,
+            progress=progress,
+        )
+        stats = run_eval(suite, out, cfg)
+    except (ValueError, SuiteError, EndpointError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"{stats.samples} samples: {stats.skipped_done} already answered, {stats.sent} sent "
+        f"({stats.ok} answered, {stats.too_long} too long, {stats.failed} failed) with {stats.retries} retries "
+        f"in {stats.elapsed_s:.1f} s; results in {out / 'results.jsonl'}"
+    )
+    mismatches = [c for c in stats.tokenize_checks if c.get("match") is False]
+    if mismatches:
+        typer.echo(
+            f"warning: {len(mismatches)} /tokenize check(s) disagree with the suite's token counts", err=True
+        )
+    if report and (stats.ok or stats.too_long or stats.skipped_done):
+        from longctx.report import write_report
+
+        summary = write_report(out)
+        typer.echo(f"report: {out / 'summary.json'}, {out / 'report.md'}; average {summary['average']}")
+    if stats.failed:
+        typer.echo(
+            f"{stats.failed} sample(s) without an answer: run the same command again to retry them", err=True
+        )
+        raise typer.Exit(1)
+
+
+def report_command(
+    results: Annotated[Path, typer.Argument(help="Folder written by `longtrove longctx eval`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the report (default: the results folder).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name for the report (default: from run.json).")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="Average score a length must exceed (RULER: 85.6).")
+    ] = 85.6,
+    plots: Annotated[bool, typer.Option(help="Write the heatmaps and the score plot.")] = True,
+) -> None:
+    """Score RESULTS as RULER does: summary.json, report.md, a depth x length heatmap per task, a score plot."""
+    from longctx.client import SuiteError
+    from longctx.report import markdown_table, write_report
+
+    try:
+        summary = write_report(results, out_dir=out, model=model, threshold=threshold, plots=plots)
+    except (FileNotFoundError, ValueError, SuiteError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(markdown_table(summary), nl=False)
+
+
+def serve_reference_command(
+    tokenizer: Annotated[
+        str, typer.Option(help="The suite's tokenizer (tokenizer.json, folder, hub id or tiktoken name).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    model_name: Annotated[str, typer.Option(help="Model name to serve.")] = "reference",
+    window_tokens: Annotated[
+        int, typer.Option(help="The model reads only the last K tokens of each prompt.")
+    ] = 4096,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Refuse longer prompts with HTTP 400, as vLLM does.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Require the key held in this environment variable.")
+    ] = None,
+    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500 or 429.")] = 0.0,
+    drop_rate: Annotated[float, typer.Option(help="Fraction of connections dropped without a reply.")] = 0.0,
+    delay_rate: Annotated[float, typer.Option(help="Fraction of replies delayed by --delay seconds.")] = 0.0,
+    delay: Annotated[float, typer.Option(help="Delay of the delayed replies (seconds).")] = 5.0,
+    fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
+    verbose: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a reference model on an OpenAI-compatible API, to check a set-up before using a GPU server."""
+    import os
+
+    from longctx.reference_server import Faults, ReferenceServer
+    from tokenization import load_tokenizer
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            typer.echo(f"error: environment variable {api_key_env} is empty", err=True)
+            raise typer.Exit(2)
+    try:
+        faults = Faults(
+            error_rate=error_rate, drop_rate=drop_rate, delay_rate=delay_rate, delay_s=delay, seed=fault_seed
+        )
+        server = ReferenceServer(
+            load_tokenizer(tokenizer),
+            model_name=model_name,
+            window_tokens=window_tokens,
+            max_model_len=max_model_len,
+            faults=faults,
+            host=host,
+            port=port,
+            api_key=api_key,
+            verbose=verbose,
+        )
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"serving {model_name!r} (reads the last {window_tokens} tokens) on {server.url}/v1", err=True)
+    # A line on stdout that scripts can wait for.
+    typer.echo(f"READY {server.url}", err=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+
+
 def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     """Attach this module's commands to the app."""
+    longctx_app.command("eval")(eval_command)
+    longctx_app.command("report")(report_command)
+    longctx_app.command("serve-reference")(serve_reference_command)

@@ -1,0 +1,595 @@
+"""A resilient runner that sends a long-context suite to an OpenAI-compatible endpoint and records answers.
+
+Built for hours-long runs with prompts of up to a million tokens against endpoints that time out, rate-limit and
+restart: every response is appended to `results.jsonl` as one whole line as soon as it arrives (flushed and
+fsynced), a rerun sends only the samples without a final result, transient failures are retried with
+exponential backoff and jitter, and a prompt the server rejects as too long is recorded as such instead of
+being retried forever. Sampling parameters are always sent explicitly (greedy), never left to server defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import tenacity
+
+from longctx.scoring import score_sample
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+FINAL_STATUSES = frozenset({"ok", "too_long"})
+REQUIRED_FIELDS = ("id", "task", "length", "references", "max_new_tokens")
+
+_TOO_LONG = re.compile(
+    r"maximum context length|context length|context window|too long|max_model_len|exceeds? the",
+    re.IGNORECASE,
+)
+
+
+class SuiteError(ValueError):
+    """A suite file or line that cannot be used; the message names the file, line and field."""
+
+
+class EndpointError(RuntimeError):
+    """The endpoint refuses every request (authentication, unknown model or route): stop the run."""
+
+
+class TransientHTTPError(Exception):
+    """A reply worth retrying (429, 5xx, 408), with the server's Retry-After if it gave one."""
+
+    def __init__(self, status: int, body: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to talk to the endpoint. Every default works against one local server."""
+
+    endpoint: str
+    model: str
+    chat: bool = False
+    concurrency: int = 4
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    """Seconds allowed for a request with an empty prompt; grows by `timeout_per_1k_tokens` per 1,000 tokens."""
+    timeout_per_1k_tokens: float = 0.5
+    connect_timeout: float = 30.0
+    max_attempts: int = 10
+    retry_wait_base: float = 1.0
+    retry_wait_max: float = 60.0
+    seed: int | None = None
+    """Sampling seed sent with each request; None sends each sample's own `seed` from the suite."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    tasks: tuple[str, ...] | None = None
+    lengths: tuple[int, ...] | None = None
+    check_tokenize: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.timeout <= 0 or self.timeout_per_1k_tokens < 0:
+            raise ValueError("timeout must be positive and timeout_per_1k_tokens not negative")
+        if not re.match(r"^https?://", self.endpoint):
+            raise ValueError(f"endpoint must start with http:// or https://, got {self.endpoint!r}")
+
+    @property
+    def base_url(self) -> str:
+        """The server root: `/v1/...` routes and vLLM's `/tokenize` hang off it."""
+        url = self.endpoint.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    def request_timeout(self, prompt_tokens: int) -> httpx.Timeout:
+        """Prefill time grows with the prompt, so the read timeout does too."""
+        seconds = self.timeout + self.timeout_per_1k_tokens * prompt_tokens / 1000.0
+        return httpx.Timeout(seconds, connect=self.connect_timeout, pool=None)
+
+
+@dataclass
+class RunStats:
+    """What a run did; printed at the end and written to run.json."""
+
+    samples: int = 0
+    skipped_done: int = 0
+    sent: int = 0
+    ok: int = 0
+    too_long: int = 0
+    failed: int = 0
+    retries: int = 0
+    tokens_sent: int = 0
+    elapsed_s: float = 0.0
+    tokenize_checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- suites
+
+
+def suite_files(suite_dir: Path) -> list[Path]:
+    """The suite's `<task>/<length>.jsonl` files, ordered by task then length."""
+    if not suite_dir.is_dir():
+        raise SuiteError(f"{suite_dir}: not a suite folder (expected <task>/<length>.jsonl files)")
+    files = [p for p in suite_dir.glob("*/*.jsonl") if p.stem.isdigit()]
+    if not files:
+        raise SuiteError(f"{suite_dir}: no <task>/<length>.jsonl files found")
+    return sorted(files, key=lambda p: (p.parent.name, int(p.stem)))
+
+
+def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
+    """suite.json if present (tokenizer, tasks, lengths, ...); an empty dict for a bare folder of JSONL."""
+    path = suite_dir / "suite.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line."""
+    need = "messages" if chat else "prompt"
+    for path in suite_files(suite_dir):
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    sample = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise SuiteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                if not isinstance(sample, dict):
+                    raise SuiteError(f"{path}:{lineno}: expected a JSON object")
+                for name in (*REQUIRED_FIELDS, need):
+                    if name not in sample:
+                        raise SuiteError(f"{path}:{lineno}: field {name!r} is missing")
+                if not isinstance(sample["references"], list) or not sample["references"]:
+                    raise SuiteError(f"{path}:{lineno}: field 'references' must be a non-empty list")
+                if chat and not isinstance(sample["messages"], list):
+                    raise SuiteError(f"{path}:{lineno}: field 'messages' must be a list of messages")
+                sample["_where"] = f"{path}:{lineno}"
+                yield sample
+
+
+def count_suite_lines(suite_dir: Path) -> int:
+    """Number of samples, counted from newlines without parsing (used for the progress total)."""
+    total = 0
+    for path in suite_files(suite_dir):
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                total += chunk.count(b"\n")
+    return total
+
+
+def suite_fingerprint(suite_dir: Path) -> str:
+    """sha256 of suite.json (or of the file names and sizes without it): ties a results folder to its suite."""
+    meta = suite_dir / "suite.json"
+    digest = hashlib.sha256()
+    if meta.exists():
+        digest.update(meta.read_bytes())
+    else:
+        for path in suite_files(suite_dir):
+            digest.update(f"{path.relative_to(suite_dir)}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------- results
+
+
+def read_results(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
+    """The latest result line per sample id.
+
+    A run killed mid-write can leave a partial last line; it is ignored (and, with `repair`, cut off so that the
+    next append starts on a fresh line). A malformed line anywhere else is an error naming its line number.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return results
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    if good_end < len(data):
+        log.warning(
+            "%s: ignoring a partial last line (%d bytes) left by an interrupted run",
+            path,
+            len(data) - good_end,
+        )
+        if repair:
+            with path.open("r+b") as fh:
+                fh.truncate(good_end)
+                fh.flush()
+                os.fsync(fh.fileno())
+    for lineno, raw in enumerate(data[:good_end].splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+            results[str(row["id"])] = row
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SuiteError(f"{path}:{lineno}: not a result line ({exc})") from exc
+    return results
+
+
+class ResultWriter:
+    """The single writer of results.jsonl: one whole line per write, flushed and fsynced before moving on."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("ab")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _atomic_write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------- requests
+
+
+def chat_messages(sample: dict[str, Any]) -> tuple[list[dict[str, str]], bool]:
+    """The messages to send and whether the last one is an assistant prefill to continue.
+
+    vLLM continues a final assistant message when `continue_final_message` is true (and
+    `add_generation_prompt` false); the answer prefix becomes that message so the model's output follows it, the
+    way RULER and lm-eval put the prefix right before the generation.
+    """
+    messages = [{"role": m["role"], "content": m["content"]} for m in sample["messages"]]
+    if messages and messages[-1]["role"] == "assistant":
+        return messages, True
+    prefix = sample.get("answer_prefix") or ""
+    if prefix.strip():
+        return [*messages, {"role": "assistant", "content": prefix}], True
+    return messages, False
+
+
+def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
+    """The route and JSON body for one sample, with explicit greedy sampling and the task's token budget."""
+    seed = cfg.seed if cfg.seed is not None else int(sample.get("seed", 0))
+    body: dict[str, Any] = {
+        "model": cfg.model,
+        "max_tokens": int(sample["max_new_tokens"]),
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "n": 1,
+        "seed": seed,
+        "stream": False,
+    }
+    if cfg.chat:
+        messages, continue_final = chat_messages(sample)
+        body["messages"] = messages
+        if continue_final:
+            body["add_generation_prompt"] = False
+            body["continue_final_message"] = True
+        route = "/v1/chat/completions"
+    else:
+        body["prompt"] = sample["prompt"]
+        route = "/v1/completions"
+    body.update(cfg.extra_body)
+    return route, json.dumps(body, ensure_ascii=False).encode()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientHTTPError | httpx.TransportError | json.JSONDecodeError)
+
+
+class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
+    """Exponential backoff with full jitter, but never shorter than the server's Retry-After."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=base, max=cap)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self._jitter(retry_state)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
+            wait = max(wait, exc.retry_after)
+        return wait
+
+
+def _extract(payload: dict[str, Any], chat: bool) -> tuple[str, str | None, dict[str, Any]]:
+    choice = payload["choices"][0]
+    text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+    return text or "", choice.get("finish_reason"), payload.get("usage") or {}
+
+
+class Runner:
+    """Sends samples with bounded concurrency; one instance per run."""
+
+    def __init__(
+        self, cfg: EvalConfig, client: httpx.AsyncClient, writer: ResultWriter, stats: RunStats, progress: Any
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.writer = writer
+        self.stats = stats
+        self.progress = progress
+        self.started = time.monotonic()
+        self.fatal: BaseException | None = None
+
+    async def _post_once(self, route: str, body: bytes, timeout: httpx.Timeout) -> httpx.Response:
+        response = await self.client.post(route, content=body, timeout=timeout)
+        status = response.status_code
+        if status == 429 or status == 408 or status >= 500:
+            raise TransientHTTPError(status, response.text, _retry_after(response))
+        return response
+
+    def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        self.stats.retries += 1
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.progress is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.progress.set_postfix(
+            {
+                "tok/s": f"{self.stats.tokens_sent / elapsed:,.0f}",
+                "retries": self.stats.retries,
+                "failed": self.stats.failed,
+                "too_long": self.stats.too_long,
+            },
+            refresh=False,
+        )
+
+    async def send(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Send one sample until it has a final answer or the attempts run out; return its result line."""
+        cfg = self.cfg
+        route, body = build_request(sample, cfg)
+        tokens = int(sample.get("token_count") or 0)
+        timeout = cfg.request_timeout(tokens)
+        row: dict[str, Any] = {
+            "id": sample["id"],
+            "task": sample["task"],
+            "length": int(sample["length"]),
+            "depth": sample.get("depth"),
+            "token_count": tokens,
+            "references": sample["references"],
+        }
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception(_is_transient),
+            wait=_BackoffHonouringRetryAfter(cfg.retry_wait_base, cfg.retry_wait_max),
+            stop=tenacity.stop_after_attempt(cfg.max_attempts),
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+        started = time.monotonic()
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    response = await self._post_once(route, body, timeout)
+                    if response.status_code == 200:
+                        text, finish, usage = _extract(response.json(), cfg.chat)
+                    else:
+                        text, finish, usage = "", None, {}
+        except (TransientHTTPError, httpx.TransportError, json.JSONDecodeError) as exc:
+            row.update(status="error", output="", error=f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            status = response.status_code
+            if status == 200:
+                row.update(
+                    status="ok",
+                    output=text,
+                    finish_reason=finish,
+                    prompt_tokens=usage.get("prompt_tokens"),
+                    completion_tokens=usage.get("completion_tokens"),
+                )
+            elif status in (400, 413, 422) and (status == 413 or _TOO_LONG.search(response.text)):
+                row.update(status="too_long", output="", error=response.text[:500])
+            elif status in (401, 403, 404):
+                raise EndpointError(
+                    f"{cfg.base_url}{route} answered HTTP {status} ({response.text[:300]}); check --endpoint, "
+                    f"--model and the API key in ${cfg.api_key_env}"
+                )
+            else:
+                row.update(status="error", output="", error=f"HTTP {status}: {response.text[:500]}")
+        row["attempts"] = attempts
+        row["latency_s"] = round(time.monotonic() - started, 3)
+        row["score"] = (
+            score_sample(row["task"], row["output"], row["references"]) if row["status"] == "ok" else 0.0
+        )
+        return row
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.writer.write(row)
+        self.stats.sent += 1
+        if row["status"] == "ok":
+            self.stats.ok += 1
+            self.stats.tokens_sent += row["token_count"]
+        elif row["status"] == "too_long":
+            self.stats.too_long += 1
+        else:
+            self.stats.failed += 1
+            message = f"{row['id']}: failed after {row['attempts']} attempts: {row.get('error')}"
+            if self.progress is not None:
+                self.progress.write(message)
+            else:
+                log.warning(message)
+        if self.progress is not None:
+            self._refresh()
+            self.progress.update(1)
+
+    async def check_tokenize(self, sample: dict[str, Any]) -> None:
+        """Compare the server's token count of a prompt with the suite's; warn when they disagree."""
+        cfg = self.cfg
+        expected = sample.get("chat_token_count" if cfg.chat else "token_count")
+        if expected is None:
+            return
+        body: dict[str, Any] = {"model": cfg.model, "add_special_tokens": False}
+        if cfg.chat:
+            messages, continue_final = chat_messages(sample)
+            body.update(
+                messages=messages,
+                add_generation_prompt=not continue_final,
+                continue_final_message=continue_final,
+            )
+        else:
+            body["prompt"] = sample["prompt"]
+        check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": int(expected)}
+        try:
+            response = await self.client.post(
+                "/tokenize", content=json.dumps(body).encode(), timeout=cfg.request_timeout(int(expected))
+            )
+        except httpx.HTTPError as exc:
+            check.update(server=None, match=None, note=f"/tokenize failed: {type(exc).__name__}")
+            self.stats.tokenize_checks.append(check)
+            return
+        if response.status_code != 200:
+            check.update(
+                server=None, match=None, note=f"/tokenize not available (HTTP {response.status_code})"
+            )
+            self.stats.tokenize_checks.append(check)
+            return
+        server_count = int(response.json().get("count", -1))
+        check.update(server=server_count, match=server_count == int(expected))
+        self.stats.tokenize_checks.append(check)
+        if not check["match"]:
+            message = (
+                f"warning: the server counts {server_count} tokens for {sample['id']} (length {sample['length']}) "
+                f"where the suite measured {expected}: suite and server disagree on the tokenizer or template"
+            )
+            if self.progress is not None:
+                self.progress.write(message)
+            log.warning(message)
+
+
+async def _run(
+    suite_dir: Path, out_dir: Path, cfg: EvalConfig, done: set[str], total: int, stats: RunStats
+) -> None:
+    from tqdm.auto import tqdm
+
+    headers = {"Content-Type": "application/json"}
+    api_key = os.environ.get(cfg.api_key_env)
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
+    progress = tqdm(
+        total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
+    )
+    writer = ResultWriter(out_dir / RESULTS_FILE)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
+    async with httpx.AsyncClient(base_url=cfg.base_url, headers=headers, limits=limits) as client:
+        runner = Runner(cfg, client, writer, stats, progress if cfg.progress else None)
+
+        async def produce() -> None:
+            samples = iter_suite(suite_dir, chat=cfg.chat)
+            seen: set[str] = set()
+            checked: set[int] = set()
+            while True:
+                sample = await asyncio.to_thread(next, samples, None)
+                if sample is None:
+                    break
+                sid = str(sample["id"])
+                if sid in seen:
+                    raise SuiteError(f"{sample['_where']}: sample id {sid!r} appears twice in the suite")
+                seen.add(sid)
+                if cfg.tasks is not None and sample["task"] not in cfg.tasks:
+                    continue
+                if cfg.lengths is not None and int(sample["length"]) not in cfg.lengths:
+                    continue
+                stats.samples += 1
+                if sid in done:
+                    stats.skipped_done += 1
+                    continue
+                if cfg.check_tokenize and int(sample["length"]) not in checked:
+                    checked.add(int(sample["length"]))
+                    await runner.check_tokenize(sample)
+                await queue.put(sample)
+
+        async def work() -> None:
+            while (sample := await queue.get()) is not None:
+                runner.record(await runner.send(sample))
+
+        workers = [asyncio.create_task(work()) for _ in range(cfg.concurrency)]
+        producer = asyncio.create_task(produce())
+        try:
+            # A worker that dies (endpoint refuses everything) must stop the producer too.
+            pending = {producer, *workers}
+            while producer in pending:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()
+            for _ in workers:
+                await queue.put(None)
+            for task in workers:
+                await task
+        finally:
+            for task in (producer, *workers):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(producer, *workers, return_exceptions=True)
+            writer.close()
+            progress.close()
+
+
+def run_eval(suite_dir: Path | str, out_dir: Path | str, cfg: EvalConfig) -> RunStats:
+    """Evaluate a suite against the endpoint; resumable, so calling it again finishes an interrupted run."""
+    suite_dir, out_dir = Path(suite_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = suite_fingerprint(suite_dir)
+    run_path = out_dir / RUN_FILE
+    if run_path.exists():
+        previous = json.loads(run_path.read_text())
+        if previous.get("model") != cfg.model or previous.get("suite_fingerprint") != fingerprint:
+            raise EndpointError(
+                f"{out_dir} holds results of model {previous.get('model')!r} on another suite or model; "
+                f"use a new --out folder for model {cfg.model!r} on {suite_dir}"
+            )
+    results = read_results(out_dir / RESULTS_FILE, repair=True)
+    done = {sid for sid, row in results.items() if row.get("status") in FINAL_STATUSES}
+    meta = read_suite_meta(suite_dir)
+    run_info = {
+        "model": cfg.model,
+        "endpoint": cfg.base_url,
+        "chat": cfg.chat,
+        "suite": str(suite_dir),
+        "suite_fingerprint": fingerprint,
+        "tokenizer": meta.get("tokenizer"),
+        "sampling": {"temperature": 0.0, "top_p": 1.0, "n": 1, "seed": cfg.seed, **cfg.extra_body},
+    }
+    _atomic_write_json(run_path, run_info)
+    stats = RunStats()
+    total = max(count_suite_lines(suite_dir) - len(done), 0)
+    started = time.monotonic()
+    try:
+        asyncio.run(_run(suite_dir, out_dir, cfg, done, total, stats))
+    finally:
+        stats.elapsed_s = round(time.monotonic() - started, 3)
+        config = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
+        _atomic_write_json(run_path, {**run_info, "config": config, "last_run": asdict(stats)})
+    return stats
