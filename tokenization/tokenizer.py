@@ -1,0 +1,299 @@
+"""The `Tokenizer`: text to uint32 numpy ids, with one engine behind it.
+
+Two engines: Hugging Face `tokenizers` (any tokenizer.json) and `tiktoken` (a tiktoken encoding, or a
+tokenizer.json that the fast path has proved tiktoken can run exactly). Whichever runs, `encode_batch` returns
+the ids of the text alone: no BOS/EOS, and special-token strings in the text (`<|endoftext|>`, `</s>`) are
+encoded as ordinary text so that data can never forge a document boundary. BOS/EOS ids come only from explicit
+configuration (`eos_token=`, `bos_token=`) and are added by whoever packs documents.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tokenization.chat import render_chat_template, select_chat_template, special_token_strings
+from tokenization.errors import TokenizerError
+
+if TYPE_CHECKING:
+    import tiktoken
+    import tokenizers
+
+
+def smallest_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id of a vocabulary of `vocab_size` entries."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16)
+    if vocab_size <= 1 << 32:
+        return np.dtype(np.uint32)
+    raise ValueError(f"a vocabulary of {vocab_size} entries does not fit uint32 ids")
+
+
+def _default_threads() -> int:
+    return max(
+        1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
+
+
+def lists_to_arrays(lists: Sequence[Sequence[int]], dtype: Any = np.uint32) -> list[np.ndarray]:
+    """Convert many id lists to numpy arrays with one native pass over all ids, then zero-copy splits."""
+    if not lists:
+        return []
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    total = int(lengths.sum())
+    from itertools import chain
+
+    flat = np.fromiter(chain.from_iterable(lists), dtype=dtype, count=total)
+    return np.split(flat, np.cumsum(lengths[:-1]))
+
+
+class Tokenizer:
+    """A loaded tokenizer. Build it with `tokenization.load_tokenizer(spec)`.
+
+    Attributes: `name`, `backend` ("tiktoken" | "tokenizers"), `fingerprint` (sha256 hex of what decides the
+    ids), `vocab_size`, `eos_id` / `bos_id` / `pad_id` (None unless configured), `chat_template`,
+    `special_tokens` (string -> id of every special token), `fast_path_reason` (why a tokenizer.json does not
+    run on tiktoken, None when it does or when the spec is a tiktoken encoding).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        fingerprint: str,
+        hf: tokenizers.Tokenizer | None = None,
+        tiktoken_encoding: tiktoken.Encoding | None = None,
+        special_tokens: Mapping[str, int] | None = None,
+        config: Mapping[str, Any] | None = None,
+        chat_template_name: str | None = None,
+        source: str = "",
+        num_threads: int | None = None,
+    ) -> None:
+        if hf is None and tiktoken_encoding is None:
+            raise ValueError("a Tokenizer needs a tokenizers.Tokenizer or a tiktoken.Encoding")
+        self.name = name
+        self.fingerprint = fingerprint
+        self.source = source
+        self.num_threads = num_threads or _default_threads()
+        self._hf = hf
+        self._hf_text: tokenizers.Tokenizer | None = None
+        if hf is not None:
+            # A second instance that does not match special added tokens in text (non-special added tokens,
+            # which are ordinary vocabulary that tokenizers splits off first, are still matched).
+            from tokenizers import Tokenizer as HFTokenizer
+
+            self._hf_text = HFTokenizer.from_str(hf.to_str())
+            self._hf_text.encode_special_tokens = True
+            self._hf_text.no_padding()
+            self._hf_text.no_truncation()
+        # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
+        self._tt = tiktoken_encoding
+        self._tt_full = tiktoken_encoding  # with special tokens, for decode and allow_special
+        self._rank_to_id: np.ndarray | None = None
+        self._normalize: Callable[[str], str] | None = None
+        self._prefix_space = False
+        self.fast_path_reason: str | None = None
+        self.special_tokens: dict[str, int] = dict(special_tokens or {})
+        self._config = dict(config or {})
+        self.chat_template: str | None = select_chat_template(
+            self._config.get("chat_template"), chat_template_name, source=source or name
+        )
+        self.eos_id: int | None = None
+        self.bos_id: int | None = None
+        self.pad_id: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def backend(self) -> str:
+        """Which engine encodes ordinary text: "tiktoken" or "tokenizers"."""
+        return "tiktoken" if self._tt is not None else "tokenizers"
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included (the largest id + 1 for tiktoken encodings)."""
+        if self._hf is not None:
+            return int(self._hf.get_vocab_size(with_added_tokens=True))
+        assert self._tt_full is not None
+        return int(self._tt_full.n_vocab)
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a whole token string (special or vocabulary entry), or None."""
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        if self._hf is not None:
+            return self._hf.token_to_id(token)
+        assert self._tt_full is not None
+        try:
+            return int(self._tt_full.encode_single_token(token))
+        except KeyError:
+            return None
+
+    def _resolve(self, token: str | None, what: str) -> int | None:
+        if token is None:
+            return None
+        token_id = self.token_to_id(token)
+        if token_id is None:
+            known = ", ".join(sorted(self.special_tokens)[:12])
+            raise TokenizerError(
+                f"{what}={token!r} is not a token of {self.name} ({self.source}); special tokens are: {known}"
+            )
+        return token_id
+
+    def configure_special(
+        self, *, eos_token: str | None = None, bos_token: str | None = None, pad_token: str | None = None
+    ) -> None:
+        """Set eos_id/bos_id/pad_id from explicit token strings (an unknown token is an error)."""
+        self.eos_id = self._resolve(eos_token, "eos_token")
+        self.bos_id = self._resolve(bos_token, "bos_token")
+        self.pad_id = self._resolve(pad_token, "pad_token")
+
+    # ------------------------------------------------------------------ encoding
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="longtrove-tok")
+        return self._pool
+
+    def _prepare(self, texts: Sequence[str]) -> Sequence[str]:
+        if self._normalize is not None:
+            texts = [self._normalize(t) for t in texts]
+        if self._prefix_space:
+            texts = [t if t.startswith(" ") else " " + t for t in texts]
+        return texts
+
+    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
+        assert self._tt is not None
+        core = self._tt._core_bpe
+        texts = self._prepare(texts)
+        if len(texts) == 1 or self.num_threads == 1:
+            lists = [core.encode_ordinary(t) for t in texts]
+        else:
+            lists = list(self._threads().map(core.encode_ordinary, texts))
+        arrays = lists_to_arrays(lists)
+        if self._rank_to_id is not None:
+            arrays = [self._rank_to_id[a] for a in arrays]
+        return arrays
+
+    def _encode_hf(self, texts: Sequence[str], *, allow_special: bool = False) -> list[np.ndarray]:
+        hf = self._hf if allow_special else self._hf_text
+        assert hf is not None
+        encode = getattr(hf, "encode_batch_fast", hf.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=False)
+        return lists_to_arrays([e.ids for e in encodings])
+
+    def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[np.ndarray]:
+        """uint32 ids of each text alone (no BOS/EOS); special-token strings in the text stay plain text.
+
+        `allow_special=True` matches special-token strings as the special tokens instead, as a rendered chat
+        prompt needs; never use it on training data.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a sequence of texts; use encode() for one text")
+        if not texts:
+            return []
+        if allow_special:
+            if self._hf is not None:
+                return self._encode_hf(texts, allow_special=True)
+            assert self._tt_full is not None
+            return [self._tt_full.encode_to_numpy(t, allowed_special="all") for t in texts]
+        if self._tt is not None:
+            return self._encode_tiktoken(texts)
+        return self._encode_hf(texts)
+
+    def encode(self, text: str, *, allow_special: bool = False) -> np.ndarray:
+        """uint32 ids of one text (see `encode_batch`)."""
+        return self.encode_batch([text], allow_special=allow_special)[0]
+
+    def count_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """int64 token count of each text, as `encode_batch` would produce."""
+        return np.fromiter((len(a) for a in self.encode_batch(texts)), dtype=np.int64, count=len(texts))
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Text of `ids` (special tokens rendered as their strings)."""
+        id_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        if self._hf is not None:
+            return self._hf.decode(id_list, skip_special_tokens=False)
+        assert self._tt_full is not None
+        return self._tt_full.decode(id_list)
+
+    def verify_sample(self, texts: Sequence[str], *, what: str = "sample") -> bool:
+        """Prove the fast path on real texts: ids must equal `tokenizers`' on every one.
+
+        On the first difference the tokenizer falls back to `tokenizers` for good, with a warning naming that
+        text. Returns True when the fast path stays on (False if it is off, for this or an earlier reason).
+        """
+        if self._tt is None or self._hf is None:
+            return False
+        from tokenization.fastpath import _describe, fall_back, first_difference
+
+        texts = list(texts)
+        found = first_difference(self, texts)
+        if found is None:
+            return True
+        index, fast, slow = found
+        fall_back(
+            self, f"ids differ from tokenizers on {what} text #{index}: {_describe(texts[index], fast, slow)}"
+        )
+        return False
+
+    # ------------------------------------------------------------------ chat
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        """Render a conversation with the tokenizer's chat template, as transformers would."""
+        if self.chat_template is None:
+            raise TokenizerError(
+                f"{self.name} has no chat template: add 'chat_template' to the tokenizer_config.json beside "
+                f"its tokenizer.json ({self.source})"
+            )
+        tokens = special_token_strings(self._config)
+        return render_chat_template(
+            self.chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            special_tokens=tokens,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(name={self.name!r}, backend={self.backend!r}, vocab_size={self.vocab_size}, "
+            f"eos_id={self.eos_id}, bos_id={self.bos_id}, fingerprint={self.fingerprint[:12]}...)"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for Dask/multiprocessing: engines are rebuilt from their serialized form.
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        state["_hf"] = self._hf.to_str() if self._hf is not None else None
+        state["_hf_text"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.__dict__.update(state)
+        if state["_hf"] is not None:
+            self._hf = HFTokenizer.from_str(state["_hf"])
+            self._hf_text = HFTokenizer.from_str(state["_hf"])
+            self._hf_text.encode_special_tokens = True
+
+
+def unicode_normalizer(forms: Sequence[str]) -> Callable[[str], str]:
+    """A normalizer applying the given Unicode normalization forms in order (NFC, NFD, NFKC, NFKD)."""
+    forms = tuple(forms)
+
+    def normalize(text: str) -> str:
+        for form in forms:
+            if not unicodedata.is_normalized(form, text):
+                text = unicodedata.normalize(form, text)
+        return text
+
+    return normalize
