@@ -64,10 +64,10 @@ def shard_schema(seq_len: int, dtype: str = "uint32") -> pa.Schema:
     )
 
 
-def rows_per_batch(seq_len: int, dtype: str = "uint32") -> int:
-    """Rows per record batch: about BATCH_TARGET_BYTES of ids, never fewer than one row."""
+def rows_per_batch(seq_len: int, dtype: str = "uint32", batch_bytes: int = BATCH_TARGET_BYTES) -> int:
+    """Rows per record batch: about `batch_bytes` of ids, never fewer than one row."""
     itemsize = np.dtype(DTYPES[dtype]).itemsize
-    return max(1, BATCH_TARGET_BYTES // (seq_len * itemsize))
+    return max(1, batch_bytes // (seq_len * itemsize))
 
 
 def check_vocab_fits(vocab_size: int, dtype: str = "uint32", *, what: str = "tokenizer") -> None:
@@ -138,6 +138,7 @@ class ShardWriter:
         rank: int = 0,
         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
         dtype: str = "uint32",
+        batch_bytes: int = BATCH_TARGET_BYTES,
     ) -> None:
         if seq_len < 1:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
@@ -155,7 +156,7 @@ class ShardWriter:
         self.dtype = dtype
         self.np_dtype = DTYPES[dtype]
         self.schema = shard_schema(seq_len, dtype)
-        self.batch_rows = rows_per_batch(seq_len, dtype)
+        self.batch_rows = rows_per_batch(seq_len, dtype, batch_bytes)
         row_bytes = seq_len * np.dtype(self.np_dtype).itemsize
         # a shard holds whole batches: at least one row, at most max_shard_bytes of ids (when a row fits)
         fit_rows = max(1, max_shard_bytes // row_bytes)
