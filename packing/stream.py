@@ -451,6 +451,11 @@ class ShardStream:
         """Samples of the current epoch taken by the whole job (all ranks), as of this rank's progress."""
         return self._position()[1]
 
+    @property
+    def taken(self) -> int:
+        """Samples this rank has handed out since the current pass began (a resume starts a new pass)."""
+        return self._taken
+
     def _rank_total(self) -> int:
         """Samples this rank gets from `_start` to the end of the epoch."""
         remaining = self.samples_per_epoch - self._start
@@ -631,7 +636,8 @@ class ShardStream:
     ) -> Iterator[Sample]:
         """This rank's samples from the current state, without advancing it.
 
-        With ``num_workers > 1``, worker ``w`` takes the rank's samples in blocks of ``block_size``
+        ``skip`` leaves out the first samples of the rank's pass (those already consumed). With
+        ``num_workers > 1``, worker ``w`` takes the rank's remaining samples in blocks of ``block_size``
         (one DataLoader batch each), blocks ``w, w + num_workers, ...``. A DataLoader hands batches over
         round-robin across workers, so the main process sees the rank's samples in their order.
         """
@@ -647,12 +653,10 @@ class ShardStream:
             total = max(0, -(-(remaining - self.rank) // self.world_size))
         base = epoch * self.samples_per_epoch + first + self.rank
         step = self.world_size
-        # this worker's rank-local sample numbers j, in order, chunk by chunk
-        block = skip // block_size
-        block += (worker - block) % num_workers
-        lo = max(skip, block * block_size)
-        while lo < total:
-            hi = min(total, (block + 1) * block_size)
+        # this worker's rank-local sample numbers j: blocks of block_size counted from `skip`
+        k = worker
+        while (lo := skip + k * block_size) < total:
+            hi = min(total, lo + block_size)
             for chunk_lo in range(lo, hi, _CHUNK):
                 j = np.arange(chunk_lo, min(hi, chunk_lo + _CHUNK), dtype=np.int64)
                 src, sample = self._locate(base + j * step)
@@ -663,8 +667,7 @@ class ShardStream:
                 ):
                     yield self._sample(s, sh, r, x)
                     self._maybe_release()
-            block += num_workers
-            lo = block * block_size
+            k += num_workers
 
     def _prefetch(self, src: np.ndarray, shards: np.ndarray) -> None:
         """Tell remote caches which shards this chunk needs, in order of need."""
