@@ -349,6 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "delay":
             time.sleep(server.faults.delay_s)
+        elif server.latency_s:
+            time.sleep(server.latency_s)
         try:
             max_tokens = int(body.get("max_tokens") or 16)
             result = server.model.complete(self._prompt_of(body), max_tokens)
@@ -426,8 +428,10 @@ class _HTTPServer(ThreadingHTTPServer):
         faults: Faults,
         api_key: str | None,
         verbose: bool,
+        latency_s: float = 0.0,
     ) -> None:
         super().__init__(address, _Handler)
+        self.latency_s = latency_s
         self.model = model
         self.model_name = model_name
         self.faults = faults
@@ -451,7 +455,9 @@ class ReferenceServer:
         port: int = 0,
         api_key: str | None = None,
         verbose: bool = False,
+        latency_s: float = 0.0,
     ) -> None:
+        """`latency_s` holds every answer back that long, as a model's prefill and decode would."""
         model = ReferenceModel(tokenizer, window_tokens=window_tokens, max_model_len=max_model_len)
         self.httpd = _HTTPServer(
             (host, port),
@@ -460,6 +466,7 @@ class ReferenceServer:
             faults=faults or Faults(),
             api_key=api_key,
             verbose=verbose,
+            latency_s=latency_s,
         )
         self._thread: threading.Thread | None = None
 

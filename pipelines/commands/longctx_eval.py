@@ -151,6 +151,9 @@ def serve_reference_command(
     delay_rate: Annotated[float, typer.Option(help="Fraction of replies delayed by --delay seconds.")] = 0.0,
     delay: Annotated[float, typer.Option(help="Delay of the delayed replies (seconds).")] = 5.0,
     fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
+    latency: Annotated[
+        float, typer.Option(help="Seconds every answer is held back (a model's own time).")
+    ] = 0.0,
     verbose: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a reference model on an OpenAI-compatible API, to check a set-up before using a GPU server."""
@@ -179,6 +182,7 @@ def serve_reference_command(
             port=port,
             api_key=api_key,
             verbose=verbose,
+            latency_s=latency,
         )
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from longctx.reference_server import Faults, ReferenceServer
@@ -37,8 +38,9 @@ def make_suite(
     chat: bool = False,
 ) -> Path:
     """A RULER-shaped NIAH suite: one sample per length and depth, `<out>/<task>/<length>.jsonl` + suite.json."""
-    hay = " ".join(python_prose())
-    hay_ids = tokenizer.encode(hay)
+    hay_ids = tokenizer.encode(" ".join(python_prose()))
+    while len(hay_ids) < max(lengths):  # repeat the haystack for the longest lengths
+        hay_ids = np.concatenate([hay_ids, hay_ids])
     reserve = 64
     for length in lengths:
         lines = []
