@@ -487,7 +487,12 @@ class ReferenceServer:
         self.httpd.faults = faults
 
     def start(self) -> ReferenceServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="reference-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="reference-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
