@@ -1,9 +1,56 @@
-"""Subcommands of `longtrove` (see pipelines/cli.py)."""
+"""`longtrove curate RECIPE.yaml`: run a curation recipe on Dask and print what each step kept and dropped."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 
+def print_counts(rows: list[Any], title: str = "Curation") -> None:
+    """A table of per-step kept/dropped counts (rows are pipelines.recipe.StepCount)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("stage", "step", "in", "kept", "dropped", "why dropped"):
+        table.add_column(column, justify="right" if column in ("in", "kept", "dropped") else "left")
+    for row in rows:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(row.detail.items(), key=lambda kv: -kv[1])[:4])
+        table.add_row(row.stage, row.step, f"{row.seen:,}", f"{row.kept:,}", f"{row.dropped:,}", why)
+    Console(stderr=False).print(table)
+
+
 def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     """Attach this module's commands to the app."""
+
+    @app.command()
+    def curate(
+        recipe: Annotated[Path, typer.Argument(help="YAML recipe (see pipelines/recipes/default.yaml)")],
+        output: Annotated[str | None, typer.Option(help="override output.path")] = None,
+        tasks: Annotated[int | None, typer.Option(help="override executor.tasks (ranks per stage)")] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="override executor.workers (LocalCluster processes)")
+        ] = None,
+        scheduler: Annotated[str | None, typer.Option(help="address of a running Dask scheduler")] = None,
+        progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    ) -> None:
+        """Run a curation recipe (read, filter, exact and MinHash dedup, write parquet) on Dask."""
+        from pipelines.executor import RankFailedError
+        from pipelines.recipe import RecipeError, load_recipe, run_recipe
+
+        overrides: dict[str, Any] = {}
+        if output:
+            overrides.setdefault("output", {})["path"] = str(Path(output).resolve())
+        for key, value in (("tasks", tasks), ("workers", workers), ("scheduler", scheduler)):
+            if value is not None:
+                overrides.setdefault("executor", {})[key] = value
+        try:
+            parsed = load_recipe(recipe, overrides=overrides)
+            rows = run_recipe(parsed, progress=progress)
+        except (RecipeError, RankFailedError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2 if isinstance(e, RecipeError) else 1) from None
+        print_counts(rows, title=f"Curation: {parsed.name}")
+        typer.echo(f"curated documents: {parsed.output.path}")

@@ -1,9 +1,42 @@
-"""Subcommands of `longtrove` (see pipelines/cli.py)."""
+"""`longtrove demo`: the main job on the embedded sample corpus, with no network and no arguments."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     """Attach this module's commands to the app."""
+
+    @app.command()
+    def demo(
+        out: Annotated[
+            Path, typer.Option(help="folder for the corpus, the curated documents and the work files")
+        ] = Path("longtrove-demo"),
+        workers: Annotated[
+            int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")
+        ] = None,
+        progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    ) -> None:
+        """Build a sample corpus from Python's own documentation (plus planted duplicates and junk) and curate it."""
+        import time
+
+        from pipelines.commands.curate import print_counts
+        from pipelines.demo import run_demo
+        from pipelines.executor import RankFailedError
+
+        start = time.perf_counter()
+        try:
+            ctx = run_demo(out, workers=workers, progress=progress, echo=typer.echo)
+        except RankFailedError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        print_counts(ctx.counts, title="Demo curation")
+        kept = ctx.counts[-1].kept if ctx.counts else 0
+        typer.echo(f"curated documents: {ctx.curated_dir} ({kept} documents)")
+        for name, summary in ctx.results.items():
+            typer.echo(f"{name}: {summary}")
+        typer.echo(f"done in {time.perf_counter() - start:.1f}s")

@@ -1,0 +1,597 @@
+"""Curation recipes: YAML, validated into typed objects before anything runs, then turned into datatrove stages.
+
+A recipe reads documents, filters them, removes exact and near duplicates and writes the curated documents as
+parquet. Dedup filters find documents by their position within a rank, so each stage that follows a dedup
+signature step reads back exactly the file its own rank wrote before (see ``RankFileReader``).
+
+    stage            ranks         steps
+    filter           tasks         read -> filters -> write filtered [-> exact signatures | minhash signatures]
+    exact-find       1             find exact duplicates
+    exact-filter     tasks         read filtered -> drop exact duplicates -> write [-> minhash signatures]
+    minhash-buckets  num_buckets   match signatures bucket by bucket
+    minhash-cluster  1             cluster the matches
+    minhash-filter   tasks         read -> drop near duplicates -> write curated
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.yaml"
+
+
+class RecipeError(ValueError):
+    """The recipe cannot run; the message names the file and the key or path at fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- input --------------------------------------------------------------------------------------------------------
+class InputConfig(_Strict):
+    format: Literal["jsonl", "parquet", "huggingface"] = "jsonl"
+    paths: list[str] = Field(default_factory=list, description="files or folders, local paths or fsspec URLs")
+    glob: str | None = Field(None, description="only files matching this pattern inside folders")
+    dataset: str | None = Field(
+        None, description="huggingface: a hub id (from the local cache) or a builder name"
+    )
+    dataset_options: dict[str, Any] = Field(
+        default_factory=dict, description="passed to datasets.load_dataset"
+    )
+    text_key: str = "text"
+    id_key: str = "id"
+    on_bad_record: Literal["skip", "fail"] = "skip"
+    max_document_chars: Annotated[int, Field(gt=0)] | None = 8_000_000
+    limit: int = Field(-1, description="documents per rank, -1 for all")
+
+    @model_validator(mode="after")
+    def _source(self) -> InputConfig:
+        if self.format == "huggingface":
+            if not self.dataset:
+                raise ValueError("input.format is huggingface: set input.dataset")
+        elif not self.paths:
+            raise ValueError(
+                f"input.format is {self.format}: set input.paths to one or more files or folders"
+            )
+        return self
+
+
+# -- filters ------------------------------------------------------------------------------------------------------
+class GopherQuality(_Strict):
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100000
+    min_avg_word_length: int | None = 3
+    max_avg_word_length: int | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2
+    language: str = "en"
+
+
+class GopherRepetition(_Strict):
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
+    dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+    language: str = "en"
+
+
+class C4Quality(_Strict):
+    split_paragraph: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = 5
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+    language: str = "en"
+
+
+class FineWebQuality(_Strict):
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+    language: str = "en"
+
+
+class LanguageId(_Strict):
+    languages: list[str] | None = ["en"]
+    threshold: float = 0.65
+    backend: Literal["ft176", "glotlid"] = "ft176"
+    model_path: str | None = Field(None, description="a local fastText model; nothing is downloaded")
+
+
+class FilterSpec(_Strict):
+    """One filter: a mapping with exactly one key naming it, e.g. ``- gopher_quality: {min_doc_words: 30}``."""
+
+    gopher_quality: GopherQuality | None = None
+    gopher_repetition: GopherRepetition | None = None
+    c4: C4Quality | None = None
+    fineweb_quality: FineWebQuality | None = None
+    language: LanguageId | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        if isinstance(data, str):  # "- c4" is shorthand for "- c4: {}"
+            data = {data: {}}
+        if isinstance(data, dict):
+            data = {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FilterSpec:
+        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"each filter names exactly one of {list(type(self).model_fields)}, got {chosen}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+    @property
+    def params(self) -> BaseModel:
+        return getattr(self, self.kind)
+
+
+# -- dedup, output, executor --------------------------------------------------------------------------------------
+class ExactDedup(_Strict):
+    enabled: bool = True
+
+
+class MinhashDedup(_Strict):
+    enabled: bool = True
+    n_grams: Annotated[int, Field(gt=0)] = 5
+    num_buckets: Annotated[int, Field(gt=0)] = 14
+    hashes_per_bucket: Annotated[int, Field(gt=0)] = 8
+    seed: int = 1
+
+
+class DedupConfig(_Strict):
+    exact: ExactDedup = ExactDedup()
+    minhash: MinhashDedup = MinhashDedup()
+
+
+class OutputConfig(_Strict):
+    path: str = "curated"
+    work_dir: str | None = Field(None, description="intermediate files and logs; default: <path>.work")
+    compression: Literal["snappy", "gzip", "brotli", "lz4", "zstd"] | None = "zstd"
+
+
+class ExecutorConfig(_Strict):
+    tasks: Annotated[int, Field(gt=0)] = 4
+    workers: Annotated[int, Field(gt=0)] | None = None
+    scheduler: str | None = Field(None, description="address of a running Dask scheduler")
+    skip_completed: bool = True
+
+
+class Recipe(_Strict):
+    name: str = "curation"
+    input: InputConfig
+    filters: list[FilterSpec] = Field(default_factory=list)
+    dedup: DedupConfig = DedupConfig()
+    output: OutputConfig = OutputConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+
+    @property
+    def work_dir(self) -> str:
+        return self.output.work_dir or f"{self.output.path.rstrip('/')}.work"
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+def _format_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid recipe {source}:"]
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in item and item["type"] not in ("missing",):
+            message += f" (got {item['input']!r})"
+        lines.append(f"  {loc or '<top>'}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve(path: str, base: Path) -> str:
+    """Relative local paths in a recipe are relative to the recipe's folder; URLs are left alone."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return str((base / os.path.expanduser(path)).resolve())
+
+
+def parse_recipe(
+    data: Any, source: str = "<recipe>", base_dir: Path | None = None, check_paths: bool = True
+) -> Recipe:
+    """Validate a recipe mapping; relative paths are taken from `base_dir`; input paths must exist."""
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"invalid recipe {source}: expected a mapping at the top, got {type(data).__name__}"
+        )
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_error(source, e)) from None
+    if base_dir is not None:
+        recipe.input.paths = [_resolve(p, base_dir) for p in recipe.input.paths]
+        recipe.output.path = _resolve(recipe.output.path, base_dir)
+        if recipe.output.work_dir:
+            recipe.output.work_dir = _resolve(recipe.output.work_dir, base_dir)
+    if check_paths:
+        check_recipe(recipe, source)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict | None = None, check_paths: bool = True) -> Recipe:
+    """Read and validate a YAML recipe file (plus optional overrides merged on top)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {str(path)!r}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"invalid recipe {path}: not valid YAML ({e})") from None
+    if overrides:
+        data = _merge(data or {}, overrides)
+    return parse_recipe(data, str(path), base_dir=path.parent, check_paths=check_paths)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def check_recipe(recipe: Recipe, source: str = "<recipe>") -> None:
+    """Checks that need the file system: input paths exist, model files are present."""
+    from fsspec.core import url_to_fs
+
+    from pipelines.filters import OfflineModelError, resolve_lid_model
+
+    for i, path in enumerate(recipe.input.paths):
+        try:
+            fs, fs_path = url_to_fs(path)
+            exists = fs.exists(fs_path)
+        except Exception as e:  # an unreachable store or missing credentials
+            raise RecipeError(
+                f"invalid recipe {source}: input.paths.{i}: cannot check {path!r} ({e})"
+            ) from None
+        if not exists:
+            raise RecipeError(f"invalid recipe {source}: input.paths.{i}: no such file or folder {path!r}")
+    for i, spec in enumerate(recipe.filters):
+        if spec.kind == "language":
+            try:
+                resolve_lid_model(spec.language.model_path, spec.language.backend, f"filters.{i}.language")
+            except OfflineModelError as e:
+                raise RecipeError(f"invalid recipe {source}: {e}") from None
+
+
+# -- recipe -> datatrove stages -----------------------------------------------------------------------------------
+def document_text(doc: Any) -> str:
+    """What exact dedup hashes: the document's text."""
+    return doc.text
+
+
+# datatrove picks its hash function from the getter's return annotation, which must be the type itself
+document_text.__annotations__["return"] = str
+
+
+@dataclass
+class Stage:
+    """One datatrove pipeline and how many ranks run it."""
+
+    name: str
+    pipeline: list = field(repr=False)
+    tasks: int
+
+
+def _readers(recipe: Recipe) -> list:
+    from pipelines.readers import GuardedHuggingFaceReader, GuardedJsonlReader, GuardedParquetReader
+
+    cfg = recipe.input
+    common = dict(
+        on_bad_record=cfg.on_bad_record,
+        max_document_chars=cfg.max_document_chars,
+        text_key=cfg.text_key,
+        id_key=cfg.id_key,
+        limit=cfg.limit,
+    )
+    if cfg.format == "huggingface":
+        return [GuardedHuggingFaceReader(cfg.dataset, dataset_options=cfg.dataset_options, **common)]
+    reader_cls = GuardedJsonlReader if cfg.format == "jsonl" else GuardedParquetReader
+    readers = []
+    for path in cfg.paths:
+        from fsspec.core import url_to_fs
+
+        fs, fs_path = url_to_fs(path)
+        if fs.isdir(fs_path):
+            readers.append(reader_cls(path, glob_pattern=cfg.glob, **common))
+        else:  # one file: its folder, restricted to exactly that file
+            parent, _, name = path.rstrip("/").rpartition("/")
+            readers.append(
+                reader_cls(parent or ".", paths_file=None, glob_pattern=_exact_glob(name), **common)
+            )
+    return readers
+
+
+def _exact_glob(name: str) -> str:
+    from glob import escape
+
+    # a glob with no magic characters gets a leading "*" in datatrove; "[x]" keeps it an exact match
+    escaped = escape(name)
+    return escaped if escaped != name else f"[{name[0]}]{escape(name[1:])}"
+
+
+def build_filters(recipe: Recipe) -> list:
+    """The recipe's filter steps, in order."""
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    from pipelines.filters import LocalModelLanguageFilter, resolve_lid_model
+
+    steps = []
+    for i, spec in enumerate(recipe.filters):
+        params = spec.params.model_dump()
+        if spec.kind == "gopher_quality":
+            steps.append(GopherQualityFilter(**params))
+        elif spec.kind == "gopher_repetition":
+            params["top_n_grams"] = tuple(tuple(x) for x in params["top_n_grams"])
+            params["dup_n_grams"] = tuple(tuple(x) for x in params["dup_n_grams"])
+            steps.append(GopherRepetitionFilter(**params))
+        elif spec.kind == "c4":
+            steps.append(C4QualityFilter(**params))
+        elif spec.kind == "fineweb_quality":
+            steps.append(FineWebQualityFilter(**params))
+        elif spec.kind == "language":
+            model = resolve_lid_model(params["model_path"], params["backend"], f"filters.{i}.language")
+            steps.append(
+                LocalModelLanguageFilter(
+                    model,
+                    languages=params["languages"],
+                    language_threshold=params["threshold"],
+                    backend=params["backend"],
+                )
+            )
+    return steps
+
+
+def build_stages(recipe: Recipe) -> list[Stage]:
+    """The datatrove stages of a recipe, in the order they must run."""
+    from datatrove.pipeline.dedup import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.dedup.exact_dedup import (
+        ExactDedupConfig,
+        ExactDedupFilter,
+        ExactDedupSignature,
+        ExactFindDedups,
+    )
+    from datatrove.pipeline.writers import ParquetWriter
+
+    from pipelines.readers import RankFileReader
+
+    tasks = recipe.executor.tasks
+    work = recipe.work_dir.rstrip("/")
+    exact, minhash = recipe.dedup.exact.enabled, recipe.dedup.minhash.enabled
+
+    def writer(folder: str) -> ParquetWriter:
+        # one file per rank with a fixed name: what RankFileReader reads back, and byte-identical on reruns
+        return ParquetWriter(
+            folder,
+            output_filename="${rank}.parquet",
+            compression=recipe.output.compression,
+            max_file_size=-1,
+            use_content_defined_chunking=False,
+        )
+
+    exact_config = ExactDedupConfig(content_getter=document_text)
+    mh = recipe.dedup.minhash
+    minhash_config = MinhashConfig(
+        n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed
+    )
+    stages: list[Stage] = []
+
+    first = [*_readers(recipe), *build_filters(recipe)]
+    if not exact and not minhash:
+        return [Stage("filter", [*first, writer(recipe.output.path)], tasks)]
+    first.append(writer(f"{work}/filtered"))
+    previous = f"{work}/filtered"
+    if exact:
+        first.append(ExactDedupSignature(f"{work}/exact/sigs", config=exact_config))
+    else:
+        first.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
+    stages.append(Stage("filter", first, tasks))
+
+    if exact:
+        stages.append(
+            Stage(
+                "exact-find",
+                [ExactFindDedups(f"{work}/exact/sigs", f"{work}/exact/dups", config=exact_config)],
+                1,
+            )
+        )
+        target = f"{work}/exact-kept" if minhash else recipe.output.path
+        steps = [
+            RankFileReader(previous),
+            ExactDedupFilter(f"{work}/exact/dups", config=exact_config),
+            writer(target),
+        ]
+        if minhash:
+            steps.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
+        stages.append(Stage("exact-filter", steps, tasks))
+        previous = target
+
+    if minhash:
+        stages += [
+            Stage(
+                "minhash-buckets",
+                [
+                    MinhashDedupBuckets(
+                        f"{work}/minhash/sigs", f"{work}/minhash/buckets", config=minhash_config
+                    )
+                ],
+                minhash_config.num_buckets,
+            ),
+            Stage(
+                "minhash-cluster",
+                [
+                    MinhashDedupCluster(
+                        f"{work}/minhash/buckets", f"{work}/minhash/clusters", config=minhash_config
+                    )
+                ],
+                1,
+            ),
+            Stage(
+                "minhash-filter",
+                [
+                    RankFileReader(previous),
+                    MinhashDedupFilter(f"{work}/minhash/clusters"),
+                    writer(recipe.output.path),
+                ],
+                tasks,
+            ),
+        ]
+    return stages
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+@dataclass
+class StepCount:
+    """What one step did to the documents that reached it."""
+
+    stage: str
+    step: str
+    seen: int
+    kept: int
+    dropped: int
+    detail: dict[str, int] = field(default_factory=dict)
+
+
+def make_executors(
+    recipe: Recipe,
+    stages: list[Stage] | None = None,
+    *,
+    kind: Literal["dask", "local"] = "dask",
+    client: Any = None,
+    progress: bool = True,
+) -> list:
+    """One executor per stage, each depending on the one before, logging under ``<work_dir>/logs/<stage>``."""
+    stages = stages if stages is not None else build_stages(recipe)
+    logs = f"{recipe.work_dir.rstrip('/')}/logs"
+    executors: list = []
+    for stage in stages:
+        if kind == "dask":
+            from pipelines.executor import DaskPipelineExecutor
+
+            executor = DaskPipelineExecutor(
+                stage.pipeline,
+                tasks=stage.tasks,
+                logging_dir=f"{logs}/{stage.name}",
+                client=client,
+                scheduler=recipe.executor.scheduler,
+                workers=recipe.executor.workers,
+                depends=executors[-1] if executors else None,
+                skip_completed=recipe.executor.skip_completed,
+                name=stage.name,
+                progress=progress,
+            )
+        else:
+            from datatrove.executor import LocalPipelineExecutor
+
+            executor = LocalPipelineExecutor(
+                stage.pipeline,
+                tasks=stage.tasks,
+                workers=min(stage.tasks, recipe.executor.workers or os.cpu_count() or 1),
+                logging_dir=f"{logs}/{stage.name}",
+                depends=executors[-1] if executors else None,
+                skip_completed=recipe.executor.skip_completed,
+            )
+        executors.append(executor)
+    return executors
+
+
+def step_counts(stage: str, stats: Any) -> list[StepCount]:
+    """Kept/dropped counts for the steps of one stage's merged datatrove stats that keep or drop documents."""
+    rows = []
+    for step in stats.stats:
+        counts = {key: _metric_total(metric) for key, metric in step.stats.items() if key != "doc_len"}
+        bad = {k.removeprefix("bad_input/"): v for k, v in counts.items() if k.startswith("bad_input/")}
+        if "dropped" in counts or "forwarded" in counts:  # filters, dedup filters
+            reasons = {k.removeprefix("dropped_"): v for k, v in counts.items() if k.startswith("dropped_")}
+            dropped = counts.get("dropped", 0)
+            kept = counts.get("forwarded", 0)
+            rows.append(StepCount(stage, step.name, kept + dropped, kept, dropped, reasons))
+        elif isinstance(step.name, str) and "same rank" in step.name:  # reading back a stage's own output
+            continue
+        elif "documents" in counts or bad:  # readers
+            kept = counts.get("documents", 0)
+            dropped = sum(bad.values())
+            rows.append(StepCount(stage, step.name, kept + dropped, kept, dropped, bad))
+    return rows
+
+
+def _metric_total(metric: Any) -> int:
+    # stats read back from disk hold plain numbers or dicts, fresh ones hold MetricStats
+    if isinstance(metric, dict):
+        return int(metric.get("total", 0))
+    return int(getattr(metric, "total", metric))
+
+
+def run_recipe(recipe: Recipe, *, client: Any = None, progress: bool = True) -> list[StepCount]:
+    """Run every stage of the recipe on Dask (one cluster for all stages) and return per-step counts."""
+    from pipelines.executor import run_stages
+
+    stages = build_stages(recipe)
+    executors = make_executors(recipe, stages, client=client, progress=progress)
+    for executor in executors:  # run_stages walks them in order on one cluster
+        executor.depends = None
+    all_stats = run_stages(
+        executors, client=client, scheduler=recipe.executor.scheduler, workers=recipe.executor.workers
+    )
+    rows: list[StepCount] = []
+    for stage, stats in zip(stages, all_stats, strict=True):
+        rows += step_counts(stage.name, stats)
+    return rows
+
+
+def read_curated(path: str | os.PathLike) -> list[dict]:
+    """The curated documents of a finished run, in rank order (for checks and tests)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(path).glob("*.parquet"))
+    rows: list[dict] = []
+    for file in files:
+        rows += pq.read_table(file).to_pylist()
+    return rows
