@@ -1,0 +1,137 @@
+"""The torch adapter with a real DataLoader and real worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from packing.stream import ShardStream  # noqa: E402
+from packing.torch import IGNORE_INDEX, StreamLoader, collate  # noqa: E402
+from tests.packing import test_stream as shared  # noqa: E402
+
+SEQ_LEN = shared.SEQ_LEN
+prose_shards = shared.prose_shards  # the same real shard folder fixture
+prose_rows = shared.prose_rows
+
+
+def loader_ids(loader: StreamLoader) -> list[int]:
+    return [x for batch in loader for x in batch["sample_id"].tolist()]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dataloader_reads_every_sample_once_in_the_stream_order(
+    prose_shards: Path, world_size: int, num_workers: int
+) -> None:
+    everything = []
+    for rank in range(world_size):
+        expected = [
+            int(s["sample_id"])
+            for s in ShardStream(prose_shards, rank=rank, world_size=world_size, seed=5, with_index=True)
+        ]
+        stream = ShardStream(prose_shards, rank=rank, world_size=world_size, seed=5, with_index=True)
+        loader = StreamLoader(stream, batch_size=32, num_workers=num_workers)
+        got = loader_ids(loader)
+        assert got == expected  # workers interleave back into the rank's own order
+        assert stream.epoch == 1
+        everything += got
+    n = ShardStream(prose_shards).samples_per_epoch
+    assert sorted(everything) == list(range(n))
+
+
+def test_collate_builds_labels_positions_and_cu_seqlens(prose_shards: Path, prose_rows) -> None:
+    ids, lengths = prose_rows
+    stream = ShardStream(prose_shards, seed=1, with_index=True)
+    samples = []
+    for s in stream:
+        if len(s["doc_lengths"]) > 1 and sum(s["doc_lengths"]) < SEQ_LEN:  # several documents and padding
+            samples.append(s)
+        if len(samples) == 3:
+            break
+    assert len(samples) == 3
+    batch = collate(samples)
+    assert batch["input_ids"].shape == (3, SEQ_LEN) and batch["input_ids"].dtype == torch.int64
+    bounds = [0]
+    for row, s in enumerate(samples):
+        k = int(s["sample_id"])
+        np.testing.assert_array_equal(batch["input_ids"][row].numpy(), ids[k].astype(np.int64))
+        doc = lengths[k].tolist()
+        used = sum(doc)
+        labels = batch["labels"][row].tolist()
+        starts = np.cumsum([0, *doc[:-1]]).tolist()
+        for i in range(SEQ_LEN):
+            if i >= used or i in starts:
+                assert labels[i] == IGNORE_INDEX
+            else:
+                assert labels[i] == int(ids[k][i])
+        assert batch["position_ids"][row].tolist() == [p for n in doc for p in range(n)] + list(
+            range(SEQ_LEN - used)
+        )
+        for n in [*doc, SEQ_LEN - used]:
+            bounds.append(bounds[-1] + n)
+    assert batch["cu_seqlens"].tolist() == bounds and batch["cu_seqlens"].dtype == torch.int32
+    assert batch["max_seqlen"] == max(np.diff(bounds))
+
+    flat = collate(samples, flatten=True)
+    assert flat["input_ids"].shape == (1, 3 * SEQ_LEN)
+    assert torch.equal(flat["input_ids"].reshape(3, SEQ_LEN), batch["input_ids"])
+    assert torch.equal(flat["cu_seqlens"], batch["cu_seqlens"])
+
+
+def test_collate_refuses_to_stack_rows_of_different_lengths(prose_shards: Path) -> None:
+    sample = next(iter(ShardStream(prose_shards)))
+    short = {"input_ids": sample["input_ids"][:32], "doc_lengths": np.array([32], np.int32)}
+    with pytest.raises(ValueError, match="flatten=True"):
+        collate([sample, short])
+    assert collate([sample, short], flatten=True)["input_ids"].shape == (1, SEQ_LEN + 32)
+
+
+def test_loader_state_counts_what_the_trainer_received_and_resumes_exactly(prose_shards: Path) -> None:
+    def make(num_workers: int = 2) -> StreamLoader:
+        stream = ShardStream(prose_shards, rank=1, world_size=2, seed=8, with_index=True)
+        return StreamLoader(
+            stream, batch_size=8, num_workers=num_workers, **({"prefetch_factor": 4} if num_workers else {})
+        )
+
+    whole = loader_ids(make(num_workers=0))
+    loader = make()
+    got = []
+    for i, batch in enumerate(loader):
+        got += batch["sample_id"].tolist()
+        if i == 9:  # workers have read well ahead by now; the state must not count that
+            state = loader.state_dict()
+            break
+    assert state["consumed"] == 2 * 80
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert len(resumed) == -(-(len(whole) - 80) // 8)
+    assert got + loader_ids(resumed) == whole
+
+
+def test_loader_elastic_resume_from_four_ranks_to_three(prose_shards: Path) -> None:
+    n = ShardStream(prose_shards).samples_per_epoch
+    seen = []
+    states = []
+    for rank in range(4):
+        loader = StreamLoader(
+            ShardStream(prose_shards, rank=rank, world_size=4, seed=3, with_index=True),
+            batch_size=4,
+            num_workers=2,
+        )
+        for i, batch in enumerate(loader):
+            seen += batch["sample_id"].tolist()
+            if i == 14:
+                states.append(loader.state_dict())
+                break
+    assert all(s == states[0] for s in states)
+    for rank in range(3):
+        loader = StreamLoader(
+            ShardStream(prose_shards, rank=rank, world_size=3, seed=3, with_index=True), batch_size=16
+        )
+        loader.load_state_dict(states[0])
+        seen += loader_ids(loader)
+    assert sorted(seen) == list(range(n))
