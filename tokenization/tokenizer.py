@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     import tokenizers
 
 
+_NO_SPECIAL: frozenset[str] = frozenset()
+
+# tiktoken's `encode` scans for special tokens with a regex; with none registered that regex is empty and
+# matches at every position, so engines built here register one token that is never allowed.
+SENTINEL_SPECIAL = "<|longtrove-never-allowed|>"
+
+
 def smallest_dtype(vocab_size: int) -> np.dtype:
     """The narrowest unsigned dtype that holds every id of a vocabulary of `vocab_size` entries."""
     if vocab_size <= 0:
@@ -168,15 +175,18 @@ class Tokenizer:
             texts = [t if t.startswith(" ") else " " + t for t in texts]
         return texts
 
-    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def _encode_one_tiktoken(self, text: str) -> np.ndarray:
+        # The buffer variant releases the GIL for the whole encode and hands the ids over without building a
+        # Python int per token. No special token is allowed, so special-token strings are encoded as text.
         assert self._tt is not None
-        core = self._tt._core_bpe
+        return np.frombuffer(self._tt._core_bpe.encode_to_tiktoken_buffer(text, _NO_SPECIAL), dtype=np.uint32)
+
+    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
         texts = self._prepare(texts)
         if len(texts) == 1 or self.num_threads == 1:
-            lists = [core.encode_ordinary(t) for t in texts]
+            arrays = [self._encode_one_tiktoken(t) for t in texts]
         else:
-            lists = list(self._threads().map(core.encode_ordinary, texts))
-        arrays = lists_to_arrays(lists)
+            arrays = list(self._threads().map(self._encode_one_tiktoken, texts))
         if self._rank_to_id is not None:
             arrays = [self._rank_to_id[a] for a in arrays]
         return arrays
