@@ -487,17 +487,18 @@ class ShardStream:
         self._epoch, self._start, self._taken = self._epoch + 1, 0, 0
 
     def _identity(self) -> dict[str, Any]:
+        """What must match for a state to mean the same order (sources first: the likeliest mistake)."""
         return {
+            "sources": [
+                {k: v for k, v in s.describe().items() if k != "location"} | {"name": _name(s.location)}
+                for s in self.sources
+            ],
             "seed": self.seed,
             "shuffle": self.shuffle,
             "shuffle_block": self.shuffle_block,
             "drop_last": self.drop_last,
             "samples_per_epoch": self.samples_per_epoch,
             "mixture_period": self._period,
-            "sources": [
-                {k: v for k, v in s.describe().items() if k != "location"} | {"name": _name(s.location)}
-                for s in self.sources
-            ],
         }
 
     def state_dict(self) -> dict[str, Any]:
