@@ -1,0 +1,319 @@
+"""Exact-length assembly: a prompt of exactly `target` tokens from a task's text, haystack units and needles.
+
+RULER searches over the number of haystack sentences and re-tokenizes the whole prompt at every step, landing
+within a few hundred tokens of the length. Here everything happens in token space instead:
+
+1. the haystack units are tokenized once (`haystack.tokenize_units`), in the separator placement for which their
+   counts add up; cumulative counts (numpy) give, for any haystack budget, how many whole units fit and how many
+   tokens of the next unit are needed (that unit is cut by tokens: its ids are truncated and decoded);
+2. needles go on the unit boundary nearest to their depth, by cumulative token counts;
+3. the rendered prompt is encoded once in full. Merges at the seams (prefix, needles, suffix) can make the count
+   differ from the estimate by a few tokens; the difference is corrected in the tail of the context only,
+   re-encoding just that tail, and the result is verified with one more full encode. A count that cannot be hit
+   exactly is an error, never a silent near miss.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from longctx.haystack import TokenizedUnits
+
+
+class AssemblyError(ValueError):
+    """A prompt that cannot be built at the requested length (too short, or too little haystack)."""
+
+
+class TextCounter:
+    """Token counts of plain text, as the tokenizer encodes it (special-token strings stay text)."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+
+    def count(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    def count_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, np.int64)
+        return self.tok.count_batch(list(texts))
+
+
+class ChatCounter(TextCounter):
+    """Token counts of a rendered chat prompt: special-token strings of the template count as one token each.
+
+    This is how a server tokenizes what the chat template renders. The text between special tokens goes
+    through the same fast encoder as plain text (special tokens are hard boundaries for the tokenizer).
+    """
+
+    def __init__(self, tok: Any) -> None:
+        super().__init__(tok)
+        specials = sorted(getattr(tok, "special_tokens", {}) or {}, key=len, reverse=True)
+        self._split = re.compile("|".join(re.escape(s) for s in specials)) if specials else None
+
+    def _parts(self, text: str) -> tuple[list[str], int]:
+        if self._split is None:
+            return [text], 0
+        chunks = self._split.split(text)
+        return [c for c in chunks if c], len(chunks) - 1
+
+    def count(self, text: str) -> int:
+        chunks, specials = self._parts(text)
+        return int(self.tok.count_batch(chunks).sum()) + specials if chunks else specials
+
+    def count_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.count(t) for t in texts), dtype=np.int64, count=len(texts))
+
+
+@dataclass
+class Insert:
+    """Text placed between haystack units at `depth` percent (0-100) of the haystack tokens."""
+
+    text: str
+    depth: float
+
+
+@dataclass
+class Fit:
+    """An assembled prompt and where its parts landed."""
+
+    text: str
+    token_count: int
+    context: str
+    haystack_tokens: int
+    whole_units: int
+    partial_tokens: int
+    insert_depths: list[float] = field(default_factory=list)
+    full_encodes: int = 0
+
+
+def needed_units(counts: np.ndarray, start: int, tokens: int) -> tuple[np.ndarray, float]:
+    """Unit indices from `start` onward, cycling through the haystack, that hold more than `tokens` tokens.
+
+    Returns the indices and how many times the haystack was used (1.0 = each unit at most once).
+    """
+    total = int(counts.sum())
+    if total <= 0:
+        raise AssemblyError("the haystack has no tokens")
+    n_units = len(counts)
+    order_counts = np.roll(counts, -start)
+    tokens = int(tokens * 1.02) + 1024  # room for the tail search to move the cut
+    cycles = tokens // total + 1
+    cum = np.cumsum(np.tile(order_counts, cycles + 1))
+    m = int(np.searchsorted(cum, tokens, side="right")) + 2
+    idx = (start + np.arange(m, dtype=np.int64)) % n_units
+    return idx, m / n_units
+
+
+class _Layout:
+    """Renders a prompt for a haystack cut at token position `x` (whole units, then a partial unit)."""
+
+    def __init__(
+        self,
+        tok: Any,
+        units: TokenizedUnits,
+        order: np.ndarray,
+        prefix: str,
+        suffix: str,
+        inserts: Sequence[Insert],
+    ) -> None:
+        self.tok = tok
+        self.units = units
+        self.order = order
+        self.prefix = prefix
+        self.suffix = suffix
+        self.inserts = list(inserts)
+        self.counts = units.counts[order]
+        self.cum = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=self.cum[1:])
+        self.positions: list[int] = []
+        self._partials: dict[tuple[int, int], str] = {}
+
+    def locate(self, x: int) -> tuple[int, int]:
+        n = int(np.searchsorted(self.cum, x, side="right")) - 1
+        if n >= len(self.order):
+            raise AssemblyError(f"the haystack ran out at {int(self.cum[-1])} tokens ({x} needed)")
+        return n, x - int(self.cum[n])
+
+    def place_inserts(self, x: int) -> None:
+        """Put each insert on the unit boundary nearest to its depth (boundaries 0..n, n = whole units)."""
+        n, _ = self.locate(x)
+        bounds = self.cum[: n + 1]
+        self.positions = []
+        for ins in self.inserts:
+            want = ins.depth / 100.0 * x
+            i = int(np.searchsorted(bounds, want))
+            if i > n or (i > 0 and abs(bounds[i - 1] - want) <= abs(bounds[i] - want)):
+                i -= 1
+            self.positions.append(max(0, min(i, n)))
+
+    def _partial(self, unit: int, k: int) -> str:
+        key = (unit, k)
+        if key not in self._partials:
+            ids = self.units.unit_ids(unit)[:k]
+            text = self.tok.decode(ids)
+            # A cut inside a multi-byte character decodes to U+FFFD; cut before that character instead.
+            while "\ufffd" in text and "\ufffd" not in self.units.texts[unit] and len(ids) > 0:
+                ids = ids[:-1]
+                text = self.tok.decode(ids)
+            self._partials[key] = text
+        return self._partials[key]
+
+    def pieces(self, x: int, start: int = 0, skip: int = 0) -> list[str]:
+        """Context pieces from unit boundary `start` on (inserts at `start` included), separators attached.
+
+        The partial unit is normally the unit after the last whole one; `skip` = s takes the s-th later unit
+        long enough instead (the haystack is filler, and another unit's cut can avoid a merge with the text
+        after it).
+        """
+        n, k = self.locate(x)
+        partial_at = n
+        if skip and k > 0:
+            longer = np.flatnonzero(self.counts[n + 1 : n + 256] > k)
+            if len(longer) < skip:
+                raise AssemblyError(f"no unit after unit {n} is longer than {k} tokens")
+            partial_at = n + 1 + int(longer[skip - 1])
+        units = self.units
+        sep = units.sep
+        before = units.form == "before"
+        by_pos: dict[int, list[int]] = {}
+        for j, p in enumerate(self.positions):
+            by_pos.setdefault(min(p, n), []).append(j)
+        out: list[str] = []
+        texts = units.texts
+        order = self.order
+        for i in range(start, n + 1):
+            for j in by_pos.get(i, ()):
+                t = self.inserts[j].text
+                out.append(sep + t if before else t + sep)
+            if i < n:
+                t = texts[order[i]]
+                out.append(sep + t if before else t + sep)
+        if k > 0:
+            out.append(self._partial(int(order[partial_at]), k))
+        elif out and not before and start <= n:
+            out[-1] = out[-1][: len(out[-1]) - len(sep)] if sep else out[-1]
+        if before and start == 0 and out and sep and out[0].startswith(sep):
+            out[0] = out[0][len(sep) :]
+        return out
+
+    def context(self, x: int, skip: int = 0) -> str:
+        return "".join(self.pieces(x, 0, skip))
+
+    def tail(self, x: int, start: int, skip: int = 0) -> str:
+        return "".join(self.pieces(x, start, skip)) + self.suffix
+
+    def depths(self, x: int) -> list[float]:
+        n, _ = self.locate(x)
+        return [round(100.0 * float(self.cum[min(p, n)]) / max(x, 1), 2) for p in self.positions]
+
+
+def fit_exact(
+    tok: Any,
+    *,
+    counter: TextCounter,
+    prefix: str,
+    suffix: str,
+    units: TokenizedUnits,
+    order: np.ndarray,
+    inserts: Sequence[Insert] = (),
+    target: int,
+    max_rounds: int = 6,
+) -> Fit:
+    """Build `prefix + context + suffix` of exactly `target` tokens (as `counter` counts them).
+
+    `order` lists the haystack unit indices in the order they are used (long enough to cover the budget,
+    see `needed_units`); inserts land on unit boundaries at their depths.
+    """
+    layout = _Layout(tok, units, order, prefix, suffix, inserts)
+    sep = units.sep
+    fixed = counter.count(prefix) + counter.count(suffix)
+    if inserts:
+        forms = [sep + i.text if units.form == "before" else i.text + sep for i in inserts]
+        fixed += int(counter.count_batch(forms).sum())
+    x = target - fixed
+    if x < 0:
+        raise AssemblyError(f"{target} tokens is too short: the task text alone takes {fixed} tokens")
+    if x >= int(layout.cum[-1]):
+        raise AssemblyError(f"the haystack ran out at {int(layout.cum[-1])} tokens ({x} needed)")
+    layout.place_inserts(x)
+    skip = 0
+    context = layout.context(x)
+    actual = counter.count(prefix + context + suffix)
+    encodes = 1
+    back = 4
+    rounds = 0
+    while actual != target:
+        rounds += 1
+        if rounds > max_rounds:
+            raise AssemblyError(
+                f"could not reach exactly {target} tokens (last try: {actual}) after {max_rounds} rounds"
+            )
+        x, skip = _correct_tail(layout, counter, x, skip, actual, target, back)
+        context = layout.context(x, skip)
+        actual = counter.count(prefix + context + suffix)
+        encodes += 1
+        back *= 4
+    n, k = layout.locate(x)
+    return Fit(
+        text=prefix + context + suffix,
+        token_count=actual,
+        context=context,
+        haystack_tokens=x,
+        whole_units=n,
+        partial_tokens=k,
+        insert_depths=layout.depths(x),
+        full_encodes=encodes,
+    )
+
+
+def _correct_tail(
+    layout: _Layout, counter: TextCounter, x: int, skip: int, actual: int, target: int, back: int
+) -> tuple[int, int]:
+    """A new cut (position, skip) whose prompt should count exactly `target`, re-encoding only the tail.
+
+    The text up to a unit boundary `h` well before the cut stays as it is, so its count (`actual` minus the
+    tail's) stays too; the search moves the cut until the tail has the tokens that remain. A cut inside a unit
+    can merge with the text after it, so that the count skips the value wanted; after a few Newton steps the
+    search scans outward from the estimate, nearest positions first, also taking the partial unit from one of
+    the next few units.
+    """
+    miss = target - actual
+    h = max(0, int(np.searchsorted(layout.cum, x - 2 * abs(miss) - 64 * back, side="right")) - 1)
+    head = actual - counter.count(layout.tail(x, h, skip))
+    need = target - head
+    lo, hi = int(layout.cum[h]), int(layout.cum[-1]) - 1
+    tried: dict[tuple[int, int], int] = {}
+
+    def hits(g: int, s: int) -> bool:
+        if (g, s) not in tried:
+            try:
+                tried[g, s] = counter.count(layout.tail(g, h, s))
+            except AssemblyError:
+                tried[g, s] = -1
+        return tried[g, s] == need
+
+    guess = x + miss
+    for _ in range(8):
+        if not lo <= guess <= hi:
+            break
+        if hits(guess, 0):
+            return guess, 0
+        nxt = guess + (need - tried[guess, 0])
+        if (nxt, 0) in tried:
+            break
+        guess = nxt
+    center = min(max(guess, lo), hi)
+    for d in range(0, 16 * back):
+        for g in (center + d, center - d):
+            for s in range(4):
+                if lo <= g <= hi and hits(g, s):
+                    return g, s
+    if x + miss > hi:
+        raise AssemblyError(f"the haystack ran out at {hi + 1} tokens ({x + miss} needed)")
+    raise AssemblyError(f"no cut of the haystack near {x} tokens gives exactly {target} tokens")
