@@ -62,10 +62,19 @@ def byte_level_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
-def _token_bytes(token: str, table: Mapping[str, int]) -> bytes | None:
+@lru_cache(maxsize=1)
+def _byte_level_translation() -> dict[int, int]:
+    """str.translate table: alphabet character -> the character of its byte (U+0000..U+00FF), and every other
+    character below U+0144 -> U+0100, which latin-1 cannot encode, so non-alphabet tokens fail loudly."""
+    table = {cp: 0x100 for cp in range(0x144)}
+    table.update({ord(ch): b for ch, b in byte_level_decoder().items()})
+    return table
+
+
+def _token_bytes(token: str, table: Mapping[int, int]) -> bytes | None:
     try:
-        return bytes(table[ch] for ch in token)
-    except KeyError:
+        return token.translate(table).encode("latin-1")
+    except UnicodeEncodeError:
         return None
 
 
@@ -130,7 +139,7 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
     pat_str, prefix_space = _pattern_and_prefix(data.get("pre_tokenizer"))
     forms = _normalizer_forms(data.get("normalizer"))
 
-    table = byte_level_decoder()
+    table = _byte_level_translation()
     vocab: Mapping[str, int] = model["vocab"]
     id_bytes: dict[int, bytes] = {}
     for token, token_id in vocab.items():
@@ -145,14 +154,17 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
         )
 
     merges = normalize_merges(model["merges"])
-    merged_ids = np.empty(len(merges), dtype=np.int64)
-    for i, (left, right) in enumerate(merges):
-        token_id = vocab.get(left + right)
-        if token_id is None or int(token_id) not in id_bytes:
-            raise FastPathRefused(
-                f"merge {i} ({left!r} {right!r}) makes {left + right!r}, not a byte-level vocab entry"
-            )
-        merged_ids[i] = token_id
+    made = [vocab.get(left + right, -1) for left, right in merges]
+    merged_ids = np.array(made, dtype=np.int64)
+    known = np.zeros(max(id_bytes) + 2, dtype=bool)
+    known[list(id_bytes)] = True
+    bad = np.flatnonzero(~known[merged_ids])  # -1 (not in vocab) lands on the last, always-False slot
+    if bad.size:
+        i = int(bad[0])
+        left, right = merges[i]
+        raise FastPathRefused(
+            f"merge {i} ({left!r} {right!r}) makes {left + right!r}, not a byte-level vocab entry"
+        )
     # Rank of each merged token = position of its first merge; tokens must not interleave across merges.
     order, first = np.unique(merged_ids, return_index=True)
     by_rank = order[np.argsort(first, kind="stable")]
@@ -304,35 +316,36 @@ def fall_back(tok: Tokenizer, reason: str) -> None:
     warnings.warn(f"{tok.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3)
 
 
-def enable_fast_path(tok: Tokenizer, data: Mapping[str, Any]) -> bool:
-    """Switch `tok` to tiktoken if its tokenizer.json converts and the stress set agrees. Returns success.
-
-    A structural refusal (normalizer, dropout, ...) is recorded in `tok.fast_path_reason` without a warning:
-    the `tokenizers` engine is simply the right one. A conversion that looked possible but gives different ids
-    on the stress set falls back with a warning naming the first differing text.
-    """
+def build_fast_encoding(
+    data: Mapping[str, Any], added_tokens: Mapping[int, Any]
+) -> tuple[Any, dict[str, Any], str | None]:
+    """(tiktoken.Encoding, conversion params, None), or (None, {}, reason) when tiktoken cannot run it."""
     import tiktoken
 
-    from tokenization.tokenizer import SENTINEL_SPECIAL, unicode_normalizer
+    from tokenization.tokenizer import SENTINEL_SPECIAL
 
-    assert tok._hf is not None
     try:
-        params = convert(data, tok._hf.get_added_tokens_decoder())
+        params = convert(data, added_tokens)
         encoding = tiktoken.Encoding(
-            name=f"{tok.name}-fast",
+            name="longtrove-fast-path",
             pat_str=params["pat_str"],
             mergeable_ranks=params["mergeable_ranks"],
             special_tokens={SENTINEL_SPECIAL: max(params["mergeable_ranks"].values()) + 1},
         )
     except FastPathRefused as exc:
-        tok.fast_path_reason = str(exc)
-        return False
+        return None, {}, str(exc)
     except ValueError as exc:  # tiktoken's regex engine rejected the pattern
-        tok.fast_path_reason = f"tiktoken cannot compile the pre-tokenizer regex ({exc})"
-        return False
+        return None, {}, f"tiktoken cannot compile the pre-tokenizer regex ({exc})"
+    params.pop("mergeable_ranks")
+    return encoding, params, None
+
+
+def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -> None:
+    """Make `tok` encode ordinary text with the converted tiktoken encoding."""
+    from tokenization.tokenizer import unicode_normalizer
+
     tok._tt = encoding
-    rank_to_id = params["rank_to_id"]
-    tok._rank_to_id = rank_to_id
+    tok._rank_to_id = params["rank_to_id"]
     tok._normalize = unicode_normalizer(params["normalizer_forms"]) if params["normalizer_forms"] else None
     tok._prefix_space = params["prefix_space"]
-    return tok.verify_sample(stress_texts(), what="stress set")
+    tok.fast_path_reason = None

@@ -34,6 +34,8 @@ def _sha256_of(obj: Any) -> str:
 
 def normalize_merges(merges: list[Any]) -> list[list[str]]:
     """Merges as `[left, right]` pairs, whichever of the two spellings tokenizer.json used."""
+    if not merges or not isinstance(merges[0], str):
+        return merges  # already pairs (the format tokenizers writes since 0.20); a file never mixes the two
     pairs: list[list[str]] = []
     for merge in merges:
         if isinstance(merge, str):

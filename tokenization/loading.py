@@ -8,10 +8,15 @@ Face hub id (downloaded when online; read from the local hub cache when offline)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import threading
+import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,35 +77,66 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
     return path
 
 
-def _read_tokenizer_json(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
     try:
-        raw = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TokenizerError(f"{path}: not a tokenizer.json (not UTF-8 text)") from exc
     except OSError as exc:
         raise TokenizerError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _parse_tokenizer_json(raw: str, where: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise TokenizerError(
-            f"{path}: not a tokenizer.json (invalid JSON at line {exc.lineno}: {exc.msg})"
+            f"{where}: not a tokenizer.json (invalid JSON at line {exc.lineno}: {exc.msg})"
         ) from exc
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise TokenizerError(
-            f"{path}: not a tokenizer.json (no 'model' object; expected the Hugging Face format)"
+            f"{where}: not a tokenizer.json (no 'model' object; expected the Hugging Face format)"
         )
     return data
 
 
-def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
+@dataclass
+class _JsonEngine:
+    """What loading a tokenizer.json costs (parse, fingerprint, conversion, stress proof), done once per content."""
+
+    raw: str
+    hf: Any  # tokenizers.Tokenizer in text mode (special added tokens not matched)
+    fingerprint: str
+    special: dict[str, int]
+    fast: Any = None  # tiktoken.Encoding when the fast path converts
+    fast_params: dict[str, Any] = field(default_factory=dict)
+    fast_reason: str | None = None  # why not, structurally
+    stress_failure: str | None = None  # why not, on the stress set
+    stress_checked: bool = False
+
+
+_ENGINES: OrderedDict[str, _JsonEngine] = OrderedDict()
+_ENGINES_MAX = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def _json_engine(raw: str, where: str) -> _JsonEngine:
+    key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    with _ENGINES_LOCK:
+        if key in _ENGINES:
+            _ENGINES.move_to_end(key)
+            return _ENGINES[key]
     from tokenizers import Tokenizer as HFTokenizer
 
-    data = _read_tokenizer_json(path)
+    data = _parse_tokenizer_json(raw, where)
     try:
-        hf = HFTokenizer.from_str(json.dumps(data))
+        hf = HFTokenizer.from_str(raw)
     except Exception as exc:
-        raise TokenizerError(f"{path}: the tokenizers library cannot load it ({exc})") from exc
-    added = {int(i): tok for i, tok in hf.get_added_tokens_decoder().items()}
+        raise TokenizerError(f"{where}: the tokenizers library cannot load it ({exc})") from exc
+    hf.encode_special_tokens = True
+    hf.no_padding()
+    hf.no_truncation()
+    added = {int(i): t for i, t in hf.get_added_tokens_decoder().items()}
     added_meta = {
         i: {
             "content": t.content,
@@ -112,22 +148,76 @@ def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
         }
         for i, t in added.items()
     }
-    special = {t.content: i for i, t in added.items() if t.special}
-    config = read_tokenizer_config(path.parent)
+    engine = _JsonEngine(
+        raw=raw,
+        hf=hf,
+        fingerprint=tokenizer_json_fingerprint(data, added_meta),
+        special={t.content: i for i, t in added.items() if t.special},
+    )
+    from tokenization.fastpath import build_fast_encoding
+
+    engine.fast, engine.fast_params, engine.fast_reason = build_fast_encoding(data, added)
+    with _ENGINES_LOCK:
+        _ENGINES[key] = engine
+        while len(_ENGINES) > _ENGINES_MAX:
+            _ENGINES.popitem(last=False)
+    return engine
+
+
+def _tokenizer_from_engine(
+    engine: _JsonEngine, name: str, source: str, config: dict[str, Any], fast: bool, **options: Any
+) -> Tokenizer:
     tok = Tokenizer(
         name=name,
-        fingerprint=tokenizer_json_fingerprint(data, added_meta),
-        hf=hf,
-        special_tokens=special,
+        fingerprint=engine.fingerprint,
+        hf=engine.hf,
+        hf_json=engine.raw,
+        special_tokens=engine.special,
         config=config,
         chat_template_name=options.get("chat_template_name"),
-        source=str(path),
+        source=source,
         num_threads=options.get("num_threads"),
     )
-    if options.get("fast", True):
-        from tokenization.fastpath import enable_fast_path
+    if not fast:
+        tok.fast_path_reason = "fast path disabled by the caller"
+        return tok
+    if engine.fast is None:
+        tok.fast_path_reason = engine.fast_reason
+        return tok
+    from tokenization.fastpath import attach_fast_path, fall_back, stress_texts
 
-        enable_fast_path(tok, data)
+    attach_fast_path(tok, engine.fast, engine.fast_params)
+    if not engine.stress_checked:
+        ok = tok.verify_sample(stress_texts(), what="stress set")
+        engine.stress_failure = None if ok else tok.fast_path_reason
+        engine.stress_checked = True
+    elif engine.stress_failure is not None:
+        fall_back(tok, engine.stress_failure)
+    return tok
+
+
+def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
+    engine = _json_engine(_read_text(path), str(path))
+    config = read_tokenizer_config(path.parent)
+    fast = options.pop("fast", True)
+    return _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
+
+
+def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
+    """Rebuild a pickled Tokenizer (see Tokenizer.__reduce__)."""
+    options = {"chat_template_name": state["chat_template_name"], "num_threads": state["num_threads"]}
+    if kind == "json":
+        engine = _json_engine(payload, state["source"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the side that pickled it has warned already
+            tok = _tokenizer_from_engine(
+                engine, state["name"], state["source"], state["config"], state["fast"], **options
+            )
+        if not state["fast"] and state["fast_path_reason"]:
+            tok.fast_path_reason = state["fast_path_reason"]
+    else:
+        tok = _load_tiktoken(payload, **options)
+    tok.configure_special(**state["special"])
     return tok
 
 
@@ -156,7 +246,7 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
     )
     tok = Tokenizer(
         name=enc.name,
-        fingerprint=tiktoken_fingerprint(enc._pat_str, enc._mergeable_ranks, special),
+        fingerprint=_tiktoken_fp(enc),
         tiktoken_encoding=ordinary,
         special_tokens=special,
         source=f"tiktoken:{enc.name}",
@@ -164,6 +254,15 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
     )
     tok._tt_full = enc
     return tok
+
+
+_TIKTOKEN_FP: dict[str, str] = {}
+
+
+def _tiktoken_fp(enc: Any) -> str:
+    if enc.name not in _TIKTOKEN_FP:
+        _TIKTOKEN_FP[enc.name] = tiktoken_fingerprint(enc._pat_str, enc._mergeable_ranks, enc._special_tokens)
+    return _TIKTOKEN_FP[enc.name]
 
 
 def load_tokenizer(

@@ -76,6 +76,7 @@ class Tokenizer:
         name: str,
         fingerprint: str,
         hf: tokenizers.Tokenizer | None = None,
+        hf_json: str | None = None,
         tiktoken_encoding: tiktoken.Encoding | None = None,
         special_tokens: Mapping[str, int] | None = None,
         config: Mapping[str, Any] | None = None,
@@ -89,17 +90,12 @@ class Tokenizer:
         self.fingerprint = fingerprint
         self.source = source
         self.num_threads = num_threads or _default_threads()
+        # `hf` must not match special added tokens in text (encode_special_tokens=True); non-special added
+        # tokens, ordinary vocabulary that tokenizers splits off first, are still matched. A second instance
+        # that does match them is built from `hf_json` only if `allow_special=True` is ever asked for.
         self._hf = hf
-        self._hf_text: tokenizers.Tokenizer | None = None
-        if hf is not None:
-            # A second instance that does not match special added tokens in text (non-special added tokens,
-            # which are ordinary vocabulary that tokenizers splits off first, are still matched).
-            from tokenizers import Tokenizer as HFTokenizer
-
-            self._hf_text = HFTokenizer.from_str(hf.to_str())
-            self._hf_text.encode_special_tokens = True
-            self._hf_text.no_padding()
-            self._hf_text.no_truncation()
+        self._hf_json = hf_json
+        self._hf_special: tokenizers.Tokenizer | None = None
         # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
         self._tt = tiktoken_encoding
         self._tt_full = tiktoken_encoding  # with special tokens, for decode and allow_special
@@ -109,12 +105,14 @@ class Tokenizer:
         self.fast_path_reason: str | None = None
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self._config = dict(config or {})
+        self._chat_template_name = chat_template_name
         self.chat_template: str | None = select_chat_template(
             self._config.get("chat_template"), chat_template_name, source=source or name
         )
         self.eos_id: int | None = None
         self.bos_id: int | None = None
         self.pad_id: int | None = None
+        self._special_args: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ properties
@@ -158,6 +156,7 @@ class Tokenizer:
         self, *, eos_token: str | None = None, bos_token: str | None = None, pad_token: str | None = None
     ) -> None:
         """Set eos_id/bos_id/pad_id from explicit token strings (an unknown token is an error)."""
+        self._special_args = {"eos_token": eos_token, "bos_token": bos_token, "pad_token": pad_token}
         self.eos_id = self._resolve(eos_token, "eos_token")
         self.bos_id = self._resolve(bos_token, "bos_token")
         self.pad_id = self._resolve(pad_token, "pad_token")
@@ -192,7 +191,13 @@ class Tokenizer:
         return arrays
 
     def _encode_hf(self, texts: Sequence[str], *, allow_special: bool = False) -> list[np.ndarray]:
-        hf = self._hf if allow_special else self._hf_text
+        hf = self._hf
+        if allow_special:
+            if self._hf_special is None:
+                from tokenizers import Tokenizer as HFTokenizer
+
+                self._hf_special = HFTokenizer.from_str(self._hf_json or self._hf.to_str())
+            hf = self._hf_special
         assert hf is not None
         encode = getattr(hf, "encode_batch_fast", hf.encode_batch)
         encodings = encode(list(texts), add_special_tokens=False)
@@ -278,22 +283,25 @@ class Tokenizer:
             f"eos_id={self.eos_id}, bos_id={self.bos_id}, fingerprint={self.fingerprint[:12]}...)"
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Picklable for Dask/multiprocessing: engines are rebuilt from their serialized form.
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        state["_hf"] = self._hf.to_str() if self._hf is not None else None
-        state["_hf_text"] = None
-        return state
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Picklable for Dask and multiprocessing: rebuilt from the tokenizer.json text (or the tiktoken name)
+        # through the loader's cache, so a worker process converts a tokenizer once, not once per task.
+        state = {
+            "name": self.name,
+            "source": self.source,
+            "config": self._config,
+            "chat_template_name": self._chat_template_name,
+            "num_threads": self.num_threads,
+            "special": self._special_args,
+            "fast": self._tt is not None,
+            "fast_path_reason": self.fast_path_reason,
+        }
+        from tokenization.loading import _restore
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self.__dict__.update(state)
-        if state["_hf"] is not None:
-            self._hf = HFTokenizer.from_str(state["_hf"])
-            self._hf_text = HFTokenizer.from_str(state["_hf"])
-            self._hf_text.encode_special_tokens = True
+        if self._hf is not None:
+            return _restore, ("json", self._hf_json or self._hf.to_str(), state)
+        assert self._tt_full is not None
+        return _restore, ("tiktoken", self._tt_full.name, state)
 
 
 def unicode_normalizer(forms: Sequence[str]) -> Callable[[str], str]:
