@@ -156,7 +156,7 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
     merges = normalize_merges(model["merges"])
     made = [vocab.get(left + right, -1) for left, right in merges]
     merged_ids = np.array(made, dtype=np.int64)
-    known = np.zeros(max(id_bytes) + 2, dtype=bool)
+    known = np.zeros(max(max(map(int, vocab.values())), max(id_bytes)) + 2, dtype=bool)
     known[list(id_bytes)] = True
     bad = np.flatnonzero(~known[merged_ids])  # -1 (not in vocab) lands on the last, always-False slot
     if bad.size:
