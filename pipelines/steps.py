@@ -13,6 +13,9 @@ From a recipe, the step is built from a plain mapping validated by `ShardsConfig
 from __future__ import annotations
 
 import os
+import threading
+import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +57,17 @@ class ShardsConfig(BaseModel):
         if self.bos is not None and self.bos_id is not None:
             raise ValueError("give bos (a token string) or bos_id (a number), not both")
         return self
+
+
+# Empty texts seen by readers, per (counter key, thread). Readers drop empty documents before any later step
+# sees them, and the executor copies steps per rank, so readers report to this table and the packing step
+# running in the same thread reads its own share.
+_EMPTY_TEXTS: dict[tuple[str, int], int] = defaultdict(int)
+
+
+def note_empty_text(counter_key: str) -> None:
+    """Record an empty text dropped by a reader, for the TokenizeAndPack step with this key."""
+    _EMPTY_TEXTS[(counter_key, threading.get_ident())] += 1
 
 
 def load_for(config: ShardsConfig) -> Any:
@@ -113,11 +127,8 @@ class TokenizeAndPack(PipelineStep):
         self.output_folder = (
             output_folder if isinstance(output_folder, DataFolder) else get_datafolder(config.output_folder)
         )
-        self.empty_seen = 0
-
-    def note_empty(self) -> None:
-        """Count a document whose text was empty before it reached this step (a reader drops those)."""
-        self.empty_seen += 1
+        # readers given this key (see `note_empty_text`) have their dropped empty texts counted here
+        self.counter_key = uuid.uuid4().hex
 
     @classmethod
     def from_config(cls, mapping: dict[str, Any]) -> TokenizeAndPack:
@@ -131,6 +142,8 @@ class TokenizeAndPack(PipelineStep):
         options = pack_options(self.config, tokenizer)
         out_dir = _local_path(self.output_folder, "output_folder")
         batch: list[Document] = []
+        empty_key = (self.counter_key, threading.get_ident())
+        empty_before = _EMPTY_TEXTS[empty_key]
         with ShardBuilder(out_dir, tokenizer, options, rank=rank) as builder:
             for document in data or ():
                 batch.append(document)
@@ -139,7 +152,7 @@ class TokenizeAndPack(PipelineStep):
                     batch = []
             if batch:
                 self._add(builder, batch)
-            builder.packer.stats.empty_documents += self.empty_seen
+            builder.packer.stats.empty_documents += _EMPTY_TEXTS[empty_key] - empty_before
             result = builder.close()
         for key, value in result.stats.items():
             self.stat_update(key, value=value, unit="rank")
@@ -150,6 +163,46 @@ class TokenizeAndPack(PipelineStep):
     def _add(self, builder: Any, batch: list[Document]) -> None:
         with self.track_time(unit="batch"):
             builder.add_texts([d.text for d in batch], [str(d.id) for d in batch])
+
+
+class FilesReader(PipelineStep):
+    """Read parquet and jsonl files, sharing them out over ranks as one list (file i goes to rank i % ranks).
+
+    datatrove's readers each share out their own files, so two readers with one file each would both give
+    it to rank 0; here the files of both formats are dealt out together.
+    """
+
+    name = "📂 parquet+jsonl"
+    type = "📖 - READER"
+
+    def __init__(
+        self,
+        root: str,
+        files: list[str],
+        *,
+        adapter: Any,
+        text_key: str = "text",
+        id_key: str = "id",
+        parquet_columns_only: bool = True,
+    ):
+        super().__init__()
+        from datatrove.pipeline.readers import JsonlReader, ParquetReader
+
+        self.files = list(files)
+        self.parquet = ParquetReader(
+            root, adapter=adapter, text_key=text_key, id_key=id_key, read_metadata=not parquet_columns_only
+        )
+        self.jsonl = JsonlReader(root, adapter=adapter, text_key=text_key, id_key=id_key)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        for path in self.files[rank::world_size]:
+            reader = self.parquet if path.endswith(".parquet") else self.jsonl
+            self.stat_update("input_files")
+            for document in reader.read_file(path):
+                self.stat_update("documents")
+                yield document
 
 
 class WriteShardIndex(PipelineStep):

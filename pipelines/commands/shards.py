@@ -16,14 +16,16 @@ _JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".j
 
 class TextAdapter:
     """Turn one raw record into a datatrove document dict, strictly: a missing or non-text field is an error
-    naming the file and record, an empty text is counted by the packing step (datatrove would drop it unseen)."""
+    naming the file and record; an empty text is counted for the packing step (datatrove drops it unseen)."""
 
-    def __init__(self, text_key: str, id_key: str, counter: Any) -> None:
+    def __init__(self, text_key: str, id_key: str, counter_key: str) -> None:
         self.text_key = text_key
         self.id_key = id_key
-        self.counter = counter
+        self.counter_key = counter_key
 
     def __call__(self, reader: Any, data: dict, path: str, id_in_file: int | str) -> dict:
+        from pipelines.steps import note_empty_text
+
         if self.text_key not in data:
             raise ValueError(
                 f"{path} record {id_in_file}: no field {self.text_key!r} (fields: {sorted(data)[:12]}); "
@@ -37,7 +39,7 @@ class TextAdapter:
                 f"{path} record {id_in_file}: field {self.text_key!r} is {type(text).__name__}, not text"
             )
         if not text:
-            self.counter.note_empty()
+            note_empty_text(self.counter_key)
         doc_id = data.get(self.id_key)
         return {
             "text": text,
@@ -47,18 +49,20 @@ class TextAdapter:
 
 
 def input_readers(
-    inputs: list[str], *, text_key: str, id_key: str, split: str, counter: Any, list_dir: Path
+    inputs: list[str], *, text_key: str, id_key: str, split: str, counter_key: str
 ) -> tuple[list[Any], int]:
     """datatrove readers for files, folders and Hugging Face dataset names; also the number of input files.
 
-    All parquet files (and all jsonl files) go into one reader with a list of paths written to `list_dir`,
-    so ranks share the files out evenly whichever way they were named.
+    All parquet and jsonl files go into one reader that deals them out over ranks together.
     """
-    from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
+    import pyarrow.parquet as pq
+    from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
-    adapter = TextAdapter(text_key, id_key, counter)
+    from pipelines.steps import FilesReader
+
+    adapter = TextAdapter(text_key, id_key, counter_key)
     readers: list[Any] = []
-    found: dict[str, list[Path]] = {"parquet": [], "jsonl": []}
+    files: list[Path] = []
     hub = 0
     for spec in inputs:
         path = Path(spec[3:] if spec.startswith("hf:") else spec)
@@ -75,29 +79,45 @@ def input_readers(
                 f"{spec}: no such file or folder (use hf:NAME for a Hugging Face dataset)"
             )
         elif path.is_dir():
-            parquet = sorted(path.rglob("*.parquet"))
-            jsonl = sorted({p for suffix in _JSONL_SUFFIXES for p in path.rglob(f"*{suffix}")})
-            if not parquet and not jsonl:
+            found = sorted(
+                {
+                    p
+                    for suffix in (".parquet", *_JSONL_SUFFIXES)
+                    for p in path.rglob(f"*{suffix}")
+                    if p.is_file()
+                }
+            )
+            if not found:
                 raise typer.BadParameter(f"{spec}: no .parquet or .jsonl files inside")
-            found["parquet"] += parquet
-            found["jsonl"] += jsonl
-        elif path.name.endswith(".parquet"):
-            found["parquet"].append(path)
-        elif path.name.endswith(_JSONL_SUFFIXES):
-            found["jsonl"].append(path)
+            files += found
+        elif path.name.endswith((".parquet", *_JSONL_SUFFIXES)):
+            files.append(path)
         else:
             raise typer.BadParameter(f"{spec}: not a .parquet or .jsonl file")
-    list_dir.mkdir(parents=True, exist_ok=True)
-    for kind, paths in found.items():
-        if not paths:
-            continue
-        paths = [p.resolve() for p in dict.fromkeys(paths)]
-        root = Path(os.path.commonpath([p.parent for p in paths]))
-        listing = list_dir / f"{kind}-files.txt"
-        listing.write_text("".join(f"{p.relative_to(root)}\n" for p in paths))
-        reader = ParquetReader if kind == "parquet" else JsonlReader
-        readers.append(reader(str(root), paths_file=str(listing), adapter=adapter, text_key=text_key))
-    return readers, hub + len(found["parquet"]) + len(found["jsonl"])
+    if files:
+        files = list(dict.fromkeys(p.resolve() for p in files))
+        columns_only = True
+        for p in files:
+            if p.name.endswith(".parquet"):
+                names = pq.read_schema(p).names
+                if text_key not in names:
+                    raise typer.BadParameter(
+                        f"{p}: no column {text_key!r} (columns: {names[:12]}); use --text-key"
+                    )
+                columns_only = columns_only and id_key in names
+        root = Path(os.path.commonpath([p.parent for p in files]))
+        relative = [str(p.relative_to(root)) for p in files]
+        readers.append(
+            FilesReader(
+                str(root),
+                relative,
+                adapter=adapter,
+                text_key=text_key,
+                id_key=id_key,
+                parquet_columns_only=columns_only,
+            )
+        )
+    return readers, hub + len(files)
 
 
 def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | None) -> None:
@@ -176,6 +196,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         """Tokenize and pack text datasets into Arrow shards plus index.json (see README, Shard format)."""
         from pydantic import ValidationError
 
+        from pipelines.executor import RankFailedError
         from pipelines.steps import ShardsConfig, TokenizeAndPack, run_pack
 
         try:
@@ -198,13 +219,13 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             raise typer.BadParameter(str(e)) from None
         step = TokenizeAndPack(config=config)
         readers, files = input_readers(
-            inputs, text_key=text_key, id_key=id_key, split=split, counter=step, list_dir=out / "_logs"
+            inputs, text_key=text_key, id_key=id_key, split=split, counter_key=step.counter_key
         )
         workers = workers or os.cpu_count() or 1
         tasks = tasks or max(1, min(workers, files))
         try:
             index = run_pack(readers, config, tasks=tasks, workers=workers, resume=resume, step=step)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, RankFailedError) as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
         _print_summary(index, out, None)
