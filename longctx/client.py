@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import tenacity
 
-from longctx.scoring import score_sample
+from longctx.scoring import metric_name, score_sample
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +123,25 @@ class RunStats:
 # --------------------------------------------------------------------------------------------------- suites
 
 
+_LENGTH_NAME = re.compile(r"^(\d+)([km]?)$", re.IGNORECASE)
+
+
+def length_of_name(stem: str) -> int | None:
+    """`4k` -> 4096, `1m` -> 1048576, `5000` -> 5000 (suite file names); None for anything else."""
+    m = _LENGTH_NAME.match(stem)
+    if m is None:
+        return None
+    return int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20}[m.group(2).lower()]
+
+
 def suite_files(suite_dir: Path) -> list[Path]:
-    """The suite's `<task>/<length>.jsonl` files, ordered by task then length."""
+    """The suite's `<task>/<length>.jsonl` files (lengths as 4k, 1m or integers), ordered by task then length."""
     if not suite_dir.is_dir():
         raise SuiteError(f"{suite_dir}: not a suite folder (expected <task>/<length>.jsonl files)")
-    files = [p for p in suite_dir.glob("*/*.jsonl") if p.stem.isdigit()]
+    files = [p for p in suite_dir.glob("*/*.jsonl") if length_of_name(p.stem) is not None]
     if not files:
         raise SuiteError(f"{suite_dir}: no <task>/<length>.jsonl files found")
-    return sorted(files, key=lambda p: (p.parent.name, int(p.stem)))
+    return sorted(files, key=lambda p: (p.parent.name, length_of_name(p.stem)))
 
 
 def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
@@ -378,6 +390,7 @@ class Runner:
             "depth": sample.get("depth"),
             "token_count": tokens,
             "references": sample["references"],
+            "metric": sample.get("metric") or metric_name(sample["task"]),
         }
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(_is_transient),
@@ -421,7 +434,9 @@ class Runner:
         row["attempts"] = attempts
         row["latency_s"] = round(time.monotonic() - started, 3)
         row["score"] = (
-            score_sample(row["task"], row["output"], row["references"]) if row["status"] == "ok" else 0.0
+            score_sample(row["task"], row["output"], row["references"], metric=row["metric"])
+            if row["status"] == "ok"
+            else 0.0
         )
         return row
 
@@ -498,12 +513,16 @@ async def _run(
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
+    # Without TCP_NODELAY a request's body waits behind its headers for the server's delayed ACK (~40 ms).
+    transport = httpx.AsyncHTTPTransport(
+        limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    )
     progress = tqdm(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
     )
     writer = ResultWriter(out_dir / RESULTS_FILE)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
-    async with httpx.AsyncClient(base_url=cfg.base_url, headers=headers, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=cfg.base_url, headers=headers, transport=transport) as client:
         runner = Runner(cfg, client, writer, stats, progress if cfg.progress else None)
 
         async def produce() -> None:

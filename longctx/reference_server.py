@@ -28,12 +28,12 @@ from typing import Any
 
 _NEEDLE = re.compile(r"One of the special magic (.+?) for (.+?) is: (\S+?)\.")
 _NIAH_QUESTION = re.compile(
-    r"What (?:are|is) all the special magic (.+?) for (.+?) mentioned in the provided text\?"
+    r"What (?:are all|is) the special magic (.+?) for (.+?) mentioned in the provided text\?"
 )
 _VT_ASSIGN = re.compile(r"VAR (\w+) = (?:VAR (\w+)|(\d+))")
 _VT_QUESTION = re.compile(r"Find all variables that are assigned the value (\d+)")
 _CWE_QUESTION = re.compile(r"What are the (\d+) most common words in the above list\?")
-_CWE_ITEM = re.compile(r"^\s*\d+\.\s+(\S+)\s*$", re.MULTILINE)
+_CWE_ITEM = re.compile(r"(?<!\S)\d+\. (\S+)")
 _FWE_QUESTION = re.compile(r"three most frequently appeared (?:coded )?words")
 
 
@@ -87,9 +87,13 @@ class ReferenceModel:
         self.window_tokens = window_tokens
         self.max_model_len = max_model_len
 
-    def window(self, prompt: str) -> tuple[str, int]:
+    def encode(self, text: str, *, special: bool = False) -> Any:
+        """Token ids; `special` matches special-token strings (a rendered chat template), as servers do."""
+        return self.tokenizer.encode(text, allow_special=True) if special else self.tokenizer.encode(text)
+
+    def window(self, prompt: str, *, special: bool = False) -> tuple[str, int]:
         """The text of the last K tokens of the prompt, and the prompt's token count."""
-        ids = self.tokenizer.encode(prompt)
+        ids = self.encode(prompt, special=special)
         n = len(ids)
         if n <= self.window_tokens:
             return prompt, n
@@ -126,22 +130,24 @@ class ReferenceModel:
             return " " + " ".join(dict.fromkeys(ordered))
         cwe = list(_CWE_QUESTION.finditer(visible))
         if cwe:
-            words = _CWE_ITEM.findall(visible[: cwe[-1].start()])
+            # The task's own list follows its last instructions; an in-context example comes before them.
+            start = visible.rfind("Memorize the ones that appear most often.", 0, cwe[-1].start())
+            words = _CWE_ITEM.findall(visible[max(start, 0) : cwe[-1].start()])
             top = [w for w, _ in Counter(words).most_common(int(cwe[-1].group(1)))]
             return " " + " ".join(f"{i}. {w}" for i, w in enumerate(top, 1))
         fwe = list(_FWE_QUESTION.finditer(visible))
         if fwe:
-            context = visible[
-                : visible.rfind("Question:", 0, fwe[-1].start()) if "Question:" in visible else None
-            ]
-            words = [w for w in re.findall(r"[^\s.]+", context) if w.islower() and w.isalpha()]
+            end = visible.rfind("Question:", 0, fwe[-1].start())
+            marker = "appeared coded words."
+            start = visible.rfind(marker, 0, end)
+            words = re.findall(r"[^\s.]+", visible[start + len(marker) if start >= 0 else 0 : end])
             top = [w for w, _ in Counter(words).most_common(3)]
             return " " + " ".join(top)
         return " I cannot tell from the text I can see."
 
-    def complete(self, prompt: str, max_tokens: int) -> dict[str, Any]:
+    def complete(self, prompt: str, max_tokens: int, *, special: bool = False) -> dict[str, Any]:
         """Answer one prompt; raises PromptTooLong past `max_model_len`, as vLLM answers 400."""
-        visible, prompt_tokens = self.window(prompt)
+        visible, prompt_tokens = self.window(prompt, special=special)
         if self.max_model_len is not None and prompt_tokens + max_tokens > self.max_model_len:
             raise PromptTooLong(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
@@ -217,6 +223,11 @@ def prompt_key(body: dict[str, Any]) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Answer headers and body go out at once, as production servers do (no delayed-ACK stalls).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and benchmarks read stdout
         if self.server.verbose:
@@ -317,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _tokenize(self, body: dict[str, Any]) -> None:
         with self.server.stats.lock:
             self.server.stats.tokenize_calls += 1
-        ids = self.server.model.tokenizer.encode(self._prompt_of(body))
+        ids = self.server.model.encode(self._prompt_of(body), special="messages" in body)
         self._reply(
             200,
             {
@@ -353,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(server.latency_s)
         try:
             max_tokens = int(body.get("max_tokens") or 16)
-            result = server.model.complete(self._prompt_of(body), max_tokens)
+            result = server.model.complete(self._prompt_of(body), max_tokens, special=chat)
         except PromptTooLong as exc:
             self._error(400, str(exc))
             return

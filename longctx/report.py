@@ -49,10 +49,13 @@ def summarize(
     scored = []
     status: Counter[str] = Counter()
     samples: dict[str, Counter[int]] = {}
+    metrics: dict[str, str] = {}
     for row in results.values():
         status[row.get("status", "error")] += 1
         if row.get("status") == "ok":
-            score = score_sample(row["task"], row.get("output") or "", row["references"])
+            score = score_sample(
+                row["task"], row.get("output") or "", row["references"], metric=row.get("metric")
+            )
         elif row.get("status") == "too_long":
             score = 0.0
         else:
@@ -61,6 +64,7 @@ def summarize(
             {"task": row["task"], "length": int(row["length"]), "depth": row.get("depth"), "score": score}
         )
         samples.setdefault(row["task"], Counter())[int(row["length"])] += 1
+        metrics[row["task"]] = row.get("metric") or metric_name(row["task"])
     tasks, depths, average = aggregate(scored)
     return {
         "model": model,
@@ -75,7 +79,7 @@ def summarize(
         "samples": {
             t: {str(n): c for n, c in sorted(lengths.items())} for t, lengths in sorted(samples.items())
         },
-        "metrics": {t: metric_name(t) for t in tasks},
+        "metrics": dict(sorted(metrics.items())),
         "status": dict(sorted(status.items())),
     }
 

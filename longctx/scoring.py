@@ -42,9 +42,12 @@ def metric_name(task: str) -> str:
 _METRICS = {"string_match_all": string_match_all, "string_match_part": string_match_part}
 
 
-def score_sample(task: str, output: str, references: Sequence[str]) -> float:
-    """One sample's score in [0, 100] with its task's metric, on the cleaned output."""
-    return 100.0 * _METRICS[metric_name(task)](postprocess_pred(output), references)
+def score_sample(task: str, output: str, references: Sequence[str], *, metric: str | None = None) -> float:
+    """One sample's score in [0, 100] on the cleaned output, with the suite's metric or the task's default."""
+    name = metric or metric_name(task)
+    if name not in _METRICS:
+        raise ValueError(f"task {task}: unknown metric {name!r} (expected one of {sorted(_METRICS)})")
+    return 100.0 * _METRICS[name](postprocess_pred(output), references)
 
 
 def _mean(values: list[float]) -> float:

@@ -18,6 +18,7 @@ __all__ = ["cl100k"]
 LENGTHS = [1024, 2048, 4096]
 DEPTHS = [0.0, 25.0, 50.0, 75.0, 100.0]
 WINDOW = 1500
+TASK = "niah_single_2"
 
 
 def _cfg(url: str, **kwargs) -> EvalConfig:
@@ -57,12 +58,12 @@ def test_scores_follow_length_and_depth_exactly(clean_run, niah_suite, cl100k):
     assert got == expected
     # The window makes the scores depend on both length and depth: all found at 1K, early needles lost later.
     assert {expected[s["id"]] for s in samples if s["length"] == 1024} == {100.0}
-    assert expected[f"niah_single_1-4096-{0:04d}"] == 0.0 and expected[f"niah_single_1-4096-{4:04d}"] == 100.0
+    assert expected[f"{TASK}-4k-{0:05d}"] == 0.0 and expected[f"{TASK}-4k-{4:05d}"] == 100.0
     summary = write_report(out)
     for length in LENGTHS:
         mean = sum(expected[s["id"]] for s in samples if s["length"] == length) / len(DEPTHS)
-        assert summary["tasks"]["niah_single_1"][str(length)] == round(mean, 2)
-    assert summary["tasks"]["niah_single_1"]["1024"] == 100.0 > summary["tasks"]["niah_single_1"]["4096"]
+        assert summary["tasks"][TASK][str(length)] == round(mean, 2)
+    assert summary["tasks"][TASK]["1024"] == 100.0 > summary["tasks"][TASK]["4096"]
     assert summary["effective_length"] == 1024
 
 
@@ -72,7 +73,7 @@ def test_requests_carry_explicit_greedy_parameters(clean_run, niah_suite):
     assert len(bodies) == len(LENGTHS) * len(DEPTHS)
     for body in bodies:
         assert body["temperature"] == 0.0 and body["top_p"] == 1.0 and body["n"] == 1
-        assert body["max_tokens"] == 64 and body["stream"] is False
+        assert body["max_tokens"] == 128 and body["stream"] is False
         assert body["seed"] in samples
 
 
@@ -105,7 +106,7 @@ def test_too_long_prompt_is_recorded_not_retried(niah_suite, cl100k, tmp_path):
         assert requests[prompt_key({"prompt": sample["prompt"]})] == 1
     assert "maximum context length" in results[next(iter(too_long))]["error"]
     summary = write_report(tmp_path)
-    assert summary["tasks"]["niah_single_1"]["4096"] == 0.0 and summary["status"]["too_long"] == len(DEPTHS)
+    assert summary["tasks"][TASK]["4096"] == 0.0 and summary["status"]["too_long"] == len(DEPTHS)
     # A too-long answer is final: a rerun sends nothing.
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
         again = run_eval(niah_suite, tmp_path, _cfg(server.url))
@@ -119,7 +120,7 @@ def test_rerun_sends_nothing_answered_and_ignores_a_torn_last_line(niah_suite, c
     first = path.read_bytes()
     last = first.rstrip(b"\n").rsplit(b"\n", 1)[-1]
     with path.open("ab") as fh:  # what a kill in the middle of a write leaves behind
-        fh.write(b'{"id": "niah_single_1-4096-0000", "status": "o')
+        fh.write(b'{"id": "niah_single_2-4k-00000", "status": "o')
     with reference_server(cl100k, window_tokens=WINDOW) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url))
         sent = {k for k, n in server.stats.requests.items() if n}
@@ -188,6 +189,8 @@ def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
         bodies = list(server.stats.bodies)
     assert stats.ok == 2 * len(DEPTHS)
     assert all(b["continue_final_message"] is True and b["add_generation_prompt"] is False for b in bodies)
+    # The builder's chat token counts agree with the server's /tokenize of the same messages.
+    assert [c["match"] for c in stats.tokenize_checks] == [True, True]
     results = read_results(tmp_path / "out" / "results.jsonl")
     for sample in read_samples(suite):
         # The test's template, written out: what the server must have read.
@@ -199,10 +202,10 @@ def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
 
 def test_suite_errors_name_the_file_line_and_field(niah_suite, tmp_path):
     bad = tmp_path / "bad"
-    (bad / "niah_single_1").mkdir(parents=True)
-    lines = (niah_suite / "niah_single_1" / "1024.jsonl").read_text().splitlines()
+    (bad / TASK).mkdir(parents=True)
+    lines = (niah_suite / TASK / "1k.jsonl").read_text().splitlines()
     broken = json.loads(lines[1])
     del broken["references"]
-    (bad / "niah_single_1" / "1024.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
-    with pytest.raises(SuiteError, match=r"1024\.jsonl:2: field 'references' is missing"):
+    (bad / TASK / "1k.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
+    with pytest.raises(SuiteError, match=r"1k\.jsonl:2: field 'references' is missing"):
         run_eval(bad, tmp_path / "out", _cfg("http://127.0.0.1:9"))

@@ -10,14 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from longctx.reference_server import Faults, ReferenceServer
-from tests.conftest import CL100K_OFFLINE, python_prose
+from tests.conftest import CL100K_OFFLINE
 
 NEEDLE = re.compile(r"One of the special magic (.+?) for (.+?) is: (\S+?)\.")
-QUESTION = re.compile(r"What are all the special magic (.+?) for (.+?) mentioned in the provided text\?")
+QUESTION = re.compile(
+    r"What (?:are all|is) the special magic (.+?) for (.+?) mentioned in the provided text\?"
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,60 +34,29 @@ def make_suite(
     *,
     lengths: list[int],
     depths: list[float],
-    task: str = "niah_single_1",
-    values_per_key: int = 1,
-    chat: bool = False,
+    tasks: tuple[str, ...] = ("niah_single_2",),
+    seed: int = 1,
 ) -> Path:
-    """A RULER-shaped NIAH suite: one sample per length and depth, `<out>/<task>/<length>.jsonl` + suite.json."""
-    hay_ids = tokenizer.encode(" ".join(python_prose()))
-    while len(hay_ids) < max(lengths):  # repeat the haystack for the longest lengths
-        hay_ids = np.concatenate([hay_ids, hay_ids])
-    reserve = 64
-    for length in lengths:
-        lines = []
-        for i, depth in enumerate(depths):
-            key = f"key-{length}-{i}"
-            values = [
-                str(1_000_000 + 7919 * (length + 31 * i + v) % 8_999_999) for v in range(values_per_key)
-            ]
-            context = tokenizer.decode(hay_ids[: length - reserve - 80])
-            sentences = re.split(r"(?<=\.) ", context)
-            cut = round(len(sentences) * depth / 100)
-            needles = [f"One of the special magic numbers for {key} is: {v}." for v in values]
-            context = " ".join(sentences[:cut] + needles + sentences[cut:])
-            question = f"What are all the special magic numbers for {key} mentioned in the provided text?"
-            prefix = f" The special magic numbers for {key} mentioned in the provided text are"
-            head = (
-                "Some special magic numbers are hidden within the following text. Make sure to memorize it."
-            )
-            user = f"{head}\n{context}\n{question}"
-            prompt = user + prefix
-            messages = [{"role": "user", "content": user}]
-            sample = {
-                "id": f"{task}-{length}-{i:04d}",
-                "task": task,
-                "length": length,
-                "reserve": reserve,
-                "depth": depth,
-                "prompt": prompt,
-                "messages": messages,
-                "answer_prefix": prefix,
-                "references": values,
-                "token_count": int(len(tokenizer.encode(prompt))),
-                "max_new_tokens": reserve,
-                "seed": i,
-                "haystack": {"name": "pydoc"},
-            }
-            lines.append(json.dumps(sample))
+    """A suite built by the project's own builder, one sample per task, length and depth, in the suite layout:
+    `<out>/<task>/<length>.jsonl` and `<out>/suite.json`."""
+    from longctx.tasks import TASKS, BuildContext, build_sample, format_length
+
+    ctx = BuildContext(tokenizer)
+    for task in tasks:
         (out / task).mkdir(parents=True, exist_ok=True)
-        (out / task / f"{length}.jsonl").write_text("\n".join(lines) + "\n")
+        for length in lengths:
+            lines = [
+                json.dumps(build_sample(ctx, TASKS[task], length, depth, seed * 7919 + 101 * length + i, i))
+                for i, depth in enumerate(depths)
+            ]
+            (out / task / f"{format_length(length)}.jsonl").write_text("\n".join(lines) + "\n")
     meta = {
         "tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint},
-        "tasks": [task],
+        "tasks": list(tasks),
         "lengths": lengths,
         "depths": depths,
         "samples": 1,
-        "seed": 0,
+        "seed": seed,
     }
     (out / "suite.json").write_text(json.dumps(meta))
     return out
@@ -101,20 +71,23 @@ def read_samples(suite: Path) -> list[dict[str, Any]]:
 def expected_score(
     sample: dict[str, Any], tokenizer: Any, window: int, *, chat_prompt: str | None = None
 ) -> float:
+    # A rendered chat template's special-token strings are special tokens to the server, as to vLLM.
+    special = chat_prompt is not None
     """The reference server's score for a sample, from where the asked needles sit in the prompt.
 
     A needle counts when its first token lies inside the last `window` tokens of the prompt. Asserts that no
     needle sits within a few tokens of the window's edge, where a merge at the cut could go either way.
     """
     prompt = chat_prompt if chat_prompt is not None else sample["prompt"]
-    total = len(tokenizer.encode(prompt))
+    total = len(tokenizer.encode(prompt, allow_special=special))
     edge = total - window
-    asked = QUESTION.findall(prompt)[-1][1]
+    query = QUESTION.findall(prompt)[-1][1]
+    asked = set(re.split(r", and |, ", query))
     found = set()
     for m in NEEDLE.finditer(prompt):
-        if m.group(2) != asked:
+        if m.group(2) not in asked:
             continue
-        start = len(tokenizer.encode(prompt[: m.start()]))
+        start = len(tokenizer.encode(prompt[: m.start()], allow_special=special))
         assert abs(start - edge) > 4 or edge <= 0, f"needle of {sample['id']} sits on the window's edge"
         if start >= edge:
             found.add(m.group(3))

@@ -88,7 +88,7 @@ def test_routes_tokenize_models_errors_and_chat(chat_tokenizer_dir):
                 json={"messages": messages, "add_generation_prompt": False, "continue_final_message": True},
             ).json()
             rendered = f"<s>user\n{user}</s>\n<s>assistant\nThe numbers are"
-            assert chat["count"] == len(tok.encode(rendered))
+            assert chat["count"] == len(tok.encode(rendered, allow_special=True))
             reply = http.post(
                 "/v1/chat/completions",
                 json={

@@ -1,0 +1,236 @@
+"""Benchmark of the served-model runner: requests/s and its own CPU time per request.
+
+The reference server runs in another process (`longtrove longctx serve-reference`, reading the last 4,096
+tokens of each prompt with the real cl100k tokenizer), so the CPU measured here is the runner's alone: reading
+the suite, building and sending the requests, parsing the answers, fsyncing each result line and scoring.
+The anchor, measured in the same run against the same server and prompts, is lm-evaluation-harness's
+`local-completions` client (`LocalCompletionsAPI.generate_until`, text prompts, same concurrency).
+
+Target: at 128K tokens the runner's CPU time stays under 5% of a request's wall time.
+
+    .venv/bin/python bench/eval.py [--shared ../shared/bench] [--lengths 4k,128k] [--concurrency 1,4,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
+RESERVE = 64
+
+
+def parse_length(text: str) -> int:
+    text = text.strip().lower()
+    return int(text[:-1]) * {"k": 1 << 10, "m": 1 << 20}[text[-1]] if text[-1] in "km" else int(text)
+
+
+def label(n: int) -> str:
+    return f"{n >> 20}M" if n % (1 << 20) == 0 else f"{n >> 10}K" if n % 1024 == 0 else str(n)
+
+
+def build_suite(out: Path, tokenizer, haystack_ids, length: int, samples: int) -> list[dict]:
+    """NIAH samples in the suite format (RULER wording), needles at evenly spread depths."""
+    import numpy as np
+
+    rows = []
+    for i in range(samples):
+        depth = round(100 * i / max(samples - 1, 1), 2)
+        start = (i * 7919) % max(len(haystack_ids) - length, 1)
+        context = tokenizer.decode(haystack_ids[start : start + length - RESERVE - 90])
+        cut = context.find(". ", int(len(context) * depth / 100))
+        cut = len(context) if cut < 0 else cut + 2
+        key, value = f"bench-key-{i}", str(1_000_000 + (i * 104_729) % 8_999_999)
+        needle = f"One of the special magic numbers for {key} is: {value}. "
+        question = f"What are all the special magic numbers for {key} mentioned in the provided text?"
+        prefix = f" The special magic numbers for {key} mentioned in the provided text are"
+        user = (
+            "Some special magic numbers are hidden within the following text. Make sure to memorize it. "
+            f"I will quiz you about the numbers afterwards.\n{context[:cut]}{needle}{context[cut:]}\n{question}"
+        )
+        rows.append(
+            {
+                "id": f"niah_single_1-{length}-{i:04d}",
+                "task": "niah_single_1",
+                "length": length,
+                "reserve": RESERVE,
+                "depth": depth,
+                "prompt": user + prefix,
+                "messages": [{"role": "user", "content": user}],
+                "answer_prefix": prefix,
+                "references": [value],
+                "max_new_tokens": RESERVE,
+                "seed": i,
+            }
+        )
+    counts = tokenizer.count_batch([r["prompt"] for r in rows])
+    for row, count in zip(rows, np.asarray(counts).tolist(), strict=True):
+        row["token_count"] = int(count)
+    folder = out / "niah_single_1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{length}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def start_server(tokenizer_path: Path, window: int) -> tuple[subprocess.Popen, str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "longctx",
+        "serve-reference",
+        "--tokenizer",
+        str(tokenizer_path),
+        "--port",
+        "0",
+        "--window-tokens",
+        str(window),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise SystemExit(f"the reference server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def measure_runner(suite: Path, url: str, concurrency: int, work: Path) -> dict:
+    from longctx.client import EvalConfig, read_results, run_eval
+
+    out = Path(tempfile.mkdtemp(dir=work, prefix=f"runner-c{concurrency}-"))
+    cfg = EvalConfig(endpoint=f"{url}/v1", model="reference", concurrency=concurrency, progress=False)
+    cpu, wall = time.process_time(), time.perf_counter()
+    stats = run_eval(suite, out, cfg)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    results = read_results(out / "results.jsonl")
+    latencies = [r["latency_s"] for r in results.values()]
+    assert stats.ok == len(results), stats
+    return {
+        "n": stats.ok,
+        "rps": stats.ok / wall,
+        "cpu_ms": 1000 * cpu / stats.ok,
+        "latency_ms": 1000 * sum(latencies) / len(latencies),
+        "score": sum(r["score"] for r in results.values()) / len(results),
+        "outputs": {sid: r["output"] for sid, r in results.items()},
+    }
+
+
+def measure_anchor(rows: list[dict], url: str, concurrency: int, length: int) -> dict:
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    lm = LocalCompletionsAPI(
+        base_url=f"{url}/v1/completions",
+        model="reference",
+        tokenizer_backend=None,
+        num_concurrent=concurrency,
+        max_length=length + 1024,
+        max_gen_toks=RESERVE,
+        timeout=3600,
+        max_retries=3,
+    )
+    requests = [
+        Instance("generate_until", {}, (r["prompt"], {"until": ["\n\n"], "max_gen_toks": RESERVE}), i)
+        for i, r in enumerate(rows)
+    ]
+    cpu, wall = time.process_time(), time.perf_counter()
+    outputs = lm.generate_until(requests, disable_tqdm=True)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "n": len(rows),
+        "rps": len(rows) / wall,
+        "cpu_ms": 1000 * cpu / len(rows),
+        "outputs": {r["id"]: o for r, o in zip(rows, outputs, strict=True)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED, help="the shared benchmark data folder"
+    )
+    parser.add_argument("--lengths", default="4k,128k")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--samples", default="4k=96,128k=32", help="samples per length")
+    parser.add_argument("--window", type=int, default=4096, help="tokens the reference server reads")
+    parser.add_argument("--no-anchor", action="store_true", help="skip lm-eval's local-completions")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("lm-eval", "lm_eval", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    import pyarrow.parquet as pq
+
+    from tokenization import load_tokenizer
+
+    tokenizer_path = args.shared / "tokenizers" / "cl100k_base.json"
+    corpus = sorted((args.shared / "corpus" / "pydocs").glob("*.parquet"))
+    if not tokenizer_path.exists() or not corpus:
+        raise SystemExit(f"{args.shared}: needs tokenizers/cl100k_base.json and corpus/pydocs/*.parquet")
+    tokenizer = load_tokenizer(str(tokenizer_path))
+    text = " ".join(
+        t for path in corpus for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    )
+    text = re.sub(r"\s+", " ", text)
+    haystack_ids = tokenizer.encode(text)
+    lengths = [parse_length(n) for n in args.lengths.split(",")]
+    per_length = {parse_length(k): int(v) for k, v in (p.split("=") for p in args.samples.split(","))}
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    print(
+        f"haystack: {len(haystack_ids):,} tokens of pydocs; tokenizer {tokenizer.name} ({tokenizer.backend})"
+    )
+
+    server, url = start_server(tokenizer_path, args.window)
+    verdicts = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
+            work = Path(tmp)
+            for length in lengths:
+                suite = work / f"suite-{length}"
+                rows = build_suite(suite, tokenizer, haystack_ids, length, per_length.get(length, 16))
+                mean_tokens = sum(r["token_count"] for r in rows) / len(rows)
+                print(
+                    f"\n{label(length)}: {len(rows)} samples, {mean_tokens:,.0f} prompt tokens each "
+                    f"({sum(len(r['prompt']) for r in rows) / len(rows) / 1e6:.2f} MB of text)"
+                )
+                for c in concurrencies:
+                    ours = measure_runner(suite, url, c, work)
+                    share = 100 * ours["cpu_ms"] / ours["latency_ms"]
+                    line = (
+                        f"eval {label(length):>5} c={c:<2} runner: {ours['rps']:7.2f} req/s, "
+                        f"CPU {ours['cpu_ms']:7.2f} ms/req = {share:5.2f}% of the {ours['latency_ms']:.0f} ms "
+                        f"request wall time (score {ours['score']:.1f})"
+                    )
+                    if not args.no_anchor:
+                        anchor = measure_anchor(rows, url, c, length)
+                        same = anchor["outputs"] == ours["outputs"]
+                        line += (
+                            f" | anchor lm-eval local-completions: {anchor['rps']:7.2f} req/s, CPU "
+                            f"{anchor['cpu_ms']:7.2f} ms/req | ratio req/s {ours['rps'] / anchor['rps']:.2f}x, "
+                            f"CPU/req {ours['cpu_ms'] / anchor['cpu_ms']:.2f}x | same outputs: {same}"
+                        )
+                    print(line, flush=True)
+                    if length >= 128 * 1024:
+                        verdicts.append((length, c, share))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for length, c, share in verdicts:
+        status = "PASS" if share < 5.0 else "FAIL"
+        print(f"target {label(length)} c={c}: runner CPU {share:.2f}% of request wall time (< 5%): {status}")
+
+
+if __name__ == "__main__":
+    main()
