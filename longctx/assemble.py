@@ -88,6 +88,7 @@ class Fit:
     haystack_tokens: int
     whole_units: int
     partial_tokens: int
+    intact_units: int
     insert_depths: list[float] = field(default_factory=list)
     full_encodes: int = 0
 
@@ -164,20 +165,24 @@ class _Layout:
             self._partials[key] = text
         return self._partials[key]
 
-    def pieces(self, x: int, start: int = 0, skip: int = 0) -> list[str]:
+    def pieces(self, x: int, start: int = 0, variant: int = 0) -> list[str]:
         """Context pieces from unit boundary `start` on (inserts at `start` included), separators attached.
 
-        The partial unit is normally the unit after the last whole one; `skip` = s takes the s-th later unit
-        long enough instead (the haystack is filler, and another unit's cut can avoid a merge with the text
-        after it).
+        `variant` picks one of a few equivalent ways to end the context, for when a cut merges with the text
+        after it so that the count skips the value wanted. The haystack is filler, so: `variant % 3` = s takes
+        the partial unit from the s-th later unit long enough instead of the next one, and `variant // 3` = t
+        cuts the last t tokens off the last whole unit.
         """
         n, k = self.locate(x)
+        skip, trim = variant % 3, variant // 3
         partial_at = n
         if skip and k > 0:
             longer = np.flatnonzero(self.counts[n + 1 : n + 256] > k)
             if len(longer) < skip:
                 raise AssemblyError(f"no unit after unit {n} is longer than {k} tokens")
             partial_at = n + 1 + int(longer[skip - 1])
+        if trim and (n < 1 or self.counts[n - 1] <= trim + 1):
+            raise AssemblyError("the last whole unit is too short to trim")
         units = self.units
         sep = units.sep
         before = units.form == "before"
@@ -192,8 +197,12 @@ class _Layout:
                 t = self.inserts[j].text
                 out.append(sep + t if before else t + sep)
             if i < n:
-                t = texts[order[i]]
-                out.append(sep + t if before else t + sep)
+                if trim and i == n - 1:
+                    t = self._partial(int(order[i]), int(self.counts[i]) - trim)
+                    out.append(t if before or t.endswith(sep) else t + sep)
+                else:
+                    t = texts[order[i]]
+                    out.append(sep + t if before else t + sep)
         if k > 0:
             out.append(self._partial(int(order[partial_at]), k))
         elif out and not before and start <= n:
@@ -202,11 +211,11 @@ class _Layout:
             out[0] = out[0][len(sep) :]
         return out
 
-    def context(self, x: int, skip: int = 0) -> str:
-        return "".join(self.pieces(x, 0, skip))
+    def context(self, x: int, variant: int = 0) -> str:
+        return "".join(self.pieces(x, 0, variant))
 
-    def tail(self, x: int, start: int, skip: int = 0) -> str:
-        return "".join(self.pieces(x, start, skip)) + self.suffix
+    def tail(self, x: int, start: int, variant: int = 0) -> str:
+        return "".join(self.pieces(x, start, variant)) + self.suffix
 
     def depths(self, x: int) -> list[float]:
         n, _ = self.locate(x)
@@ -242,7 +251,7 @@ def fit_exact(
     if x >= int(layout.cum[-1]):
         raise AssemblyError(f"the haystack ran out at {int(layout.cum[-1])} tokens ({x} needed)")
     layout.place_inserts(x)
-    skip = 0
+    variant = 0
     context = layout.context(x)
     actual = counter.count(prefix + context + suffix)
     encodes = 1
@@ -254,8 +263,8 @@ def fit_exact(
             raise AssemblyError(
                 f"could not reach exactly {target} tokens (last try: {actual}) after {max_rounds} rounds"
             )
-        x, skip = _correct_tail(layout, counter, x, skip, actual, target, back)
-        context = layout.context(x, skip)
+        x, variant = _correct_tail(layout, counter, x, variant, actual, target, back)
+        context = layout.context(x, variant)
         actual = counter.count(prefix + context + suffix)
         encodes += 1
         back *= 4
@@ -267,36 +276,36 @@ def fit_exact(
         haystack_tokens=x,
         whole_units=n,
         partial_tokens=k,
+        intact_units=n - 1 if variant >= 3 else n,
         insert_depths=layout.depths(x),
         full_encodes=encodes,
     )
 
 
 def _correct_tail(
-    layout: _Layout, counter: TextCounter, x: int, skip: int, actual: int, target: int, back: int
+    layout: _Layout, counter: TextCounter, x: int, variant: int, actual: int, target: int, back: int
 ) -> tuple[int, int]:
-    """A new cut (position, skip) whose prompt should count exactly `target`, re-encoding only the tail.
+    """A new cut (position, variant) whose prompt should count exactly `target`, re-encoding only the tail.
 
     The text up to a unit boundary `h` well before the cut stays as it is, so its count (`actual` minus the
     tail's) stays too; the search moves the cut until the tail has the tokens that remain. A cut inside a unit
     can merge with the text after it, so that the count skips the value wanted; after a few Newton steps the
-    search scans outward from the estimate, nearest positions first, also taking the partial unit from one of
-    the next few units.
+    search scans outward from the estimate, nearest positions first, through the variants of the ending.
     """
     miss = target - actual
     h = max(0, int(np.searchsorted(layout.cum, x - 2 * abs(miss) - 64 * back, side="right")) - 1)
-    head = actual - counter.count(layout.tail(x, h, skip))
+    head = actual - counter.count(layout.tail(x, h, variant))
     need = target - head
-    lo, hi = int(layout.cum[h]), int(layout.cum[-1]) - 1
+    lo, hi = int(layout.cum[h]) + 1, int(layout.cum[-1]) - 1
     tried: dict[tuple[int, int], int] = {}
 
-    def hits(g: int, s: int) -> bool:
-        if (g, s) not in tried:
+    def hits(g: int, v: int) -> bool:
+        if (g, v) not in tried:
             try:
-                tried[g, s] = counter.count(layout.tail(g, h, s))
+                tried[g, v] = counter.count(layout.tail(g, h, v))
             except AssemblyError:
-                tried[g, s] = -1
-        return tried[g, s] == need
+                tried[g, v] = -1
+        return tried[g, v] == need
 
     guess = x + miss
     for _ in range(8):
@@ -311,9 +320,9 @@ def _correct_tail(
     center = min(max(guess, lo), hi)
     for d in range(0, 16 * back):
         for g in (center + d, center - d):
-            for s in range(4):
-                if lo <= g <= hi and hits(g, s):
-                    return g, s
+            for v in range(9):
+                if lo <= g <= hi and hits(g, v):
+                    return g, v
     if x + miss > hi:
         raise AssemblyError(f"the haystack ran out at {hi + 1} tokens ({x + miss} needed)")
     raise AssemblyError(f"no cut of the haystack near {x} tokens gives exactly {target} tokens")

@@ -770,7 +770,7 @@ def build_sample(
         inserts=draft.inserts,
         target=target,
     )
-    references = draft.check(fit.whole_units) if draft.check else draft.references
+    references = draft.check(fit.intact_units) if draft.check else draft.references
     user = draft.prefix + fit.context + draft.suffix
     line: dict[str, Any] = {
         "id": f"{spec.name}-{format_length(length)}-{index:05d}",
@@ -812,7 +812,7 @@ def build_sample(
             target=target,
         )
         if draft.check:
-            draft.check(chat_fit.whole_units)
+            draft.check(chat_fit.intact_units)
         content = draft.prefix + chat_fit.context + draft.suffix
         line["messages"][0]["content"] = content
         line["chat_token_count"] = chat_fit.token_count

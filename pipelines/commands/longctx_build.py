@@ -1,9 +1,136 @@
-"""Subcommands of `longtrove` (see pipelines/cli.py)."""
+"""`longtrove longctx build` and `longtrove longctx export lm-eval`: long-context suites at exact token lengths."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _qa_paths(values: list[str] | None) -> dict[str, str]:
+    """`--qa-data F` (both QA tasks) or `--qa-data qa_2=F` (one task)."""
+    out: dict[str, str] = {}
+    for value in values or []:
+        task, sep, path = value.partition("=")
+        if sep and task in ("qa_1", "qa_2"):
+            out[task] = path
+        else:
+            out.setdefault("qa_1", value)
+            out.setdefault("qa_2", value)
+    for task, path in out.items():
+        if not Path(path).is_file():
+            raise typer.BadParameter(f"{path}: no such QA data file (for {task})", param_hint="--qa-data")
+    return out
+
+
+def build_command(
+    tokenizer: Annotated[
+        str, typer.Option(help="tokenizer.json, a folder with one, a hub id, or a tiktoken encoding.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder: <out>/<task>/<length>.jsonl and suite.json.")],
+    tasks: Annotated[
+        str, typer.Option(help="all (QA tasks only with --qa-data) or a comma list, e.g. niah_single_1,vt.")
+    ] = "all",
+    lengths: Annotated[
+        str, typer.Option(help="Comma list: 4k,8k,...,1m (powers of two) or integers.")
+    ] = "4k,8k,16k,32k,64k,128k",
+    depths: Annotated[
+        str, typer.Option(help="Needle depths in percent; sample i uses depth i mod the list.")
+    ] = "0,25,50,75,100",
+    samples: Annotated[int, typer.Option(help="Samples per task and length.")] = 25,
+    haystack: Annotated[
+        str,
+        typer.Option(
+            help="default (RULER's per task), noise, essay, a folder, file.parquet, file.jsonl or hf:NAME[:CONFIG][@SPLIT]."
+        ),
+    ] = "default",
+    text_field: Annotated[str, typer.Option(help="Text column of a parquet/jsonl/hf haystack.")] = "text",
+    qa_data: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="JSONL of {context, question, answers} for qa_1 and qa_2 (or qa_2=FILE for one task)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Suite seed; every sample's seed derives from it.")] = 42,
+    workers: Annotated[int, typer.Option(help="Worker processes (samples are built in parallel).")] = 1,
+    on_short_haystack: Annotated[
+        str,
+        typer.Option(
+            help="repeat (with a note in the sample) or fail, when the haystack is shorter than a length."
+        ),
+    ] = "repeat",
+    chat: Annotated[
+        bool, typer.Option(help="Also fit `messages` to the exact length through the chat template.")
+    ] = True,
+    lm_eval: Annotated[
+        Path | None, typer.Option("--lm-eval", help="Also export an lm-evaluation-harness task folder here.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Build RULER's tasks at exact token lengths: one JSONL per task and length, and suite.json."""
+    import time
+
+    from longctx.suite import SuiteConfig, build_suite, resolve_tasks
+    from longctx.tasks import parse_length
+
+    qa = _qa_paths(qa_data)
+    try:
+        cfg = SuiteConfig(
+            tokenizer=tokenizer,
+            tasks=resolve_tasks(tasks, qa=bool(qa)),
+            lengths=[parse_length(x) for x in _split(lengths)],
+            depths=[float(x) for x in _split(depths)],
+            samples=samples,
+            seed=seed,
+            haystack=None if haystack == "default" else haystack,
+            qa_data=qa,
+            text_field=text_field,
+            on_short_haystack=on_short_haystack,
+            chat=chat,
+            workers=workers,
+        )
+        cfg.validate()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    start = time.perf_counter()
+    meta = build_suite(cfg, out, progress=progress)
+    seconds = time.perf_counter() - start
+    n = sum(f["samples"] for f in meta["files"])
+    typer.echo(
+        f"built {n} samples in {len(meta['files'])} files ({len(cfg.tasks)} tasks x {len(cfg.lengths)} lengths) "
+        f"in {seconds:.1f}s -> {out}"
+    )
+    if lm_eval is not None:
+        from longctx.export_lmeval import export_lm_eval
+
+        summary = export_lm_eval(out, lm_eval)
+        typer.echo(
+            f"lm-eval task folder: {lm_eval} ({len(summary['tasks'])} tasks, max_length {summary['max_length']})"
+        )
+
+
+def export_lm_eval_command(
+    suite: Annotated[Path, typer.Argument(help="A suite folder built by `longtrove longctx build`.")],
+    out: Annotated[Path, typer.Option(help="Task folder to write (for lm_eval --include_path).")],
+) -> None:
+    """Export a suite as an lm-evaluation-harness task folder (YAML per task and length, data, scoring)."""
+    from longctx.export_lmeval import export_lm_eval
+
+    try:
+        summary = export_lm_eval(suite, out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"wrote {len(summary['tasks'])} lm-eval tasks to {out}; run:\n{summary['command']}")
+
+
 def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     """Attach this module's commands to the app."""
+    longctx_app.command("build")(build_command)
+    export_app = typer.Typer(help="Export a built suite for evaluation harnesses.", no_args_is_help=True)
+    export_app.command("lm-eval")(export_lm_eval_command)
+    longctx_app.add_typer(export_app, name="export")
