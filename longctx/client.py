@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import tenacity
 
 from longctx.scoring import metric_name, score_sample
@@ -155,29 +157,148 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def _string_end(raw: bytes, i: int) -> int:
+    """Index of the quote closing the JSON string whose content starts at `i` (the first unescaped quote)."""
+    while True:
+        q = raw.find(b'"', i)
+        if q < 0:
+            raise ValueError("unterminated string")
+        k = q - 1
+        while raw[k] == 0x5C:  # count the backslashes before the quote
+            k -= 1
+        if (q - 1 - k) % 2 == 0:
+            return q
+        i = q + 1
+
+
+_OPEN, _CLOSE, _SPACE, _QUOTE = frozenset(b"[{"), frozenset(b"]}"), frozenset(b" \t\r\n"), 0x22
+
+
+def _value_span(raw: bytes, key: bytes) -> tuple[int, int] | None:
+    """Byte span of the value of `"key":` in one JSON object line, found without decoding the value.
+
+    Only a key can be a quote-delimited `"key"` followed by a colon and preceded by `{` or `,` (quotes inside
+    strings are escaped), so the match is a real key; the caller checks it was the top-level one.
+    """
+    needle = b'"' + key + b'"'
+    at = raw.find(needle)
+    while at >= 0:
+        b, a = at - 1, at + len(needle)
+        while b >= 0 and raw[b] in _SPACE:
+            b -= 1
+        while a < len(raw) and raw[a] in _SPACE:
+            a += 1
+        if (
+            b >= 0 and raw[b] in b"{," and a < len(raw) and raw[a] == 0x3A
+        ):  # preceded by { or , and then a colon
+            break
+        at = raw.find(needle, at + 1)
+    if at < 0:
+        return None
+    v = raw.index(b":", at + len(needle)) + 1
+    while raw[v] in _SPACE:
+        v += 1
+    if raw[v] == _QUOTE:
+        return v, _string_end(raw, v + 1) + 1
+    if raw[v] not in _OPEN:
+        return None
+    depth, i = 0, v
+    while True:  # structural characters only occur between strings, which are skipped whole
+        q = raw.find(b'"', i)
+        segment = raw[i : q if q >= 0 else len(raw)]
+        for j, byte in enumerate(segment):
+            if byte in _OPEN:
+                depth += 1
+            elif byte in _CLOSE:
+                depth -= 1
+                if depth == 0:
+                    return v, i + j + 1
+        if q < 0:
+            return None
+        i = _string_end(raw, q + 1) + 1
+
+
+def _parse_line(raw: bytes, *, chat: bool) -> dict[str, Any]:
+    """Parse a suite line, keeping the large field that will not be sent as raw JSON instead of decoding it.
+
+    A 128K-token line holds the prompt twice (`prompt` and `messages`), megabytes of text; decoding it and
+    encoding it again for the request would be most of the runner's CPU. The field to send is cut out as its
+    raw JSON literal (spliced into the request body as is) and the one not needed is dropped; the rest is
+    parsed. If the cut does not land on the top-level fields, the whole line is parsed instead.
+    """
+    try:
+        spans = {k: _value_span(raw, k.encode()) for k in ("prompt", "messages")}
+    except (ValueError, IndexError):
+        spans = {}
+    if not spans or any(span is None for span in spans.values()):
+        return json.loads(raw)
+    cut = sorted(spans.items(), key=lambda kv: kv[1][0])
+    pieces, pos = [], 0
+    for _, (start, end) in cut:
+        pieces += [raw[pos:start], b"null"]
+        pos = end
+    pieces.append(raw[pos:])
+    try:
+        sample = json.loads(b"".join(pieces))
+    except json.JSONDecodeError:
+        return json.loads(raw)
+    if (
+        not isinstance(sample, dict)
+        or sample.get("prompt", 0) is not None
+        or sample.get("messages", 0) is not None
+    ):
+        return json.loads(raw)
+    if chat:
+        start, end = spans["messages"]
+        sample["messages"] = json.loads(raw[start:end])
+        sample["prompt"] = ""
+    else:
+        start, end = spans["prompt"]
+        sample["_prompt_json"] = raw[start:end]
+        sample["prompt"] = None
+        sample["messages"] = []
+    return sample
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a JSONL file through mmap: megabyte lines without buffer regrowth."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos, lineno, size = 0, 0, len(mm)
+            while pos < size:
+                end = mm.find(b"\n", pos)
+                end = size if end < 0 else end
+                lineno += 1
+                yield lineno, mm[pos:end]
+                pos = end + 1
+
+
 def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line."""
     need = "messages" if chat else "prompt"
     for path in suite_files(suite_dir):
-        with path.open("rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    sample = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise SuiteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(sample, dict):
-                    raise SuiteError(f"{path}:{lineno}: expected a JSON object")
-                for name in (*REQUIRED_FIELDS, need):
-                    if name not in sample:
-                        raise SuiteError(f"{path}:{lineno}: field {name!r} is missing")
-                if not isinstance(sample["references"], list) or not sample["references"]:
-                    raise SuiteError(f"{path}:{lineno}: field 'references' must be a non-empty list")
-                if chat and not isinstance(sample["messages"], list):
-                    raise SuiteError(f"{path}:{lineno}: field 'messages' must be a list of messages")
-                sample["_where"] = f"{path}:{lineno}"
-                yield sample
+        for lineno, raw in _lines(path):
+            if not raw.strip():
+                continue
+            try:
+                sample = _parse_line(raw, chat=chat)
+            except json.JSONDecodeError as exc:
+                raise SuiteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(sample, dict):
+                raise SuiteError(f"{path}:{lineno}: expected a JSON object")
+            for name in (*REQUIRED_FIELDS, need):
+                if name not in sample:
+                    raise SuiteError(f"{path}:{lineno}: field {name!r} is missing")
+            if not isinstance(sample["references"], list) or not sample["references"]:
+                raise SuiteError(f"{path}:{lineno}: field 'references' must be a non-empty list")
+            if chat and not isinstance(sample["messages"], list):
+                raise SuiteError(f"{path}:{lineno}: field 'messages' must be a list of messages")
+            if not chat and "_prompt_json" not in sample and not isinstance(sample["prompt"], str):
+                raise SuiteError(f"{path}:{lineno}: field 'prompt' must be a string")
+            sample["_where"] = f"{path}:{lineno}"
+            yield sample
 
 
 def count_suite_lines(suite_dir: Path) -> int:
@@ -231,7 +352,7 @@ def read_results(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
+            row = orjson.loads(raw)
             results[str(row["id"])] = row
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise SuiteError(f"{path}:{lineno}: not a result line ({exc})") from exc
@@ -245,7 +366,7 @@ class ResultWriter:
         self._fh = path.open("ab")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        self._fh.write(orjson.dumps(row) + b"\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -298,10 +419,18 @@ def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
             body["continue_final_message"] = True
         route = "/v1/chat/completions"
     else:
-        body["prompt"] = sample["prompt"]
         route = "/v1/completions"
+        if "_prompt_json" in sample:
+            body.update(cfg.extra_body)
+            return route, _with_raw_field(body, b"prompt", sample["_prompt_json"])
+        body["prompt"] = sample["prompt"]
     body.update(cfg.extra_body)
-    return route, json.dumps(body, ensure_ascii=False).encode()
+    return route, orjson.dumps(body)
+
+
+def _with_raw_field(body: dict[str, Any], key: bytes, raw_json: bytes) -> bytes:
+    """The JSON of `body` with one more field whose value is already JSON (spliced, not re-encoded)."""
+    return b'{"' + key + b'":' + raw_json + b"," + orjson.dumps(body)[1:]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -407,7 +536,7 @@ class Runner:
                     attempts += 1
                     response = await self._post_once(route, body, timeout)
                     if response.status_code == 200:
-                        text, finish, usage = _extract(response.json(), cfg.chat)
+                        text, finish, usage = _extract(orjson.loads(response.content), cfg.chat)
                     else:
                         text, finish, usage = "", None, {}
         except (TransientHTTPError, httpx.TransportError, json.JSONDecodeError) as exc:
@@ -473,12 +602,16 @@ class Runner:
                 add_generation_prompt=not continue_final,
                 continue_final_message=continue_final,
             )
-        else:
-            body["prompt"] = sample["prompt"]
         check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": int(expected)}
         try:
+            if cfg.chat:
+                content = orjson.dumps(body)
+            elif "_prompt_json" in sample:
+                content = _with_raw_field(body, b"prompt", sample["_prompt_json"])
+            else:
+                content = orjson.dumps({**body, "prompt": sample["prompt"]})
             response = await self.client.post(
-                "/tokenize", content=json.dumps(body).encode(), timeout=cfg.request_timeout(int(expected))
+                "/tokenize", content=content, timeout=cfg.request_timeout(int(expected))
             )
         except httpx.HTTPError as exc:
             check.update(server=None, match=None, note=f"/tokenize failed: {type(exc).__name__}")
@@ -490,7 +623,7 @@ class Runner:
             )
             self.stats.tokenize_checks.append(check)
             return
-        server_count = int(response.json().get("count", -1))
+        server_count = int(orjson.loads(response.content).get("count", -1))
         check.update(server=server_count, match=server_count == int(expected))
         self.stats.tokenize_checks.append(check)
         if not check["match"]:
@@ -515,7 +648,9 @@ async def _run(
     limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
     # Without TCP_NODELAY a request's body waits behind its headers for the server's delayed ACK (~40 ms).
     transport = httpx.AsyncHTTPTransport(
-        limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        limits=limits,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        verify=cfg.base_url.startswith("https://"),  # loading CA certificates for plain HTTP costs ~0.2 s
     )
     progress = tqdm(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True

@@ -209,3 +209,40 @@ def test_suite_errors_name_the_file_line_and_field(niah_suite, tmp_path):
     (bad / TASK / "1k.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
     with pytest.raises(SuiteError, match=r"1k\.jsonl:2: field 'references' is missing"):
         run_eval(bad, tmp_path / "out", _cfg("http://127.0.0.1:9"))
+
+
+def test_suite_lines_are_read_without_decoding_the_prompt_and_agree_with_json():
+    from longctx.client import _parse_line
+
+    tricky = 'say "prompt": "x" and \\"messages\\": [}] ], a backslash \\\\'
+    samples = [
+        {
+            "id": "a",
+            "prompt": tricky + "\\",
+            "messages": [{"role": "user", "content": tricky + "]}"}],
+            "n": 1,
+        },
+        {"messages": [{"role": "user", "content": "[{"}], "meta": {"prompt": "nested"}, "prompt": 'q"\\'},
+        {"id": "c", "haystack": {"prompt": "nested first", "messages": []}, "prompt": "p", "messages": []},
+        {"id": "d", "prompt": "only a prompt"},
+    ]
+    for sample in samples:
+        for raw in (
+            json.dumps(sample),
+            json.dumps(sample, separators=(",", ":")),
+            json.dumps(sample, indent=1),
+        ):
+            raw_bytes = raw.replace("\n", " ").encode()
+            completion = _parse_line(raw_bytes, chat=False)
+            if "_prompt_json" in completion:
+                completion["prompt"] = json.loads(completion.pop("_prompt_json"))
+                completion["messages"] = sample["messages"]
+            assert completion == sample
+            chat = _parse_line(raw_bytes, chat=True)
+            if "messages" not in sample:  # nothing to cut: parsed whole
+                assert chat == sample
+                continue
+            assert chat["messages"] == sample["messages"]
+            assert {k: v for k, v in chat.items() if k not in ("prompt", "messages")} == {
+                k: v for k, v in sample.items() if k not in ("prompt", "messages")
+            }
