@@ -157,56 +157,48 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _string_end(raw: bytes, i: int) -> int:
-    """Index of the quote closing the JSON string whose content starts at `i` (the first unescaped quote)."""
-    while True:
-        q = raw.find(b'"', i)
-        if q < 0:
-            raise ValueError("unterminated string")
-        k = q - 1
-        while raw[k] == 0x5C:  # count the backslashes before the quote
-            k -= 1
-        if (q - 1 - k) % 2 == 0:
-            return q
-        i = q + 1
+_OPEN, _CLOSE, _SPACE = frozenset(b"[{"), frozenset(b"]}"), frozenset(b" \t\r\n")
 
 
-_OPEN, _CLOSE, _SPACE, _QUOTE = frozenset(b"[{"), frozenset(b"]}"), frozenset(b" \t\r\n"), 0x22
+def _unescaped(raw: bytes) -> bytes:
+    """The line with every escaped backslash and escaped quote blanked out, at the same offsets.
+
+    What is left of the quotes are exactly the string delimiters (JSON escapes read left to right, as
+    `bytes.replace` does), so strings can be skipped with `find` instead of a Python loop over characters.
+    """
+    return raw.replace(b"\\\\", b"\0\0").replace(b'\\"', b"\0\0")
 
 
-def _value_span(raw: bytes, key: bytes) -> tuple[int, int] | None:
-    """Byte span of the value of `"key":` in one JSON object line, found without decoding the value.
+def _value_span(clean: bytes, key: bytes) -> tuple[int, int] | None:
+    """Byte span of the value of `"key":` in a JSON object line prepared by `_unescaped`, without decoding it.
 
-    Only a key can be a quote-delimited `"key"` followed by a colon and preceded by `{` or `,` (quotes inside
-    strings are escaped), so the match is a real key; the caller checks it was the top-level one.
+    Only a key is a delimited `"key"` followed by a colon; the caller checks that it was the top-level one.
     """
     needle = b'"' + key + b'"'
-    at = raw.find(needle)
+    at = clean.find(needle)
     while at >= 0:
-        b, a = at - 1, at + len(needle)
-        while b >= 0 and raw[b] in _SPACE:
-            b -= 1
-        while a < len(raw) and raw[a] in _SPACE:
+        a = at + len(needle)
+        while a < len(clean) and clean[a] in _SPACE:
             a += 1
-        if (
-            b >= 0 and raw[b] in b"{," and a < len(raw) and raw[a] == 0x3A
-        ):  # preceded by { or , and then a colon
+        if a < len(clean) and clean[a] == 0x3A:  # a colon: this is a key
             break
-        at = raw.find(needle, at + 1)
+        at = clean.find(needle, at + 1)
     if at < 0:
         return None
-    v = raw.index(b":", at + len(needle)) + 1
-    while raw[v] in _SPACE:
+    v = a + 1
+    while v < len(clean) and clean[v] in _SPACE:
         v += 1
-    if raw[v] == _QUOTE:
-        return v, _string_end(raw, v + 1) + 1
-    if raw[v] not in _OPEN:
+    if v >= len(clean):
+        return None
+    if clean[v] == 0x22:
+        end = clean.find(b'"', v + 1)
+        return (v, end + 1) if end > 0 else None
+    if clean[v] not in _OPEN:
         return None
     depth, i = 0, v
     while True:  # structural characters only occur between strings, which are skipped whole
-        q = raw.find(b'"', i)
-        segment = raw[i : q if q >= 0 else len(raw)]
-        for j, byte in enumerate(segment):
+        q = clean.find(b'"', i)
+        for j, byte in enumerate(clean[i : q if q >= 0 else len(clean)]):
             if byte in _OPEN:
                 depth += 1
             elif byte in _CLOSE:
@@ -215,7 +207,10 @@ def _value_span(raw: bytes, key: bytes) -> tuple[int, int] | None:
                     return v, i + j + 1
         if q < 0:
             return None
-        i = _string_end(raw, q + 1) + 1
+        close = clean.find(b'"', q + 1)
+        if close < 0:
+            return None
+        i = close + 1
 
 
 def _parse_line(raw: bytes, *, chat: bool) -> dict[str, Any]:
@@ -226,11 +221,9 @@ def _parse_line(raw: bytes, *, chat: bool) -> dict[str, Any]:
     raw JSON literal (spliced into the request body as is) and the one not needed is dropped; the rest is
     parsed. If the cut does not land on the top-level fields, the whole line is parsed instead.
     """
-    try:
-        spans = {k: _value_span(raw, k.encode()) for k in ("prompt", "messages")}
-    except (ValueError, IndexError):
-        spans = {}
-    if not spans or any(span is None for span in spans.values()):
+    clean = _unescaped(raw)
+    spans = {k: _value_span(clean, k.encode()) for k in ("prompt", "messages")}
+    if any(span is None for span in spans.values()):
         return json.loads(raw)
     cut = sorted(spans.items(), key=lambda kv: kv[1][0])
     pieces, pos = [], 0
@@ -301,8 +294,22 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
             yield sample
 
 
-def count_suite_lines(suite_dir: Path) -> int:
-    """Number of samples, counted from newlines without parsing (used for the progress total)."""
+def count_suite_lines(
+    suite_dir: Path, meta: dict[str, Any] | None = None, cfg: EvalConfig | None = None
+) -> int:
+    """Number of samples to expect, for the progress total: from suite.json's list of files when it has one,
+    else by counting newlines (which reads the whole suite once more)."""
+    meta = meta or {}
+    files = meta.get("files")
+    if isinstance(files, list) and all(
+        isinstance(f, dict) and {"task", "length", "samples"} <= set(f) for f in files
+    ):
+        return sum(
+            int(f["samples"])
+            for f in files
+            if (cfg is None or cfg.tasks is None or f["task"] in cfg.tasks)
+            and (cfg is None or cfg.lengths is None or int(f["length"]) in cfg.lengths)
+        )
     total = 0
     for path in suite_files(suite_dir):
         with path.open("rb") as fh:
@@ -738,7 +745,7 @@ def run_eval(suite_dir: Path | str, out_dir: Path | str, cfg: EvalConfig) -> Run
     }
     _atomic_write_json(run_path, run_info)
     stats = RunStats()
-    total = max(count_suite_lines(suite_dir) - len(done), 0)
+    total = max(count_suite_lines(suite_dir, meta, cfg) - len(done), 0)
     started = time.monotonic()
     try:
         asyncio.run(_run(suite_dir, out_dir, cfg, done, total, stats))

@@ -11,6 +11,7 @@ import pytest
 from longctx.client import EndpointError, EvalConfig, SuiteError, read_results, run_eval
 from longctx.reference_server import Faults, prompt_key
 from longctx.report import write_report
+from tests.conftest import CL100K_OFFLINE
 from tests.longctx.test_eval_support import cl100k, expected_score, make_suite, read_samples, reference_server
 
 __all__ = ["cl100k"]
@@ -36,7 +37,7 @@ def _cfg(url: str, **kwargs) -> EvalConfig:
 
 @pytest.fixture(scope="module")
 def niah_suite(tmp_path_factory, cl100k) -> Path:
-    return make_suite(tmp_path_factory.mktemp("suite"), cl100k, lengths=LENGTHS, depths=DEPTHS)
+    return make_suite(tmp_path_factory.mktemp("suite"), CL100K_OFFLINE, lengths=LENGTHS, depths=DEPTHS)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,20 @@ def test_requests_carry_explicit_greedy_parameters(clean_run, niah_suite):
         assert body["seed"] in samples
 
 
+def _faults_meeting_every_kind(keys: list[str]) -> Faults:
+    """The first fault seed under which the suite's first attempts meet 500, 429, drops and delays."""
+    for seed in range(1000):
+        faults = Faults(error_rate=0.2, drop_rate=0.15, delay_rate=0.15, delay_s=2.0, seed=seed)
+        if {"500", "429", "drop", "delay"} <= {faults.draw(key, 0) for key in keys}:
+            return faults
+    raise AssertionError("no seed gives every kind of fault")
+
+
 def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah_suite, cl100k, tmp_path):
     _, _, clean = clean_run
-    faults = Faults(error_rate=0.2, drop_rate=0.15, delay_rate=0.15, delay_s=2.0, seed=3)
+    faults = _faults_meeting_every_kind(
+        [prompt_key({"prompt": s["prompt"]}) for s in read_samples(niah_suite)]
+    )
     with reference_server(cl100k, window_tokens=WINDOW, faults=faults) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url, timeout=1.0, concurrency=6))
         seen = dict(server.stats.faults)
@@ -183,7 +195,7 @@ def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
     from tokenization import load_tokenizer
 
     tok = load_tokenizer(str(chat_tokenizer_dir))
-    suite = make_suite(tmp_path / "suite", tok, lengths=[1024, 2048], depths=DEPTHS)
+    suite = make_suite(tmp_path / "suite", str(chat_tokenizer_dir), lengths=[1024, 2048], depths=DEPTHS)
     with reference_server(tok, window_tokens=WINDOW) as server:
         stats = run_eval(suite, tmp_path / "out", _cfg(server.url, chat=True))
         bodies = list(server.stats.bodies)

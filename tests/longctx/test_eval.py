@@ -34,7 +34,7 @@ def _env() -> dict[str, str]:
 
 def test_runner_killed_mid_run_resends_nothing_answered_and_loses_nothing(cl100k, tmp_path):
     depths = [float(d) for d in range(0, 101, 5)]
-    suite = make_suite(tmp_path / "suite", cl100k, lengths=[1024, 2048], depths=depths)
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[1024, 2048], depths=depths)
     samples = read_samples(suite)
     key_of = {s["id"]: prompt_key({"prompt": s["prompt"]}) for s in samples}
     out = tmp_path / "out"
@@ -90,7 +90,7 @@ def test_runner_killed_mid_run_resends_nothing_answered_and_loses_nothing(cl100k
 
 def test_a_million_token_prompt_is_sent_and_scored(cl100k, tmp_path):
     length = 1 << 20
-    suite = make_suite(tmp_path / "suite", cl100k, lengths=[length], depths=[100.0])
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[length], depths=[100.0])
     (sample,) = read_samples(suite)
     assert sample["token_count"] == length - sample["reserve"]
     with reference_server(cl100k, window_tokens=4096) as server:
@@ -104,7 +104,7 @@ def test_a_million_token_prompt_is_sent_and_scored(cl100k, tmp_path):
 
 
 def test_serve_reference_command_answers_eval_and_report(cl100k, tmp_path):
-    suite = make_suite(tmp_path / "suite", cl100k, lengths=[1024, 2048], depths=[0.0, 50.0, 100.0])
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[1024, 2048], depths=[0.0, 50.0, 100.0])
     server = subprocess.Popen(
         _cli(
             "longctx",

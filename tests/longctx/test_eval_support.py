@@ -30,35 +30,26 @@ def cl100k():
 
 def make_suite(
     out: Path,
-    tokenizer: Any,
+    tokenizer: str,
     *,
     lengths: list[int],
     depths: list[float],
     tasks: tuple[str, ...] = ("niah_single_2",),
     seed: int = 1,
 ) -> Path:
-    """A suite built by the project's own builder, one sample per task, length and depth, in the suite layout:
-    `<out>/<task>/<length>.jsonl` and `<out>/suite.json`."""
-    from longctx.tasks import TASKS, BuildContext, build_sample, format_length
+    """A suite from the project's builder (`longctx.suite`), one sample per task, length and depth."""
+    from longctx.suite import SuiteConfig, build_suite
 
-    ctx = BuildContext(tokenizer)
-    for task in tasks:
-        (out / task).mkdir(parents=True, exist_ok=True)
-        for length in lengths:
-            lines = [
-                json.dumps(build_sample(ctx, TASKS[task], length, depth, seed * 7919 + 101 * length + i, i))
-                for i, depth in enumerate(depths)
-            ]
-            (out / task / f"{format_length(length)}.jsonl").write_text("\n".join(lines) + "\n")
-    meta = {
-        "tokenizer": {"name": tokenizer.name, "fingerprint": tokenizer.fingerprint},
-        "tasks": list(tasks),
-        "lengths": lengths,
-        "depths": depths,
-        "samples": 1,
-        "seed": seed,
-    }
-    (out / "suite.json").write_text(json.dumps(meta))
+    cfg = SuiteConfig(
+        tokenizer=tokenizer,
+        tasks=list(tasks),
+        lengths=lengths,
+        depths=depths,
+        samples=len(depths),
+        seed=seed,
+        workers=1,
+    )
+    build_suite(cfg, out, progress=False)
     return out
 
 
