@@ -15,6 +15,7 @@ within a few hundred tokens of the length. Here everything happens in token spac
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class Fit:
     haystack_tokens: int
     whole_units: int
     partial_tokens: int
-    intact_units: int
+    used: np.ndarray
     insert_depths: list[float] = field(default_factory=list)
     full_encodes: int = 0
 
@@ -111,6 +112,31 @@ def needed_units(counts: np.ndarray, start: int, tokens: int) -> tuple[np.ndarra
     return idx, m / n_units
 
 
+# Ways to end the context, tried when the plain cut cannot hit the count: (skip, trim, swap) =
+# take the partial unit from the skip-th later unit long enough; cut `trim` tokens off the last whole unit;
+# put in place of the last whole unit the swap-th later unit that ends with another character (swap > 0),
+# or exchange it with the |swap|-th earlier such unit (swap < 0, which keeps the same units and tokens).
+# Skip and swap reorder filler, so they are only used when the units may be reordered.
+ENDINGS = [
+    (0, 0, 0),
+    (1, 0, 0),
+    (2, 0, 0),
+    (0, 0, -1),
+    (0, 0, -2),
+    (0, 0, 1),
+    (0, 0, 2),
+    (0, 1, 0),
+    (0, 2, 0),
+    (0, 3, 0),
+    (1, 0, -1),
+    (1, 1, 0),
+    (0, 1, 1),
+    (0, 0, -3),
+    (0, 0, 3),
+]
+FIXED_ORDER_ENDINGS = [(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 3, 0), (0, 4, 0), (0, 5, 0)]
+
+
 class _Layout:
     """Renders a prompt for a haystack cut at token position `x` (whole units, then a partial unit)."""
 
@@ -122,8 +148,10 @@ class _Layout:
         prefix: str,
         suffix: str,
         inserts: Sequence[Insert],
+        reorderable: bool = True,
     ) -> None:
         self.tok = tok
+        self.variants = ENDINGS if reorderable else FIXED_ORDER_ENDINGS
         self.units = units
         self.order = order
         self.prefix = prefix
@@ -165,24 +193,58 @@ class _Layout:
             self._partials[key] = text
         return self._partials[key]
 
-    def pieces(self, x: int, start: int = 0, variant: int = 0) -> list[str]:
-        """Context pieces from unit boundary `start` on (inserts at `start` included), separators attached.
-
-        `variant` picks one of a few equivalent ways to end the context, for when a cut merges with the text
-        after it so that the count skips the value wanted. The haystack is filler, so: `variant % 3` = s takes
-        the partial unit from the s-th later unit long enough instead of the next one, and `variant // 3` = t
-        cuts the last t tokens off the last whole unit.
-        """
-        n, k = self.locate(x)
-        skip, trim = variant % 3, variant // 3
+    def _ending(self, n: int, k: int, variant: int) -> tuple[int, int, dict[int, int]]:
+        """(position of the partial unit, tokens trimmed off the last whole unit, positions shown in place of
+        other positions)."""
+        skip, trim, swap = self.variants[variant]
         partial_at = n
-        if skip and k > 0:
+        if skip:
+            if k == 0:
+                raise AssemblyError("no partial unit to move")
             longer = np.flatnonzero(self.counts[n + 1 : n + 256] > k)
             if len(longer) < skip:
                 raise AssemblyError(f"no unit after unit {n} is longer than {k} tokens")
             partial_at = n + 1 + int(longer[skip - 1])
         if trim and (n < 1 or self.counts[n - 1] <= trim + 1):
             raise AssemblyError("the last whole unit is too short to trim")
+        shown: dict[int, int] = {}
+        if swap:
+            if n < 1:
+                raise AssemblyError("no whole unit to swap")
+            texts, order = self.units.texts, self.order
+            last = texts[order[n - 1]][-1:]
+            if swap > 0:  # a later unit stands in for the last whole one
+                cands = (j for j in range(n + 1, min(n + 1024, len(order))) if j != partial_at)
+            else:  # the last whole unit changes places with an earlier one
+                cands = iter(range(n - 2, max(-1, n - 66), -1))
+            cands = (j for j in cands if texts[order[j]][-1:] != last)
+            other = next(itertools.islice(cands, abs(swap) - 1, None), -1)
+            if other < 0:
+                raise AssemblyError("no unit to swap in")
+            shown[n - 1] = other
+            if swap < 0:
+                shown[other] = n - 1
+        return partial_at, trim, shown
+
+    def used(self, x: int, variant: int = 0) -> np.ndarray:
+        """Positions in `order` of the units that appear whole in the context (in no particular order)."""
+        n, k = self.locate(x)
+        _, trim, shown = self._ending(n, k, variant)
+        pos = np.arange(n, dtype=np.int64)
+        for i, j in shown.items():
+            pos[i] = j
+        return pos[:-1] if n and trim else pos
+
+    def pieces(self, x: int, start: int = 0, variant: int = 0) -> list[str]:
+        """Context pieces from unit boundary `start` on (inserts at `start` included), separators attached.
+
+        `variant` picks one of a few ways to end the context (see `ENDINGS`), for when a cut merges with the
+        text after it so that the count skips the value wanted.
+        """
+        n, k = self.locate(x)
+        partial_at, trim, shown = self._ending(n, k, variant)
+        if any(i < start for i in shown):
+            raise AssemblyError("a swapped unit lies before the re-encoded tail")
         units = self.units
         sep = units.sep
         before = units.form == "before"
@@ -197,11 +259,11 @@ class _Layout:
                 t = self.inserts[j].text
                 out.append(sep + t if before else t + sep)
             if i < n:
-                if trim and i == n - 1:
+                if i == n - 1 and trim:
                     t = self._partial(int(order[i]), int(self.counts[i]) - trim)
                     out.append(t if before or t.endswith(sep) else t + sep)
                 else:
-                    t = texts[order[i]]
+                    t = texts[order[shown.get(i, i)]]
                     out.append(sep + t if before else t + sep)
         if k > 0:
             out.append(self._partial(int(order[partial_at]), k))
@@ -232,14 +294,16 @@ def fit_exact(
     order: np.ndarray,
     inserts: Sequence[Insert] = (),
     target: int,
+    reorderable: bool = True,
     max_rounds: int = 6,
 ) -> Fit:
     """Build `prefix + context + suffix` of exactly `target` tokens (as `counter` counts them).
 
     `order` lists the haystack unit indices in the order they are used (long enough to cover the budget,
-    see `needed_units`); inserts land on unit boundaries at their depths.
+    see `needed_units`); inserts land on unit boundaries at their depths. `reorderable` says whether the
+    units are interchangeable filler (a numbered list is not).
     """
-    layout = _Layout(tok, units, order, prefix, suffix, inserts)
+    layout = _Layout(tok, units, order, prefix, suffix, inserts, reorderable)
     sep = units.sep
     fixed = counter.count(prefix) + counter.count(suffix)
     if inserts:
@@ -276,7 +340,7 @@ def fit_exact(
         haystack_tokens=x,
         whole_units=n,
         partial_tokens=k,
-        intact_units=n - 1 if variant >= 3 else n,
+        used=layout.used(x, variant),
         insert_depths=layout.depths(x),
         full_encodes=encodes,
     )
@@ -320,7 +384,7 @@ def _correct_tail(
     center = min(max(guess, lo), hi)
     for d in range(0, 16 * back):
         for g in (center + d, center - d):
-            for v in range(9):
+            for v in range(len(layout.variants)):
                 if lo <= g <= hi and hits(g, v):
                     return g, v
     if x + miss > hi:

@@ -346,7 +346,8 @@ class Draft:
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-    check: Any = None  # callable(whole_units) -> references, for tasks whose answer depends on the cut
+    check: Any = None  # callable(used positions in `order`) -> references, when the answer depends on the cut
+    reorderable: bool = True  # False for numbered units (cwe items, QA documents)
 
 
 def _split_template(template: str, **values: Any) -> tuple[str, str]:
@@ -567,8 +568,8 @@ def draft_cwe(
 
     units, (items, common) = _generated_units(ctx, make, " ", target, per)
 
-    def check(whole: int) -> list[str]:
-        tally = Tally(items[:whole])
+    def check(used: np.ndarray) -> list[str]:
+        tally = Tally(items[i] for i in used.tolist())
         floor = max((c for w, c in tally.items() if w not in common), default=0)
         if min(tally.get(w, 0) for w in common) <= floor:
             raise AssemblyError("the cut left a common word no more frequent than an uncommon one")
@@ -584,6 +585,7 @@ def draft_cwe(
         list(common),
         provenance={"source": "words", "kind": "wonderwords"},
         check=check,
+        reorderable=False,
     )
 
 
@@ -622,8 +624,8 @@ def draft_fwe(
             break
         num_words = int(num_words * 1.2)
 
-    def check(whole: int) -> list[str]:
-        tally = np.bincount(seq[:whole], minlength=vocab_size)
+    def check(used: np.ndarray) -> list[str]:
+        tally = np.bincount(seq[used], minlength=vocab_size)
         top = np.argsort(-tally[1:], kind="stable")[:4] + 1
         if sorted(top[:3].tolist()) != [1, 2, 3] or tally[top[2]] <= tally[top[3]]:
             raise AssemblyError("the cut changed the three most frequent coded words")
@@ -679,8 +681,8 @@ def draft_qa(
     texts = [QA_DOCUMENT.format(i=i + 1, document=docs[d]) for i, d in enumerate(ordered)]
     units = tokenize_units(ctx.tok, texts, "\n\n")
 
-    def check(whole: int) -> list[str]:
-        if pos >= whole:
+    def check(used: np.ndarray) -> list[str]:
+        if pos not in set(used.tolist()):
             raise AssemblyError("the gold document fell after the cut")
         return list(q["answers"])
 
@@ -694,6 +696,7 @@ def draft_qa(
         provenance={"source": data.path, "kind": "qa", "documents": len(docs)},
         notes=notes,
         check=check,
+        reorderable=False,
         extra={"question": q["question"], "gold_document": pos + 1},
     )
 
@@ -769,8 +772,9 @@ def build_sample(
         order=draft.order,
         inserts=draft.inserts,
         target=target,
+        reorderable=draft.reorderable,
     )
-    references = draft.check(fit.intact_units) if draft.check else draft.references
+    references = draft.check(fit.used) if draft.check else draft.references
     user = draft.prefix + fit.context + draft.suffix
     line: dict[str, Any] = {
         "id": f"{spec.name}-{format_length(length)}-{index:05d}",
@@ -810,9 +814,10 @@ def build_sample(
             order=draft.order,
             inserts=draft.inserts,
             target=target,
+            reorderable=draft.reorderable,
         )
         if draft.check:
-            draft.check(chat_fit.intact_units)
+            draft.check(chat_fit.used)
         content = draft.prefix + chat_fit.context + draft.suffix
         line["messages"][0]["content"] = content
         line["chat_token_count"] = chat_fit.token_count
