@@ -67,9 +67,10 @@ class ShardCache:
         self.prefetch_depth = max(0, prefetch)
         self.verify = verify
         self.downloads = 0  # files fetched by this process (for tests and logs)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._inflight: dict[str, Future[Path]] = {}
         self._pending: set[str] = set()  # prefetched, not yet asked for: not evicted
+        self._present: set[str] = set()  # fetched by this process and not evicted by it
         self._pool: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
 
@@ -114,15 +115,22 @@ class ShardCache:
         return self._fetch(relpath, sha256)
 
     def prefetch(self, entries: list[tuple[str, str]]) -> None:
-        """Start downloading the first shards of `entries` (in order of need) that are not cached yet."""
+        """Start downloading the first shards of `entries` (in order of need) that are not cached yet.
+
+        At most `prefetch` shards are ever fetched ahead and not yet asked for, so the cache stays
+        within `max_bytes` plus that many shards.
+        """
         if self.prefetch_depth == 0:
             return
         self._check_fork()
         for relpath, sha256 in entries:
             with self._lock:
-                if len(self._inflight) >= self.prefetch_depth:
+                if len(self._pending) >= self.prefetch_depth:  # fetched or on the way, not yet used
                     return
-                if sha256 in self._inflight or self.path_for(sha256).exists():
+                if sha256 in self._inflight or sha256 in self._present:
+                    continue
+                if self.path_for(sha256).exists():  # fetched by another process
+                    self._present.add(sha256)
                     continue
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.prefetch_depth, thread_name_prefix="shard-prefetch")
@@ -139,8 +147,8 @@ class ShardCache:
         # a forked DataLoader worker inherits neither the threads nor their futures
         if os.getpid() != self._pid:
             self._pid = os.getpid()
-            self._lock = threading.Lock()
-            self._inflight, self._pending, self._pool = {}, set(), None
+            self._lock = threading.RLock()
+            self._inflight, self._pending, self._present, self._pool = {}, set(), set(), None
 
     def _fetch(self, relpath: str, sha256: str) -> Path:
         remote = f"{self.root}/{relpath}"
@@ -150,6 +158,8 @@ class ShardCache:
         except FileNotFoundError as e:
             raise ShardFormatError(f"{self.url}/{relpath}: listed in {INDEX_FILE} but missing") from e
         self.downloads += 1
+        with self._lock:
+            self._present.add(sha256)
         self._evict(keep=sha256)
         return target
 
@@ -201,6 +211,8 @@ class ShardCache:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 (self.objects / name).unlink()
+            with self._lock:
+                self._present.discard(name.removesuffix(".arrow"))
             total -= size
 
     def cached_bytes(self) -> int:

@@ -654,33 +654,62 @@ class ShardStream:
             total = max(0, -(-(remaining - self.rank) // self.world_size))
         base = epoch * self.samples_per_epoch + first + self.rank
         step = self.world_size
-        # this worker's rank-local sample numbers j: blocks of block_size counted from `skip`
-        k = worker
-        while (lo := skip + k * block_size) < total:
-            hi = min(total, lo + block_size)
-            for chunk_lo in range(lo, hi, _CHUNK):
-                j = np.arange(chunk_lo, min(hi, chunk_lo + _CHUNK), dtype=np.int64)
-                src, sample = self._locate(base + j * step)
-                shard, row = self._shards_of(src, sample)
-                self._prefetch(src, shard)
-                for s, sh, r, x in zip(
-                    src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), strict=True
-                ):
-                    yield self._sample(s, sh, r, x)
-                    self._maybe_release()
-            k += num_workers
+        # resolve chunk c + 1 before reading chunk c, so remote shards are fetched one chunk ahead
+        current = None
+        for j in self._worker_chunks(total, skip, worker, num_workers, block_size):
+            resolved = self._resolve(base + j * step)
+            if current is not None:
+                yield from self._read(current, resolved)
+            current = resolved
+        if current is not None:
+            yield from self._read(current, None)
 
-    def _prefetch(self, src: np.ndarray, shards: np.ndarray) -> None:
-        """Tell remote caches which shards this chunk needs, in order of need."""
-        for s in np.unique(src).tolist():
-            source = self.sources[s]
-            if not source.remote:
-                continue
-            shard = shards[src == s]
-            _, first = np.unique(shard, return_index=True)
-            needed = shard[np.sort(first)]
-            entries = [source.index["shards"][i] for i in needed.tolist()]
-            self._cache(s).prefetch([(e["path"], e["sha256"]) for e in entries])
+    @staticmethod
+    def _worker_chunks(
+        total: int, skip: int, worker: int, num_workers: int, block_size: int
+    ) -> Iterator[np.ndarray]:
+        """Rank-local sample numbers of one worker, in order, about `_CHUNK` at a time.
+
+        Blocks of `block_size` are counted from `skip`; the worker owns blocks worker, worker + n, ...
+        """
+        if num_workers == 1:
+            for lo in range(skip, total, _CHUNK):
+                yield np.arange(lo, min(total, lo + _CHUNK), dtype=np.int64)
+            return
+        blocks_per_chunk = max(1, _CHUNK // block_size)
+        offsets = np.arange(block_size, dtype=np.int64)
+        k = worker
+        while skip + k * block_size < total:
+            ks = k + num_workers * np.arange(blocks_per_chunk, dtype=np.int64)
+            j = (skip + ks[:, None] * block_size + offsets).ravel()
+            yield j[j < total]
+            k += num_workers * blocks_per_chunk
+
+    def _resolve(self, positions: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Positions -> (source, shard, row, sample) tuples, vectorized over the chunk."""
+        src, sample = self._locate(positions)
+        shard, row = self._shards_of(src, sample)
+        return list(zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), strict=True))
+
+    def _read(
+        self, current: list[tuple[int, int, int, int]], ahead: list[tuple[int, int, int, int]] | None
+    ) -> Iterator[Sample]:
+        remote = any(s.remote for s in self.sources)
+        for i, (s, sh, r, x) in enumerate(current):
+            if remote and (s, sh) not in self._open:
+                self._prefetch(current[i:] + (ahead or []))
+            yield self._sample(s, sh, r, x)
+            self._maybe_release()
+
+    def _prefetch(self, upcoming: list[tuple[int, int, int, int]]) -> None:
+        """Ask each remote cache for the shards of the coming samples, in order of need."""
+        wanted: dict[int, dict[int, None]] = {}
+        for s, sh, _, _ in upcoming:
+            if self.sources[s].remote and (s, sh) not in self._open:
+                wanted.setdefault(s, {})[sh] = None
+        for s, shards in wanted.items():
+            entries = self.sources[s].index["shards"]
+            self._cache(s).prefetch([(entries[i]["path"], entries[i]["sha256"]) for i in shards])
 
     def __iter__(self) -> Iterator[Sample]:
         """The rest of this rank's current epoch; progress is counted as samples are handed out."""

