@@ -9,7 +9,9 @@ A tokenizer.json qualifies when tiktoken can reproduce it exactly:
 - the pre-tokenizer is one regex `Split` (behavior Isolated) followed by `ByteLevel(use_regex=False)` (Llama 3,
   Qwen 2, Mistral Tekken, cl100k-style), or a lone `ByteLevel(use_regex=True)` (GPT-2's regex);
 - the normalizer is absent or only Unicode normalization forms (Qwen 2 uses NFC), applied in Python first;
-- there are no non-special added tokens (tokenizers splits those off before the BPE; special ones are text here).
+- non-special added tokens (Qwen 2.5's tool-call markup, whitespace runs) have no lstrip/rstrip/single_word:
+  they are cut out of the text in Python exactly as tokenizers does (see `TextPreparer`); special ones are
+  plain text here, by policy.
 
 Structural checks cannot catch everything (the two regex engines, tie-breaking between merges), so every
 conversion is then proved on a fixed stress set, and `Tokenizer.verify_sample` proves it on real input: the
@@ -121,7 +123,7 @@ def _normalizer_forms(normalizer: Mapping[str, Any] | None) -> list[str]:
 def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[str, Any]:
     """tiktoken parameters equivalent to a parsed tokenizer.json, or FastPathRefused saying why not.
 
-    Returns {pat_str, mergeable_ranks, rank_to_id (None when ranks are ids), normalizer_forms, prefix_space}.
+    Returns {pat_str, mergeable_ranks, rank_to_id (None when ranks are ids), preparer (a TextPreparer)}.
     """
     model = data.get("model") or {}
     if model.get("type", "BPE") != "BPE" or "merges" not in model:
@@ -133,10 +135,15 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
     for key in ("continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
             raise FastPathRefused(f"{key}={model[key]!r}")
-    non_special = sorted(t.content for t in added_tokens.values() if not t.special)
-    if non_special:
-        raise FastPathRefused(f"non-special added tokens are split off before the BPE: {non_special[:5]}")
     pat_str, prefix_space = _pattern_and_prefix(data.get("pre_tokenizer"))
+    non_special = [t for t in added_tokens.values() if not t.special]
+    flagged = sorted(t.content for t in non_special if t.lstrip or t.rstrip or t.single_word)
+    if flagged:
+        raise FastPathRefused(f"non-special added tokens with lstrip/rstrip/single_word: {flagged[:5]}")
+    if non_special and prefix_space:
+        raise FastPathRefused(
+            "non-special added tokens with ByteLevel(add_prefix_space=True) prefix every piece"
+        )
     forms = _normalizer_forms(data.get("normalizer"))
 
     table = _byte_level_translation()
@@ -193,9 +200,78 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
         "pat_str": pat_str,
         "mergeable_ranks": ranks,
         "rank_to_id": rank_to_id,
-        "normalizer_forms": forms,
-        "prefix_space": prefix_space,
+        "preparer": TextPreparer(forms, prefix_space, added_tokens.items()),
     }
+
+
+class TextPreparer:
+    """What `tokenizers` does to a text before its pre-tokenizer, replayed in Python for the tiktoken engine.
+
+    In order: non-special added tokens with normalized=False are cut out of the raw text (leftmost-longest;
+    special tokens take part in the matching but are skipped, which leaves them as text); each remaining piece
+    is Unicode-normalized; added tokens with normalized=True are cut out of the normalized pieces; a ByteLevel
+    pre-tokenizer with add_prefix_space=True prepends a space. `split(text)` returns the pieces to encode
+    (str) and the ids of the added tokens found (int), in order.
+    """
+
+    def __init__(self, forms: Sequence[str], prefix_space: bool, added: Any) -> None:
+        from tokenization.tokenizer import unicode_normalizer
+
+        self.normalize = unicode_normalizer(forms) if forms else None
+        self.prefix_space = prefix_space
+        tokens = [(int(i), t) for i, t in added]
+        self.has_added = any(not t.special for _, t in tokens)
+        self._raw = self._matcher([(i, t.content, t.special) for i, t in tokens if not t.normalized])
+        norm = self.normalize or (lambda text: text)
+        self._normalized = self._matcher([(i, norm(t.content), t.special) for i, t in tokens if t.normalized])
+
+    def _matcher(self, tokens: list[tuple[int, str, bool]]) -> tuple[Any, dict[str, int | None]] | None:
+        import re
+
+        tokens = [t for t in tokens if t[1]]
+        if not self.has_added or not tokens:
+            return None
+        # Longest first: at the leftmost position where any token matches, Python's alternation then takes
+        # the longest, which is tokenizers' LeftmostLongest rule. Special tokens map to None (skipped).
+        ordered = sorted(tokens, key=lambda t: (-len(t[1]), t[1]))
+        pattern = re.compile("|".join(re.escape(content) for _, content, _ in ordered))
+        return pattern, {content: (None if special else i) for i, content, special in ordered}
+
+    @staticmethod
+    def _cut(text: str, matcher: tuple[Any, dict[str, int | None]] | None) -> list[str | int]:
+        if matcher is None:
+            return [text]
+        pattern, ids = matcher
+        out: list[str | int] = []
+        cursor = 0
+        for m in pattern.finditer(text):
+            token_id = ids[m.group()]
+            if token_id is None:
+                continue
+            if cursor < m.start():
+                out.append(text[cursor : m.start()])
+            out.append(token_id)
+            cursor = m.end()
+        if cursor < len(text) or not out:
+            out.append(text[cursor:])
+        return out
+
+    def simple(self, text: str) -> str:
+        """The text to encode when there are no non-special added tokens."""
+        if self.normalize is not None:
+            text = self.normalize(text)
+        if self.prefix_space and not text.startswith(" "):
+            text = " " + text
+        return text
+
+    def split(self, text: str) -> list[str | int]:
+        out: list[str | int] = []
+        for part in self._cut(text, self._raw):
+            if isinstance(part, int):
+                out.append(part)
+            else:
+                out.extend(self._cut(self.normalize(part) if self.normalize else part, self._normalized))
+        return out
 
 
 def stress_texts() -> list[str]:
@@ -310,8 +386,7 @@ def fall_back(tok: Tokenizer, reason: str) -> None:
     """Send `tok` back to the `tokenizers` engine, with a warning that says why."""
     tok._tt = None
     tok._rank_to_id = None
-    tok._normalize = None
-    tok._prefix_space = False
+    tok._preparer = None
     tok.fast_path_reason = reason
     warnings.warn(f"{tok.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3)
 
@@ -342,10 +417,7 @@ def build_fast_encoding(
 
 def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -> None:
     """Make `tok` encode ordinary text with the converted tiktoken encoding."""
-    from tokenization.tokenizer import unicode_normalizer
-
     tok._tt = encoding
     tok._rank_to_id = params["rank_to_id"]
-    tok._normalize = unicode_normalizer(params["normalizer_forms"]) if params["normalizer_forms"] else None
-    tok._prefix_space = params["prefix_space"]
+    tok._preparer = params["preparer"]
     tok.fast_path_reason = None

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import tiktoken
     import tokenizers
 
+    from tokenization.fastpath import TextPreparer
+
 
 _NO_SPECIAL: frozenset[str] = frozenset()
 
@@ -100,8 +102,7 @@ class Tokenizer:
         self._tt = tiktoken_encoding
         self._tt_full = tiktoken_encoding  # with special tokens, for decode and allow_special
         self._rank_to_id: np.ndarray | None = None
-        self._normalize: Callable[[str], str] | None = None
-        self._prefix_space = False
+        self._preparer: TextPreparer | None = None  # normalizer, added tokens, prefix space (fast path)
         self.fast_path_reason: str | None = None
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self._config = dict(config or {})
@@ -167,21 +168,13 @@ class Tokenizer:
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="longtrove-tok")
         return self._pool
 
-    def _prepare(self, texts: Sequence[str]) -> Sequence[str]:
-        if self._normalize is not None:
-            texts = [self._normalize(t) for t in texts]
-        if self._prefix_space:
-            texts = [t if t.startswith(" ") else " " + t for t in texts]
-        return texts
-
     def _encode_one_tiktoken(self, text: str) -> np.ndarray:
         # The buffer variant releases the GIL for the whole encode and hands the ids over without building a
         # Python int per token. No special token is allowed, so special-token strings are encoded as text.
         assert self._tt is not None
         return np.frombuffer(self._tt._core_bpe.encode_to_tiktoken_buffer(text, _NO_SPECIAL), dtype=np.uint32)
 
-    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
-        texts = self._prepare(texts)
+    def _encode_pieces(self, texts: Sequence[str]) -> list[np.ndarray]:
         if len(texts) == 1 or self.num_threads == 1:
             arrays = [self._encode_one_tiktoken(t) for t in texts]
         else:
@@ -189,6 +182,25 @@ class Tokenizer:
         if self._rank_to_id is not None:
             arrays = [self._rank_to_id[a] for a in arrays]
         return arrays
+
+    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
+        prep = self._preparer
+        if prep is None:
+            return self._encode_pieces(texts)
+        if not prep.has_added:
+            return self._encode_pieces([prep.simple(t) for t in texts])
+        # Non-special added tokens: encode the pieces between them in one batch, then stitch the ids back.
+        layouts = [prep.split(t) for t in texts]
+        pieces = [p for layout in layouts for p in layout if isinstance(p, str)]
+        encoded = iter(self._encode_pieces(pieces))
+        out = []
+        for layout in layouts:
+            if len(layout) == 1 and isinstance(layout[0], str):
+                out.append(next(encoded))
+                continue
+            parts = [next(encoded) if isinstance(p, str) else np.array([p], dtype=np.uint32) for p in layout]
+            out.append(np.concatenate(parts))
+        return out
 
     def _encode_hf(self, texts: Sequence[str], *, allow_special: bool = False) -> list[np.ndarray]:
         hf = self._hf

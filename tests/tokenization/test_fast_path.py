@@ -127,19 +127,19 @@ def test_ids_offset_by_leading_special_tokens(bpe_tokenizer_path, prose_texts, t
         (
             lambda d: d["added_tokens"].append(
                 {
-                    "id": 3999,
-                    "content": "    ",
+                    "id": 4000,
+                    "content": "<tool>",
                     "single_word": False,
                     "lstrip": False,
-                    "rstrip": False,
+                    "rstrip": True,
                     "normalized": False,
                     "special": False,
                 }
             ),
-            "non-special added tokens",
+            "lstrip/rstrip/single_word",
         ),
     ],
-    ids=["normalizer", "dropout", "byte_fallback", "split-behavior", "non-special-added"],
+    ids=["normalizer", "dropout", "byte_fallback", "split-behavior", "rstrip-added-token"],
 )
 def test_structural_refusal_keeps_tokenizers_engine(bpe_tokenizer_path, tmp_path, edit, reason):
     path = edited_copy(bpe_tokenizer_path, tmp_path / "refused" / "tokenizer.json", edit)
@@ -148,6 +148,51 @@ def test_structural_refusal_keeps_tokenizers_engine(bpe_tokenizer_path, tmp_path
     assert reason in tok.fast_path_reason
     if "dropout" not in reason:  # dropout is random by design: nothing to compare
         _assert_same_ids(tok, path, stress_texts()[:30])
+
+
+@pytest.mark.parametrize("normalizer", [None, {"type": "NFC"}], ids=["raw", "nfc"])
+def test_non_special_added_tokens_are_cut_out_like_tokenizers(
+    bpe_tokenizer_path, tmp_path, prose_texts, normalizer
+):
+    """Qwen 2.5 shape: non-special added tokens (tool-call markup, whitespace runs) matched before the BPE,
+    leftmost-longest, with special tokens taking part in the matching but staying text."""
+    from tokenizers import AddedToken, Tokenizer
+
+    hf = Tokenizer.from_file(str(bpe_tokenizer_path))
+    hf.normalizer = None
+    if normalizer:
+        from tokenizers import normalizers
+
+        hf.normalizer = normalizers.NFC()
+    hf.add_tokens(
+        [
+            AddedToken("<tool_call>", special=False, normalized=False),
+            AddedToken("</tool_call>", special=False, normalized=False),
+            AddedToken("tool", special=False, normalized=False),
+            AddedToken("endoftext", special=False, normalized=False),
+            AddedToken("    ", special=False, normalized=False),
+            AddedToken("caf\u00e9", special=False, normalized=True),
+        ]
+    )
+    path = tmp_path / "added" / "tokenizer.json"
+    path.parent.mkdir()
+    hf.save(str(path))
+    tok = load_tokenizer(path)
+    assert tok.backend == "tiktoken", tok.fast_path_reason
+    texts = [
+        '<tool_call>{"name": "f"}</tool_call>',
+        "a tool inside <tool_call>tool</tool_call>tool",
+        "special <|endoftext|> keeps endoftext inside it as text, endoftext alone is cut",
+        "indented\n        code\n            more",
+        "cafe\u0301 and caf\u00e9 and CAF\u00c9",
+        "<tool_call><tool_call></tool_call>    ",
+        "",
+        *prose_texts[:40],
+    ]
+    _assert_same_ids(tok, path, texts + stress_texts())
+    tool_id = hf.token_to_id("tool")
+    assert tool_id in tok.encode("a tool").tolist()
+    assert hf.token_to_id("endoftext") not in tok.encode("<|endoftext|>").tolist()
 
 
 def test_stress_set_catches_a_regex_that_drops_text(bpe_tokenizer_path, tmp_path):
