@@ -13,6 +13,7 @@ summary mapping.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import json
 import random
@@ -31,6 +32,7 @@ SEED = 1234
 N_FILES = 4
 N_PLANTED = 12  # exact copies, and as many near copies
 MIN_DOCSTRING_CHARS = 600
+MIN_NEAR_COPY_CHARS = 1200
 
 
 @dataclass
@@ -46,7 +48,8 @@ class DemoContext:
     results: dict[str, Any] = field(default_factory=dict)
 
 
-def real_texts() -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1)
+def real_texts() -> tuple[tuple[str, str], ...]:
     """(id, text) of real prose shipped with Python: documentation topics, then long stdlib docstrings."""
     from pydoc_data.topics import topics
 
@@ -63,13 +66,13 @@ def real_texts() -> list[tuple[str, str]]:
             if doc and len(doc) >= MIN_DOCSTRING_CHARS:
                 name = getattr(node, "name", "<module>")
                 texts.append((f"stdlib-doc/{path.stem}.{name}", doc))
-    return texts
+    return tuple(texts)
 
 
 def _near_copy(text: str, rng: random.Random) -> str:
-    """A copy with ~2% of its words replaced and a boilerplate header, as mirrors and scrapes make them."""
+    """A copy with ~1% of its words replaced and a boilerplate header, as mirrors and scrapes make them."""
     words = text.split(" ")
-    for i in rng.sample(range(len(words)), k=max(1, len(words) // 50)):
+    for i in rng.sample(range(len(words)), k=max(1, len(words) // 100)):
         words[i] = rng.choice(["the", "a", "this", "that", "its", "our"])
     return "Mirrored from the documentation archive.\n" + " ".join(words)
 
@@ -144,12 +147,16 @@ def build_corpus(
     for doc_id, text in rng.sample(texts, k=len(texts)):  # probe in random order until there are enough
         if len(originals) == 2 * N_PLANTED:
             break
+        if len(originals) >= N_PLANTED and len(text) < MIN_NEAR_COPY_CHARS:
+            continue
         if keeps is None or keeps(text):
             originals.append((doc_id, text))
     for n, (doc_id, text) in enumerate(originals[:N_PLANTED]):
         add(f"copy/{n}-of-{doc_id}", text)
         planted["exact_dup"].append(f"copy/{n}-of-{doc_id}")
     for n, (doc_id, text) in enumerate(originals[N_PLANTED:]):
+        if len(text) < MIN_NEAR_COPY_CHARS:  # too short for MinHash to be sure of it
+            continue
         copy = _near_copy(text, rng)
         if keeps is not None and not keeps(copy):
             continue

@@ -546,20 +546,27 @@ def step_counts(stage: str, stats: Any) -> list[StepCount]:
     """Kept/dropped counts for the steps of one stage's merged datatrove stats that keep or drop documents."""
     rows = []
     for step in stats.stats:
+        label = _step_label(step.name)
         counts = {key: _metric_total(metric) for key, metric in step.stats.items() if key != "doc_len"}
         bad = {k.removeprefix("bad_input/"): v for k, v in counts.items() if k.startswith("bad_input/")}
         if "dropped" in counts or "forwarded" in counts:  # filters, dedup filters
             reasons = {k.removeprefix("dropped_"): v for k, v in counts.items() if k.startswith("dropped_")}
             dropped = counts.get("dropped", 0)
             kept = counts.get("forwarded", 0)
-            rows.append(StepCount(stage, step.name, kept + dropped, kept, dropped, reasons))
-        elif isinstance(step.name, str) and "same rank" in step.name:  # reading back a stage's own output
+            rows.append(StepCount(stage, label, kept + dropped, kept, dropped, reasons))
+        elif "same rank" in label:  # reading back a stage's own output
             continue
         elif "documents" in counts or bad:  # readers
             kept = counts.get("documents", 0)
             dropped = sum(bad.values())
-            rows.append(StepCount(stage, step.name, kept + dropped, kept, dropped, bad))
+            rows.append(StepCount(stage, label, kept + dropped, kept, dropped, bad))
     return rows
+
+
+def _step_label(name: str) -> str:
+    """ "🔻 - FILTER: 👯 Gopher Repetition" -> "Gopher Repetition": datatrove's names without type and emoji."""
+    name = str(name).rpartition(": ")[2]
+    return name.lstrip("".join(ch for ch in name if not ch.isascii()) + " ").strip() or str(name)
 
 
 def _metric_total(metric: Any) -> int:
