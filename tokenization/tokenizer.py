@@ -218,6 +218,9 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[np.ndarray]:
         """uint32 ids of each text alone (no BOS/EOS); special-token strings in the text stay plain text.
 
+        Lone surrogates, which UTF-8 cannot carry, become U+FFFD first (as tiktoken does), on both engines.
+        The arrays may be read-only views of the engine's buffer.
+
         `allow_special=True` matches special-token strings as the special tokens instead, as a rendered chat
         prompt needs; never use it on training data.
         """
@@ -225,6 +228,13 @@ class Tokenizer:
             raise TypeError("encode_batch takes a sequence of texts; use encode() for one text")
         if not texts:
             return []
+        try:
+            return self._encode_any(texts, allow_special)
+        except (UnicodeEncodeError, TypeError):
+            # Rare path: a text holding lone surrogates (JSON can carry them; UTF-8 cannot) or a non-string.
+            return self._encode_any(_clean_texts(texts), allow_special)
+
+    def _encode_any(self, texts: Sequence[str], allow_special: bool) -> list[np.ndarray]:
         if allow_special:
             if self._hf is not None:
                 return self._encode_hf(texts, allow_special=True)
@@ -314,6 +324,20 @@ class Tokenizer:
             return _restore, ("json", self._hf_json or self._hf.to_str(), state)
         assert self._tt_full is not None
         return _restore, ("tiktoken", self._tt_full.name, state)
+
+
+def _clean_texts(texts: Sequence[str]) -> list[str]:
+    """Texts with lone surrogates replaced by U+FFFD; a non-string is a TypeError naming its position."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text #{i} of the batch is {type(text).__name__}, not str")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        out.append(text)
+    return out
 
 
 def unicode_normalizer(forms: Sequence[str]) -> Callable[[str], str]:

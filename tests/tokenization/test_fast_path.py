@@ -282,3 +282,13 @@ def test_fast_path_survives_pickling(bpe_tokenizer_path, tmp_path, prose_texts):
     )
     tt = pickle.loads(pickle.dumps(load_tokenizer(CL100K_OFFLINE)))
     assert tt.backend == "tiktoken" and tt.encode("hello world").tolist() == [15339, 1917]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["tiktoken", "tokenizers"])
+def test_lone_surrogates_and_non_strings(bpe_tokenizer_path, fast):
+    tok = load_tokenizer(bpe_tokenizer_path, fast=fast)
+    ids = tok.encode_batch(["fine", "half an emoji \ud83d here"])
+    assert tok.decode(ids[1]) == "half an emoji \ufffd here"
+    assert np.array_equal(ids[1], tok.encode("half an emoji \ufffd here"))
+    with pytest.raises(TypeError, match="text #1 of the batch is NoneType"):
+        tok.encode_batch(["fine", None])
