@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# bench/ holds scripts named like standard modules (tokenize.py): keep it off the import path
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 
 def recipe_for(corpus: Path, out: Path, tasks: int, workers: int, limit: int):
