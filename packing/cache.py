@@ -217,6 +217,9 @@ class ShardCache:
 
     def cached_bytes(self) -> int:
         """Bytes of complete shards in the cache now."""
-        return sum(
-            e.stat().st_size for e in os.scandir(self.objects) if e.is_file() and not e.name.startswith(".")
-        )
+        total = 0
+        for entry in os.scandir(self.objects):
+            if not entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):  # evicted while we look
+                    total += entry.stat().st_size
+        return total

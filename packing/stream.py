@@ -577,9 +577,18 @@ class ShardStream:
                         f"({entry['sha256'][:16]}...): the shard is corrupted or truncated; copy it again"
                     )
         self._verified.add(key)
-        opened = _OpenShard(
-            path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
-        )
+        try:
+            opened = _OpenShard(
+                path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
+            )
+        except ShardFormatError as e:
+            if not (src.remote and isinstance(e.__cause__, FileNotFoundError)):
+                raise
+            # another process (or a prefetch thread) evicted it between fetch and open: fetch again
+            path = str(self._cache(source).get(entry["path"], entry["sha256"]))
+            opened = _OpenShard(
+                path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
+            )
         self._open[key] = opened
         if len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
