@@ -115,6 +115,8 @@ class Tokenizer:
         self.pad_id: int | None = None
         self._special_args: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_size = 0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -164,8 +166,11 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
     def _threads(self) -> ThreadPoolExecutor:
-        if self._pool is None:
+        # A pool inherited through fork() has no live threads but may look idle, and would hang: one per pid.
+        if self._pool is None or self._pool_pid != os.getpid() or self._pool_size != self.num_threads:
             self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="longtrove-tok")
+            self._pool_pid = os.getpid()
+            self._pool_size = self.num_threads
         return self._pool
 
     def _encode_one_tiktoken(self, text: str) -> np.ndarray:

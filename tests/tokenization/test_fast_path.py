@@ -292,3 +292,25 @@ def test_lone_surrogates_and_non_strings(bpe_tokenizer_path, fast):
     assert np.array_equal(ids[1], tok.encode("half an emoji \ufffd here"))
     with pytest.raises(TypeError, match="text #1 of the batch is NoneType"):
         tok.encode_batch(["fine", None])
+
+
+def test_encoding_in_a_forked_child_after_the_parent_used_its_threads(bpe_tokenizer_path, prose_texts):
+    """datatrove's local executor forks workers; a thread pool inherited that way must not be reused."""
+    import multiprocessing
+
+    tok = load_tokenizer(bpe_tokenizer_path, num_threads=2)
+    expected = [a.tolist() for a in tok.encode_batch(prose_texts[:50])]  # the parent's pool now exists
+    _INHERITED["tok"] = tok
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(_encode_inherited, (prose_texts[:50],)).get(timeout=60)
+    finally:
+        _INHERITED.clear()
+    assert got == expected
+
+
+_INHERITED: dict = {}
+
+
+def _encode_inherited(texts):
+    return [a.tolist() for a in _INHERITED["tok"].encode_batch(texts)]
