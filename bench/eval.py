@@ -24,7 +24,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
-RESERVE = 64
+RESERVE = 128  # niah's answer budget, as the suite's max_new_tokens
 
 
 def parse_length(text: str) -> int:
@@ -46,47 +45,23 @@ def label(n: int) -> str:
     return f"{n >> 20}M" if n % (1 << 20) == 0 else f"{n >> 10}K" if n % 1024 == 0 else str(n)
 
 
-def build_suite(out: Path, tokenizer, haystack_ids, length: int, samples: int) -> list[dict]:
-    """NIAH samples in the suite format (RULER wording), needles at evenly spread depths."""
-    import numpy as np
+def build_suite(out: Path, tokenizer_path: Path, haystack: Path, length: int, samples: int) -> list[dict]:
+    """The project's own builder: niah_single_2 (RULER's essay NIAH) on the pydocs corpus, depths 0-100%."""
+    from longctx.suite import SuiteConfig
+    from longctx.suite import build_suite as build
 
-    rows = []
-    for i in range(samples):
-        depth = round(100 * i / max(samples - 1, 1), 2)
-        start = (i * 7919) % max(len(haystack_ids) - length, 1)
-        context = tokenizer.decode(haystack_ids[start : start + length - RESERVE - 90])
-        cut = context.find(". ", int(len(context) * depth / 100))
-        cut = len(context) if cut < 0 else cut + 2
-        key, value = f"bench-key-{i}", str(1_000_000 + (i * 104_729) % 8_999_999)
-        needle = f"One of the special magic numbers for {key} is: {value}. "
-        question = f"What are all the special magic numbers for {key} mentioned in the provided text?"
-        prefix = f" The special magic numbers for {key} mentioned in the provided text are"
-        user = (
-            "Some special magic numbers are hidden within the following text. Make sure to memorize it. "
-            f"I will quiz you about the numbers afterwards.\n{context[:cut]}{needle}{context[cut:]}\n{question}"
-        )
-        rows.append(
-            {
-                "id": f"niah_single_1-{length}-{i:04d}",
-                "task": "niah_single_1",
-                "length": length,
-                "reserve": RESERVE,
-                "depth": depth,
-                "prompt": user + prefix,
-                "messages": [{"role": "user", "content": user}],
-                "answer_prefix": prefix,
-                "references": [value],
-                "max_new_tokens": RESERVE,
-                "seed": i,
-            }
-        )
-    counts = tokenizer.count_batch([r["prompt"] for r in rows])
-    for row, count in zip(rows, np.asarray(counts).tolist(), strict=True):
-        row["token_count"] = int(count)
-    folder = out / "niah_single_1"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{length}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    cfg = SuiteConfig(
+        tokenizer=str(tokenizer_path),
+        tasks=["niah_single_2"],
+        lengths=[length],
+        depths=[0.0, 25.0, 50.0, 75.0, 100.0],
+        samples=samples,
+        seed=0,
+        haystack=str(haystack),
+        workers=min(2, os.cpu_count() or 1),
+    )
+    build(cfg, out, progress=False)
+    return [json.loads(line) for path in sorted(out.glob("*/*.jsonl")) for line in path.open()]
 
 
 def start_server(tokenizer_path: Path, window: int) -> tuple[subprocess.Popen, str]:
@@ -177,8 +152,6 @@ def main() -> None:
     for name in ("lm-eval", "lm_eval", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    import pyarrow.parquet as pq
-
     from tokenization import load_tokenizer
 
     tokenizer_path = args.shared / "tokenizers" / "cl100k_base.json"
@@ -186,17 +159,10 @@ def main() -> None:
     if not tokenizer_path.exists() or not corpus:
         raise SystemExit(f"{args.shared}: needs tokenizers/cl100k_base.json and corpus/pydocs/*.parquet")
     tokenizer = load_tokenizer(str(tokenizer_path))
-    text = " ".join(
-        t for path in corpus for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()
-    )
-    text = re.sub(r"\s+", " ", text)
-    haystack_ids = tokenizer.encode(text)
     lengths = [parse_length(n) for n in args.lengths.split(",")]
     per_length = {parse_length(k): int(v) for k, v in (p.split("=") for p in args.samples.split(","))}
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    print(
-        f"haystack: {len(haystack_ids):,} tokens of pydocs; tokenizer {tokenizer.name} ({tokenizer.backend})"
-    )
+    print(f"haystack {corpus[-1].name} of pydocs; tokenizer {tokenizer.name} ({tokenizer.backend})")
 
     server, url = start_server(tokenizer_path, args.window)
     verdicts = []
@@ -205,11 +171,13 @@ def main() -> None:
             work = Path(tmp)
             for length in lengths:
                 suite = work / f"suite-{length}"
-                rows = build_suite(suite, tokenizer, haystack_ids, length, per_length.get(length, 16))
+                started = time.perf_counter()
+                rows = build_suite(suite, tokenizer_path, corpus[-1], length, per_length.get(length, 16))
+                built = time.perf_counter() - started
                 mean_tokens = sum(r["token_count"] for r in rows) / len(rows)
                 print(
-                    f"\n{label(length)}: {len(rows)} samples, {mean_tokens:,.0f} prompt tokens each "
-                    f"({sum(len(r['prompt']) for r in rows) / len(rows) / 1e6:.2f} MB of text)"
+                    f"\n{label(length)}: {len(rows)} samples of niah_single_2, {mean_tokens:,.0f} prompt tokens each "
+                    f"({sum(len(r['prompt']) for r in rows) / len(rows) / 1e6:.2f} MB of text), built in {built:.1f} s"
                 )
                 for c in concurrencies:
                     ours = measure_runner(suite, url, c, work)

@@ -157,102 +157,6 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
 
 
-_OPEN, _CLOSE, _SPACE = frozenset(b"[{"), frozenset(b"]}"), frozenset(b" \t\r\n")
-
-
-def _unescaped(raw: bytes) -> bytes:
-    """The line with every escaped backslash and escaped quote blanked out, at the same offsets.
-
-    What is left of the quotes are exactly the string delimiters (JSON escapes read left to right, as
-    `bytes.replace` does), so strings can be skipped with `find` instead of a Python loop over characters.
-    """
-    return raw.replace(b"\\\\", b"\0\0").replace(b'\\"', b"\0\0")
-
-
-def _value_span(clean: bytes, key: bytes) -> tuple[int, int] | None:
-    """Byte span of the value of `"key":` in a JSON object line prepared by `_unescaped`, without decoding it.
-
-    Only a key is a delimited `"key"` followed by a colon; the caller checks that it was the top-level one.
-    """
-    needle = b'"' + key + b'"'
-    at = clean.find(needle)
-    while at >= 0:
-        a = at + len(needle)
-        while a < len(clean) and clean[a] in _SPACE:
-            a += 1
-        if a < len(clean) and clean[a] == 0x3A:  # a colon: this is a key
-            break
-        at = clean.find(needle, at + 1)
-    if at < 0:
-        return None
-    v = a + 1
-    while v < len(clean) and clean[v] in _SPACE:
-        v += 1
-    if v >= len(clean):
-        return None
-    if clean[v] == 0x22:
-        end = clean.find(b'"', v + 1)
-        return (v, end + 1) if end > 0 else None
-    if clean[v] not in _OPEN:
-        return None
-    depth, i = 0, v
-    while True:  # structural characters only occur between strings, which are skipped whole
-        q = clean.find(b'"', i)
-        for j, byte in enumerate(clean[i : q if q >= 0 else len(clean)]):
-            if byte in _OPEN:
-                depth += 1
-            elif byte in _CLOSE:
-                depth -= 1
-                if depth == 0:
-                    return v, i + j + 1
-        if q < 0:
-            return None
-        close = clean.find(b'"', q + 1)
-        if close < 0:
-            return None
-        i = close + 1
-
-
-def _parse_line(raw: bytes, *, chat: bool) -> dict[str, Any]:
-    """Parse a suite line, keeping the large field that will not be sent as raw JSON instead of decoding it.
-
-    A 128K-token line holds the prompt twice (`prompt` and `messages`), megabytes of text; decoding it and
-    encoding it again for the request would be most of the runner's CPU. The field to send is cut out as its
-    raw JSON literal (spliced into the request body as is) and the one not needed is dropped; the rest is
-    parsed. If the cut does not land on the top-level fields, the whole line is parsed instead.
-    """
-    clean = _unescaped(raw)
-    spans = {k: _value_span(clean, k.encode()) for k in ("prompt", "messages")}
-    if any(span is None for span in spans.values()):
-        return json.loads(raw)
-    cut = sorted(spans.items(), key=lambda kv: kv[1][0])
-    pieces, pos = [], 0
-    for _, (start, end) in cut:
-        pieces += [raw[pos:start], b"null"]
-        pos = end
-    pieces.append(raw[pos:])
-    try:
-        sample = json.loads(b"".join(pieces))
-    except json.JSONDecodeError:
-        return json.loads(raw)
-    if (
-        not isinstance(sample, dict)
-        or sample.get("prompt", 0) is not None
-        or sample.get("messages", 0) is not None
-    ):
-        return json.loads(raw)
-    if chat:
-        start, end = spans["messages"]
-        sample["messages"] = json.loads(raw[start:end])
-        sample["prompt"] = ""
-    else:
-        start, end = spans["prompt"]
-        sample["_prompt_json"] = raw[start:end]
-        sample["prompt"] = None
-        sample["messages"] = []
-    return sample
-
-
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes) of a JSONL file through mmap: megabyte lines without buffer regrowth."""
     with path.open("rb") as fh:
@@ -276,7 +180,7 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
             if not raw.strip():
                 continue
             try:
-                sample = _parse_line(raw, chat=chat)
+                sample = orjson.loads(raw)
             except json.JSONDecodeError as exc:
                 raise SuiteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
             if not isinstance(sample, dict):
@@ -288,7 +192,7 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                 raise SuiteError(f"{path}:{lineno}: field 'references' must be a non-empty list")
             if chat and not isinstance(sample["messages"], list):
                 raise SuiteError(f"{path}:{lineno}: field 'messages' must be a list of messages")
-            if not chat and "_prompt_json" not in sample and not isinstance(sample["prompt"], str):
+            if not chat and not isinstance(sample["prompt"], str):
                 raise SuiteError(f"{path}:{lineno}: field 'prompt' must be a string")
             sample["_where"] = f"{path}:{lineno}"
             yield sample
@@ -427,17 +331,9 @@ def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
         route = "/v1/chat/completions"
     else:
         route = "/v1/completions"
-        if "_prompt_json" in sample:
-            body.update(cfg.extra_body)
-            return route, _with_raw_field(body, b"prompt", sample["_prompt_json"])
         body["prompt"] = sample["prompt"]
     body.update(cfg.extra_body)
     return route, orjson.dumps(body)
-
-
-def _with_raw_field(body: dict[str, Any], key: bytes, raw_json: bytes) -> bytes:
-    """The JSON of `body` with one more field whose value is already JSON (spliced, not re-encoded)."""
-    return b'{"' + key + b'":' + raw_json + b"," + orjson.dumps(body)[1:]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -611,12 +507,7 @@ class Runner:
             )
         check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": int(expected)}
         try:
-            if cfg.chat:
-                content = orjson.dumps(body)
-            elif "_prompt_json" in sample:
-                content = _with_raw_field(body, b"prompt", sample["_prompt_json"])
-            else:
-                content = orjson.dumps({**body, "prompt": sample["prompt"]})
+            content = orjson.dumps(body if cfg.chat else {**body, "prompt": sample["prompt"]})
             response = await self.client.post(
                 "/tokenize", content=content, timeout=cfg.request_timeout(int(expected))
             )
