@@ -117,6 +117,53 @@ def test_ids_offset_by_leading_special_tokens(bpe_tokenizer_path, prose_texts, t
     assert 3 not in tok.encode("<SPECIAL_3> stays text").tolist()
 
 
+# Pre-tokenizer regexes of released byte-level BPE tokenizers (the Split pattern of their tokenizer.json).
+_PATTERNS = {
+    "llama3": SPLIT_PATTERN,
+    "qwen2": (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+        r"|\s+(?!\S)|\s+"
+    ),
+    "tekken-o200k": (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+        r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+        r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_PATTERNS))
+def test_released_tokenizer_regexes(bpe_tokenizer_path, prose_texts, tmp_path, shape):
+    """The Split regexes of Llama 3, Qwen 2 and Mistral Tekken / o200k run identically on both regex engines."""
+    path = edited_copy(
+        bpe_tokenizer_path,
+        tmp_path / shape / "tokenizer.json",
+        lambda d: d["pre_tokenizer"]["pretokenizers"][0].update(pattern={"Regex": _PATTERNS[shape]}),
+    )
+    tok = load_tokenizer(path)
+    assert tok.backend == "tiktoken", tok.fast_path_reason
+    _assert_same_ids(tok, path, _texts(prose_texts[:60]))
+
+
+def test_two_splits_in_sequence_are_refused(bpe_tokenizer_path, tmp_path):
+    """DeepSeek V3 shape: several Split steps cannot be one tiktoken regex."""
+
+    def two_splits(d):
+        steps = d["pre_tokenizer"]["pretokenizers"]
+        digits = {
+            "type": "Split",
+            "pattern": {"Regex": r"\p{N}{1,3}"},
+            "behavior": "Isolated",
+            "invert": False,
+        }
+        d["pre_tokenizer"]["pretokenizers"] = [digits, *steps]
+
+    path = edited_copy(bpe_tokenizer_path, tmp_path / "two" / "tokenizer.json", two_splits)
+    tok = load_tokenizer(path)
+    assert tok.backend == "tokenizers"
+    assert "pre-tokenizer ['Split', 'Split', 'ByteLevel']" in tok.fast_path_reason
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
