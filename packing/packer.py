@@ -57,6 +57,7 @@ class PackStats:
     dropped_documents: int = 0  # documents longer than seq_len, dropped because on_long="drop"
     dropped_tokens: int = 0
     empty_documents: int = 0  # documents with no tokens: skipped, never an empty row
+    bad_records: int = 0  # input records skipped as unreadable (counted by the pipeline's readers)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -13,6 +13,7 @@ From a recipe, the step is built from a plain mapping validated by `ShardsConfig
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from collections import defaultdict
@@ -59,15 +60,22 @@ class ShardsConfig(BaseModel):
         return self
 
 
-# Empty texts seen by readers, per (counter key, thread). Readers drop empty documents before any later step
-# sees them, and the executor copies steps per rank, so readers report to this table and the packing step
-# running in the same thread reads its own share.
-_EMPTY_TEXTS: dict[tuple[str, int], int] = defaultdict(int)
+# Records that readers drop before any later step sees them (empty texts, bad JSON lines), per
+# (counter key, thread, label). The executor copies steps for each rank, so readers cannot hold the packing
+# step itself; they report here and the packing step running in the same thread reads its own share.
+_READER_COUNTS: dict[tuple[str, int, str], int] = defaultdict(int)
 
 
-def note_empty_text(counter_key: str) -> None:
-    """Record an empty text dropped by a reader, for the TokenizeAndPack step with this key."""
-    _EMPTY_TEXTS[(counter_key, threading.get_ident())] += 1
+def note_dropped(counter_key: str, label: str) -> None:
+    """Count a record a reader dropped (label: "empty_documents" or "bad_records") for the packing step."""
+    _READER_COUNTS[(counter_key, threading.get_ident(), label)] += 1
+
+
+def _reader_counts(counter_key: str) -> dict[str, int]:
+    ident = threading.get_ident()
+    return {
+        label: _READER_COUNTS[(counter_key, ident, label)] for label in ("empty_documents", "bad_records")
+    }
 
 
 def load_for(config: ShardsConfig) -> Any:
@@ -127,7 +135,7 @@ class TokenizeAndPack(PipelineStep):
         self.output_folder = (
             output_folder if isinstance(output_folder, DataFolder) else get_datafolder(config.output_folder)
         )
-        # readers given this key (see `note_empty_text`) have their dropped empty texts counted here
+        # readers given this key (see `note_dropped`) have the records they drop counted here
         self.counter_key = uuid.uuid4().hex
 
     @classmethod
@@ -142,8 +150,7 @@ class TokenizeAndPack(PipelineStep):
         options = pack_options(self.config, tokenizer)
         out_dir = _local_path(self.output_folder, "output_folder")
         batch: list[Document] = []
-        empty_key = (self.counter_key, threading.get_ident())
-        empty_before = _EMPTY_TEXTS[empty_key]
+        dropped_before = _reader_counts(self.counter_key)
         with ShardBuilder(out_dir, tokenizer, options, rank=rank) as builder:
             for document in data or ():
                 batch.append(document)
@@ -152,7 +159,11 @@ class TokenizeAndPack(PipelineStep):
                     batch = []
             if batch:
                 self._add(builder, batch)
-            builder.packer.stats.empty_documents += _EMPTY_TEXTS[empty_key] - empty_before
+            dropped = _reader_counts(self.counter_key)
+            builder.packer.stats.empty_documents += (
+                dropped["empty_documents"] - dropped_before["empty_documents"]
+            )
+            builder.packer.stats.bad_records += dropped["bad_records"] - dropped_before["bad_records"]
             result = builder.close()
         for key, value in result.stats.items():
             self.stat_update(key, value=value, unit="rank")
@@ -169,7 +180,9 @@ class FilesReader(PipelineStep):
     """Read parquet and jsonl files, sharing them out over ranks as one list (file i goes to rank i % ranks).
 
     datatrove's readers each share out their own files, so two readers with one file each would both give
-    it to rank 0; here the files of both formats are dealt out together.
+    it to rank 0; here the files of both formats are dealt out together. A jsonl line that is not a JSON
+    object stops the run naming file and line, or is counted in `bad_records` with `skip_bad_records`
+    (datatrove's JsonlReader would log it and go on).
     """
 
     name = "📂 parquet+jsonl"
@@ -184,11 +197,15 @@ class FilesReader(PipelineStep):
         text_key: str = "text",
         id_key: str = "id",
         parquet_columns_only: bool = True,
+        skip_bad_records: bool = False,
+        counter_key: str = "",
     ):
         super().__init__()
         from datatrove.pipeline.readers import JsonlReader, ParquetReader
 
         self.files = list(files)
+        self.skip_bad_records = skip_bad_records
+        self.counter_key = counter_key
         self.parquet = ParquetReader(
             root, adapter=adapter, text_key=text_key, id_key=id_key, read_metadata=not parquet_columns_only
         )
@@ -198,11 +215,173 @@ class FilesReader(PipelineStep):
         if data:
             yield from data
         for path in self.files[rank::world_size]:
-            reader = self.parquet if path.endswith(".parquet") else self.jsonl
             self.stat_update("input_files")
-            for document in reader.read_file(path):
+            documents = self.parquet.read_file(path) if path.endswith(".parquet") else self._read_jsonl(path)
+            for document in documents:
                 self.stat_update("documents")
                 yield document
+
+    def _read_jsonl(self, path: str) -> DocumentsPipeline:
+        import orjson
+
+        with self.jsonl.data_folder.open(path, "rb", compression="infer") as f:
+            for number, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                    if not isinstance(record, dict):
+                        raise ValueError(f"a JSON {type(record).__name__}, not an object")
+                except ValueError as e:  # orjson.JSONDecodeError is a ValueError
+                    if not self.skip_bad_records:
+                        raise ValueError(
+                            f"{path} line {number + 1}: not a JSON object ({e}); fix it, or pass "
+                            "--skip-bad-records to count and skip such lines"
+                        ) from None
+                    note_dropped(self.counter_key, "bad_records")
+                    self.stat_update("bad_records")
+                    continue
+                document = self.jsonl.get_document_from_dict(record, path, number)
+                if document:
+                    yield document
+
+
+class TextAdapter:
+    """Turn one raw record into a datatrove document dict, strictly: a missing or non-text field is an error
+    naming the file and record; an empty text is counted for the packing step (datatrove drops it unseen)."""
+
+    def __init__(self, text_key: str, id_key: str, counter_key: str) -> None:
+        self.text_key = text_key
+        self.id_key = id_key
+        self.counter_key = counter_key
+
+    def __call__(self, reader: Any, data: dict, path: str, id_in_file: int | str) -> dict:
+        if self.text_key not in data:
+            raise ValueError(
+                f"{path} record {id_in_file}: no field {self.text_key!r} (fields: {sorted(data)[:12]}); "
+                "name the text field with --text-key"
+            )
+        text = data[self.text_key]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise ValueError(
+                f"{path} record {id_in_file}: field {self.text_key!r} is {type(text).__name__}, not text"
+            )
+        if not text:
+            note_dropped(self.counter_key, "empty_documents")
+        doc_id = data.get(self.id_key)
+        return {
+            "text": text,
+            "id": str(doc_id) if doc_id is not None else f"{path}/{id_in_file}",
+            "metadata": {},
+        }
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+
+
+class InputError(ValueError):
+    """An input that cannot be read as text documents; the message names it."""
+
+
+def _check_first_record(path: Path, text_key: str) -> None:
+    """Fail before any worker starts when a jsonl file's first record lacks the text field."""
+    import fsspec
+    import orjson
+
+    with fsspec.open(str(path), "rb", compression="infer") as f:
+        for number, line in enumerate(f):
+            if line.strip():
+                try:
+                    record = orjson.loads(line)
+                except ValueError:
+                    return  # the reader reports bad lines (or counts them with skip_bad_records)
+                if isinstance(record, dict) and text_key not in record:
+                    raise InputError(
+                        f"{path} line {number + 1}: no field {text_key!r} (fields: {sorted(record)[:12]}); "
+                        "name the text field with --text-key"
+                    )
+                return
+
+
+def input_readers(
+    inputs: list[str],
+    *,
+    counter_key: str,
+    text_key: str = "text",
+    id_key: str = "id",
+    split: str = "train",
+    skip_bad_records: bool = False,
+) -> tuple[list[PipelineStep], int]:
+    """Readers for parquet/jsonl files, folders of them and Hugging Face datasets (`hf:NAME`, or a hub id
+    that is not a local path); also the number of inputs that ranks can share out."""
+    import pyarrow.parquet as pq
+    from datatrove.pipeline.readers import HuggingFaceDatasetReader
+
+    adapter = TextAdapter(text_key, id_key, counter_key)
+    readers: list[PipelineStep] = []
+    files: list[Path] = []
+    hub = 0
+    for spec in inputs:
+        path = Path(spec[3:] if spec.startswith("hf:") else spec)
+        if spec.startswith("hf:") or (not path.exists() and _HUB_ID.match(spec)):
+            name = spec[3:] if spec.startswith("hf:") else spec
+            options = {"split": split}
+            # streamed: records flow without a full download or a cache copy; ranks take their share
+            readers.append(
+                HuggingFaceDatasetReader(
+                    name, dataset_options=options, streaming=True, adapter=adapter, text_key=text_key
+                )
+            )
+            hub += 1
+        elif not path.exists():
+            raise InputError(f"{spec}: no such file or folder (use hf:NAME for a Hugging Face dataset)")
+        elif path.is_dir():
+            found = sorted(
+                {
+                    p
+                    for suffix in (".parquet", *_JSONL_SUFFIXES)
+                    for p in path.rglob(f"*{suffix}")
+                    if p.is_file()
+                }
+            )
+            if not found:
+                raise InputError(f"{spec}: no .parquet or .jsonl files inside")
+            files += found
+        elif path.name.endswith((".parquet", *_JSONL_SUFFIXES)):
+            files.append(path)
+        else:
+            raise InputError(f"{spec}: not a .parquet or .jsonl file")
+    if files:
+        files = list(dict.fromkeys(p.resolve() for p in files))
+        columns_only = True
+        for p in files:
+            if p.name.endswith(".parquet"):
+                try:
+                    names = pq.read_schema(p).names
+                except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
+                    raise InputError(f"{p}: not a readable parquet file ({e})") from None
+                if text_key not in names:
+                    raise InputError(f"{p}: no column {text_key!r} (columns: {names[:12]}); use --text-key")
+                columns_only = columns_only and id_key in names
+            else:
+                _check_first_record(p, text_key)
+        root = Path(os.path.commonpath([p.parent for p in files]))
+        readers.append(
+            FilesReader(
+                str(root),
+                [str(p.relative_to(root)) for p in files],
+                adapter=adapter,
+                text_key=text_key,
+                id_key=id_key,
+                parquet_columns_only=columns_only,
+                skip_bad_records=skip_bad_records,
+                counter_key=counter_key,
+            )
+        )
+    return readers, hub + len(files)
 
 
 class WriteShardIndex(PipelineStep):
@@ -242,6 +421,7 @@ def run_pack(
     logging_dir: str | None = None,
     resume: bool = False,
     client: Any = None,
+    scheduler: str | None = None,
     progress: bool = True,
     step: TokenizeAndPack | None = None,
 ) -> dict[str, Any]:
@@ -263,6 +443,7 @@ def run_pack(
         tasks=tasks,
         workers=workers,
         client=client,
+        scheduler=scheduler,
         logging_dir=logging_dir or str(out_dir / "_logs"),
         skip_completed=resume,
         name="pack",
@@ -270,3 +451,46 @@ def run_pack(
     )
     executor.run()
     return merge_ranks(out_dir, world_size=tasks)
+
+
+def pack_inputs(
+    inputs: list[str],
+    config: ShardsConfig,
+    *,
+    text_key: str = "text",
+    id_key: str = "id",
+    split: str = "train",
+    skip_bad_records: bool = False,
+    workers: int | None = None,
+    tasks: int | None = None,
+    resume: bool = False,
+    client: Any = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`longtrove pack` as a function: files, folders or datasets to a finished shard folder; returns the index.
+
+    Ranks default to the workers, at most one per input file (a file is never split between ranks).
+    """
+    step = TokenizeAndPack(config=config)
+    readers, count = input_readers(
+        inputs,
+        counter_key=step.counter_key,
+        text_key=text_key,
+        id_key=id_key,
+        split=split,
+        skip_bad_records=skip_bad_records,
+    )
+    workers = workers or os.cpu_count() or 1
+    tasks = tasks or max(1, min(workers, count))
+    return run_pack(
+        readers,
+        config,
+        tasks=tasks,
+        workers=workers,
+        resume=resume,
+        client=client,
+        scheduler=scheduler,
+        step=step,
+        progress=progress,
+    )

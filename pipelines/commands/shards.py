@@ -3,121 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
-
-
-class TextAdapter:
-    """Turn one raw record into a datatrove document dict, strictly: a missing or non-text field is an error
-    naming the file and record; an empty text is counted for the packing step (datatrove drops it unseen)."""
-
-    def __init__(self, text_key: str, id_key: str, counter_key: str) -> None:
-        self.text_key = text_key
-        self.id_key = id_key
-        self.counter_key = counter_key
-
-    def __call__(self, reader: Any, data: dict, path: str, id_in_file: int | str) -> dict:
-        from pipelines.steps import note_empty_text
-
-        if self.text_key not in data:
-            raise ValueError(
-                f"{path} record {id_in_file}: no field {self.text_key!r} (fields: {sorted(data)[:12]}); "
-                "name the text field with --text-key"
-            )
-        text = data[self.text_key]
-        if text is None:
-            text = ""
-        if not isinstance(text, str):
-            raise ValueError(
-                f"{path} record {id_in_file}: field {self.text_key!r} is {type(text).__name__}, not text"
-            )
-        if not text:
-            note_empty_text(self.counter_key)
-        doc_id = data.get(self.id_key)
-        return {
-            "text": text,
-            "id": str(doc_id) if doc_id is not None else f"{path}/{id_in_file}",
-            "metadata": {},
-        }
-
-
-def input_readers(
-    inputs: list[str], *, text_key: str, id_key: str, split: str, counter_key: str
-) -> tuple[list[Any], int]:
-    """datatrove readers for files, folders and Hugging Face dataset names; also the number of input files.
-
-    All parquet and jsonl files go into one reader that deals them out over ranks together.
-    """
-    import pyarrow.parquet as pq
-    from datatrove.pipeline.readers import HuggingFaceDatasetReader
-
-    from pipelines.steps import FilesReader
-
-    adapter = TextAdapter(text_key, id_key, counter_key)
-    readers: list[Any] = []
-    files: list[Path] = []
-    hub = 0
-    for spec in inputs:
-        path = Path(spec[3:] if spec.startswith("hf:") else spec)
-        if spec.startswith("hf:") or (not path.exists() and _HUB_ID.match(spec)):
-            name = spec[3:] if spec.startswith("hf:") else spec
-            readers.append(
-                HuggingFaceDatasetReader(
-                    name, dataset_options={"split": split}, adapter=adapter, text_key=text_key
-                )
-            )
-            hub += 1
-        elif not path.exists():
-            raise typer.BadParameter(
-                f"{spec}: no such file or folder (use hf:NAME for a Hugging Face dataset)"
-            )
-        elif path.is_dir():
-            found = sorted(
-                {
-                    p
-                    for suffix in (".parquet", *_JSONL_SUFFIXES)
-                    for p in path.rglob(f"*{suffix}")
-                    if p.is_file()
-                }
-            )
-            if not found:
-                raise typer.BadParameter(f"{spec}: no .parquet or .jsonl files inside")
-            files += found
-        elif path.name.endswith((".parquet", *_JSONL_SUFFIXES)):
-            files.append(path)
-        else:
-            raise typer.BadParameter(f"{spec}: not a .parquet or .jsonl file")
-    if files:
-        files = list(dict.fromkeys(p.resolve() for p in files))
-        columns_only = True
-        for p in files:
-            if p.name.endswith(".parquet"):
-                names = pq.read_schema(p).names
-                if text_key not in names:
-                    raise typer.BadParameter(
-                        f"{p}: no column {text_key!r} (columns: {names[:12]}); use --text-key"
-                    )
-                columns_only = columns_only and id_key in names
-        root = Path(os.path.commonpath([p.parent for p in files]))
-        relative = [str(p.relative_to(root)) for p in files]
-        readers.append(
-            FilesReader(
-                str(root),
-                relative,
-                adapter=adapter,
-                text_key=text_key,
-                id_key=id_key,
-                parquet_columns_only=columns_only,
-            )
-        )
-    return readers, hub + len(files)
 
 
 def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | None) -> None:
@@ -145,6 +34,8 @@ def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | No
     table.add_row("dropped documents", f"{stats['dropped_documents']:,}")
     if "empty_documents" in stats:
         table.add_row("empty documents", f"{stats['empty_documents']:,}")
+    if stats.get("bad_records"):
+        table.add_row("bad records skipped", f"{stats['bad_records']:,}")
     if problems is not None:
         table.add_row("checksums", "all match" if not problems else f"[red]{len(problems)} problem(s)[/red]")
     console = Console()
@@ -192,12 +83,18 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         resume: Annotated[
             bool, typer.Option(help="keep ranks finished by an earlier run of the same command")
         ] = False,
+        scheduler: Annotated[
+            str | None, typer.Option(help="address of a running Dask scheduler (default: a local cluster)")
+        ] = None,
+        skip_bad_records: Annotated[
+            bool, typer.Option(help="count and skip jsonl lines that are not JSON objects (default: stop)")
+        ] = False,
     ) -> None:
         """Tokenize and pack text datasets into Arrow shards plus index.json (see README, Shard format)."""
         from pydantic import ValidationError
 
         from pipelines.executor import RankFailedError
-        from pipelines.steps import ShardsConfig, TokenizeAndPack, run_pack
+        from pipelines.steps import InputError, ShardsConfig, pack_inputs
 
         try:
             config = ShardsConfig(
@@ -217,14 +114,21 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             )
         except ValidationError as e:
             raise typer.BadParameter(str(e)) from None
-        step = TokenizeAndPack(config=config)
-        readers, files = input_readers(
-            inputs, text_key=text_key, id_key=id_key, split=split, counter_key=step.counter_key
-        )
-        workers = workers or os.cpu_count() or 1
-        tasks = tasks or max(1, min(workers, files))
         try:
-            index = run_pack(readers, config, tasks=tasks, workers=workers, resume=resume, step=step)
+            index = pack_inputs(
+                inputs,
+                config,
+                text_key=text_key,
+                id_key=id_key,
+                split=split,
+                skip_bad_records=skip_bad_records,
+                workers=workers,
+                tasks=tasks,
+                resume=resume,
+                scheduler=scheduler,
+            )
+        except InputError as e:
+            raise typer.BadParameter(str(e)) from None
         except (ValueError, OSError, RankFailedError) as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None

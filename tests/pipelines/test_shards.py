@@ -62,8 +62,7 @@ def _expected(tok, prose_texts: list[str], corpus: Path) -> dict[str, str]:
 def test_ranks_on_dask_cover_every_token_once_and_rerun_is_byte_identical(
     tmp_path: Path, corpus: Path, bpe_tokenizer_path: Path, prose_texts: list[str], dask_client
 ) -> None:
-    from pipelines.commands.shards import input_readers
-    from pipelines.steps import ShardsConfig, TokenizeAndPack, run_pack
+    from pipelines.steps import ShardsConfig, TokenizeAndPack, input_readers, run_pack
     from tokenization import load_tokenizer
 
     def pack(out: Path) -> dict:
@@ -114,7 +113,9 @@ def test_ranks_on_dask_cover_every_token_once_and_rerun_is_byte_identical(
     assert sum(row_fill) == first["stats"]["tokens"] == sum(len(d) for d in documents.values())
 
 
-def test_pack_and_inspect_commands(tmp_path: Path, corpus: Path, bpe_tokenizer_path: Path) -> None:
+def test_pack_and_inspect_commands(
+    tmp_path: Path, corpus: Path, bpe_tokenizer_path: Path, dask_client
+) -> None:
     from pipelines.cli import app
 
     runner = CliRunner(env={"COLUMNS": "400"})  # wide enough that paths are not wrapped
@@ -133,6 +134,8 @@ def test_pack_and_inspect_commands(tmp_path: Path, corpus: Path, bpe_tokenizer_p
         "</s>",
         "--workers",
         "2",
+        "--scheduler",  # the running test cluster, as on a real cluster
+        dask_client.scheduler.address,
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -229,3 +232,36 @@ def test_shards_step_builds_from_a_recipe_mapping(tmp_path: Path, bpe_tokenizer_
         TokenizeAndPack.from_config(
             {"output_folder": "x", "tokenizer": "t", "seq_len": 8, "no_eos": True, "eos": "a"}
         )
+
+
+def test_bad_jsonl_lines_stop_or_are_counted_and_hf_datasets_are_read(
+    tmp_path: Path, corpus: Path, bpe_tokenizer_path: Path, dask_client
+) -> None:
+    from pipelines.executor import RankFailedError
+    from pipelines.steps import ShardsConfig, pack_inputs
+
+    def config(name: str) -> ShardsConfig:
+        return ShardsConfig(
+            output_folder=str(tmp_path / name), tokenizer=str(bpe_tokenizer_path), seq_len=512, eos="</s>"
+        )
+
+    bad = tmp_path / "in" / "bad.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(
+        '{"id": "a", "text": "first document"}\n{"id": "b", "text": broken\n\n[1, 2]\n'
+        '{"id": "c", "text": "last document"}\n'
+    )
+    with pytest.raises(RankFailedError, match=r"bad\.jsonl line 2: not a JSON object"):
+        pack_inputs([str(bad)], config("stop"), client=dask_client, progress=False)
+    assert not (tmp_path / "stop" / "index.json").exists()
+    index = pack_inputs([str(bad)], config("skip"), skip_bad_records=True, client=dask_client, progress=False)
+    assert index["stats"]["bad_records"] == 2 and index["stats"]["documents"] == 2
+    assert sorted(read_documents(tmp_path / "skip")[0]) == ["a", "c"]
+
+    dataset = tmp_path / "hf-dataset"  # a dataset folder as load_dataset reads it (no hub needed)
+    dataset.mkdir()
+    (dataset / "train.jsonl").write_text((corpus / "part-2.jsonl").read_text())
+    index = pack_inputs([f"hf:{dataset}"], config("hf"), client=dask_client, progress=False)
+    expected = [json.loads(line) for line in (corpus / "part-2.jsonl").read_text().splitlines()]
+    documents, _ = read_documents(tmp_path / "hf")
+    assert sorted(documents) == sorted(r["id"] for r in expected if r["text"])
