@@ -196,3 +196,40 @@ def test_huggingface_dataset_input(tmp_path, dask_client):
     rows = run_recipe(recipe, client=dask_client, progress=False)
     assert rows[0].detail == {"empty": 1}
     assert sorted(d["id"] for d in read_curated(recipe.output.path)) == [f"d{i}" for i in range(8)]
+
+
+def test_language_filter_with_a_local_model(tmp_path, dask_client, prose_docs):
+    """A real fastText model, trained here on English prose and on shuffled letters, loaded from model_path."""
+    import fasttext
+
+    rng = random.Random(5)
+    english = [line for d in prose_docs[:30] for line in d["text"].split("\n") if len(line.split()) > 6]
+    train = tmp_path / "train.txt"
+    with train.open("w") as f:
+        for line in english:
+            letters = list(line.lower())
+            rng.shuffle(letters)
+            f.write(f"__label__en {line}\n__label__zz {''.join(letters)}\n")
+    model_path = tmp_path / "lid.bin"
+    fasttext.train_supervised(str(train), epoch=5, seed=0, thread=1, verbose=0).save_model(str(model_path))
+
+    good = [{"id": f"en-{i}", "text": d["text"][:2000]} for i, d in enumerate(prose_docs[40:46])]
+    noise = []
+    for i, d in enumerate(prose_docs[50:53]):
+        letters = list(d["text"][:2000].lower())
+        rng.shuffle(letters)
+        noise.append({"id": f"zz-{i}", "text": "".join(letters)})
+    path = write_jsonl(tmp_path / "in" / "part.jsonl", good + noise)
+    data = simple_recipe(
+        [path],
+        tmp_path,
+        filters=[{"language": {"languages": ["en"], "threshold": 0.5, "model_path": str(model_path)}}],
+    )
+    from pipelines.recipe import run_recipe
+
+    recipe = parse_recipe(data)
+    rows = run_recipe(recipe, client=dask_client, progress=False)
+    curated = read_curated(recipe.output.path)
+    assert sorted(d["id"] for d in curated) == sorted(d["id"] for d in good)
+    assert all(d["metadata"]["language"] == "en" for d in curated)
+    assert rows[1].step.startswith("Language ID") and rows[1].dropped == len(noise)
