@@ -143,7 +143,9 @@ def heatmap_png(task: str, depths: dict[str, dict[str, float]], model: str) -> b
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8)
+                # White on the dark ends of the colour map, black in the light middle.
+                color = "white" if grid[i, j] < 20 or grid[i, j] > 80 else "black"
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(image, ax=ax, label="score")
     data = _figure_bytes(fig)
     plt.close(fig)
