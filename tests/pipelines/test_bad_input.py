@@ -15,7 +15,7 @@ GOOD = [{"id": f"good-{i}", "text": f"Good document number {i}, with a few words
 
 
 def run(tmp_path, client, inputs, **extra):
-    recipe = parse_recipe(simple_recipe(inputs, tmp_path, **extra))
+    recipe = parse_recipe(simple_recipe([str(p) for p in inputs], tmp_path, **extra))
     rows = run_recipe(recipe, client=client, progress=False)
     reader = rows[0]
     return reader, sorted(d["id"] for d in read_curated(recipe.output.path))
@@ -105,3 +105,9 @@ def test_single_50mb_document(tmp_path, dask_client):
     docs = {d["id"]: d["text"] for d in read_curated(recipe.output.path)}
     assert sorted(docs) == sorted(["huge", *(d["id"] for d in GOOD)])
     assert docs["huge"] == huge
+
+
+def test_fsspec_url_input(tmp_path, dask_client):
+    path = write_jsonl(tmp_path / "in" / "part.jsonl", GOOD)
+    reader, ids = run(tmp_path, dask_client, [f"file://{path.parent}"])
+    assert ids == sorted(d["id"] for d in GOOD) and reader.dropped == 0
