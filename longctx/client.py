@@ -364,10 +364,17 @@ class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
         return wait
 
 
-def _extract(payload: dict[str, Any], chat: bool) -> tuple[str, str | None, dict[str, Any]]:
-    choice = payload["choices"][0]
-    text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-    return text or "", choice.get("finish_reason"), payload.get("usage") or {}
+def _extract(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, Any]]:
+    """Text, finish reason and usage of a 200 reply; a reply without them is retried like a server error."""
+    try:
+        payload = orjson.loads(body)
+        choice = payload["choices"][0]
+        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        return text or "", choice.get("finish_reason"), payload.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise TransientHTTPError(
+            200, f"malformed reply ({type(exc).__name__}): {body[:200]!r}", None
+        ) from exc
 
 
 class Runner:
@@ -439,7 +446,7 @@ class Runner:
                     attempts += 1
                     response = await self._post_once(route, body, timeout)
                     if response.status_code == 200:
-                        text, finish, usage = _extract(orjson.loads(response.content), cfg.chat)
+                        text, finish, usage = _extract(response.content, cfg.chat)
                     else:
                         text, finish, usage = "", None, {}
         except (TransientHTTPError, httpx.TransportError, json.JSONDecodeError) as exc:
@@ -617,9 +624,11 @@ def run_eval(suite_dir: Path | str, out_dir: Path | str, cfg: EvalConfig) -> Run
     run_path = out_dir / RUN_FILE
     if run_path.exists():
         previous = json.loads(run_path.read_text())
-        if previous.get("model") != cfg.model or previous.get("suite_fingerprint") != fingerprint:
+        same = (previous.get("model"), previous.get("suite_fingerprint"), bool(previous.get("chat")))
+        if same != (cfg.model, fingerprint, cfg.chat):
             raise EndpointError(
-                f"{out_dir} holds results of model {previous.get('model')!r} on another suite or model; "
+                f"{out_dir} holds results of model {previous.get('model')!r} "
+                f"({'chat' if previous.get('chat') else 'completion'} mode) on suite {previous.get('suite')}; "
                 f"use a new --out folder for model {cfg.model!r} on {suite_dir}"
             )
     results = read_results(out_dir / RESULTS_FILE, repair=True)

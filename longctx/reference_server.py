@@ -48,10 +48,12 @@ class Faults:
     delay_rate: float = 0.0
     """Reply held back `delay_s` seconds (set it past the client's timeout)."""
     delay_s: float = 5.0
+    malformed_rate: float = 0.0
+    """Answered 200 with a body that is not a completion (a proxy's error page, a truncated reply)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
-        rates = (self.error_rate, self.drop_rate, self.delay_rate)
+        rates = (self.error_rate, self.drop_rate, self.delay_rate, self.malformed_rate)
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
 
@@ -66,6 +68,9 @@ class Faults:
         u -= self.drop_rate
         if u < self.delay_rate:
             return "delay"
+        u -= self.delay_rate
+        if u < self.malformed_rate:
+            return "malformed"
         return None
 
 
@@ -357,6 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "drop":
             self._drop(half=attempt % 2 == 1)
+            return
+        if fault == "malformed":
+            self._reply(200, {"object": "error", "message": "injected fault: not a completion"})
             return
         if fault == "delay":
             time.sleep(server.faults.delay_s)

@@ -150,6 +150,9 @@ def serve_reference_command(
     drop_rate: Annotated[float, typer.Option(help="Fraction of connections dropped without a reply.")] = 0.0,
     delay_rate: Annotated[float, typer.Option(help="Fraction of replies delayed by --delay seconds.")] = 0.0,
     delay: Annotated[float, typer.Option(help="Delay of the delayed replies (seconds).")] = 5.0,
+    malformed_rate: Annotated[
+        float, typer.Option(help="Fraction of requests answered 200 with a body that is not a completion.")
+    ] = 0.0,
     fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
     latency: Annotated[
         float, typer.Option(help="Seconds every answer is held back (a model's own time).")
@@ -170,7 +173,12 @@ def serve_reference_command(
             raise typer.Exit(2)
     try:
         faults = Faults(
-            error_rate=error_rate, drop_rate=drop_rate, delay_rate=delay_rate, delay_s=delay, seed=fault_seed
+            error_rate=error_rate,
+            drop_rate=drop_rate,
+            delay_rate=delay_rate,
+            delay_s=delay,
+            malformed_rate=malformed_rate,
+            seed=fault_seed,
         )
         server = ReferenceServer(
             load_tokenizer(tokenizer),

@@ -79,10 +79,12 @@ def test_requests_carry_explicit_greedy_parameters(clean_run, niah_suite):
 
 
 def _faults_meeting_every_kind(keys: list[str]) -> Faults:
-    """The first fault seed under which the suite's first attempts meet 500, 429, drops and delays."""
+    """The first fault seed under which the suite's first attempts meet every kind of fault."""
     for seed in range(1000):
-        faults = Faults(error_rate=0.2, drop_rate=0.15, delay_rate=0.15, delay_s=2.0, seed=seed)
-        if {"500", "429", "drop", "delay"} <= {faults.draw(key, 0) for key in keys}:
+        faults = Faults(
+            error_rate=0.2, drop_rate=0.1, delay_rate=0.1, malformed_rate=0.1, delay_s=2.0, seed=seed
+        )
+        if {"500", "429", "drop", "delay", "malformed"} <= {faults.draw(key, 0) for key in keys}:
             return faults
     raise AssertionError("no seed gives every kind of fault")
 
@@ -95,7 +97,7 @@ def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah
     with reference_server(cl100k, window_tokens=WINDOW, faults=faults) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url, timeout=1.0, concurrency=6))
         seen = dict(server.stats.faults)
-    assert {"500", "429", "drop", "delay"} <= set(seen), seen
+    assert {"500", "429", "drop", "delay", "malformed"} <= set(seen), seen
     assert stats.failed == 0 and stats.retries >= sum(seen.values())
     faulty = read_results(tmp_path / "results.jsonl")
     assert set(faulty) == set(clean)
@@ -221,3 +223,13 @@ def test_suite_errors_name_the_file_line_and_field(niah_suite, tmp_path):
     (bad / TASK / "1k.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
     with pytest.raises(SuiteError, match=r"1k\.jsonl:2: field 'references' is missing"):
         run_eval(bad, tmp_path / "out", _cfg("http://127.0.0.1:9"))
+
+
+def test_a_results_folder_refuses_another_model_or_mode(niah_suite, cl100k, tmp_path):
+    with reference_server(cl100k, window_tokens=WINDOW) as server:
+        run_eval(niah_suite, tmp_path, _cfg(server.url, lengths=(1024,)))
+        with pytest.raises(EndpointError, match="use a new --out folder"):
+            run_eval(niah_suite, tmp_path, _cfg(server.url, model="other", lengths=(1024,)))
+        with pytest.raises(EndpointError, match="completion mode"):
+            run_eval(niah_suite, tmp_path, _cfg(server.url, chat=True, lengths=(1024,)))
+        assert sum(server.stats.requests.values()) == len(DEPTHS)
