@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,33 @@ if TYPE_CHECKING:
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 _UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}
+
+
+@dataclass(frozen=True)
+class AddedSpec:
+    """An added token's content and the flags that decide how tokenizers matches it in text."""
+
+    content: str
+    special: bool = False
+    normalized: bool = False
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
+
+    @classmethod
+    def of(cls, token: Any) -> AddedSpec:
+        """From a `tokenizers.AddedToken` (or anything with the same attributes)."""
+        return cls(
+            content=token.content,
+            special=bool(token.special),
+            normalized=bool(token.normalized),
+            lstrip=bool(token.lstrip),
+            rstrip=bool(token.rstrip),
+            single_word=bool(token.single_word),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class FastPathRefused(Exception):
@@ -123,7 +151,7 @@ def _normalizer_forms(normalizer: Mapping[str, Any] | None) -> list[str]:
 def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[str, Any]:
     """tiktoken parameters equivalent to a parsed tokenizer.json, or FastPathRefused saying why not.
 
-    Returns {pat_str, mergeable_ranks, rank_to_id (None when ranks are ids), preparer (a TextPreparer)}.
+    Returns {pat_str, mergeable_ranks, rank_to_id (None when ranks are ids), preparer_spec (TextPreparer's)}.
     """
     model = data.get("model") or {}
     if model.get("type", "BPE") != "BPE" or "merges" not in model:
@@ -200,7 +228,11 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
         "pat_str": pat_str,
         "mergeable_ranks": ranks,
         "rank_to_id": rank_to_id,
-        "preparer": TextPreparer(forms, prefix_space, added_tokens.items()),
+        "preparer_spec": {
+            "forms": list(forms),
+            "prefix_space": prefix_space,
+            "added": [[int(i), AddedSpec.of(t).as_dict()] for i, t in sorted(added_tokens.items())],
+        },
     }
 
 
@@ -224,6 +256,12 @@ class TextPreparer:
         self._raw = self._matcher([(i, t.content, t.special) for i, t in tokens if not t.normalized])
         norm = self.normalize or (lambda text: text)
         self._normalized = self._matcher([(i, norm(t.content), t.special) for i, t in tokens if t.normalized])
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> TextPreparer:
+        """From the JSON-able `preparer_spec` that `convert` returns (and the disk cache stores)."""
+        added = [(i, AddedSpec(**fields)) for i, fields in spec["added"]]
+        return cls(spec["forms"], spec["prefix_space"], added)
 
     def _matcher(self, tokens: list[tuple[int, str, bool]]) -> tuple[Any, dict[str, int | None]] | None:
         import re
@@ -411,8 +449,23 @@ def build_fast_encoding(
         return None, {}, str(exc)
     except ValueError as exc:  # tiktoken's regex engine rejected the pattern
         return None, {}, f"tiktoken cannot compile the pre-tokenizer regex ({exc})"
-    params.pop("mergeable_ranks")
+    params.pop("mergeable_ranks")  # the encoding keeps them (as `_mergeable_ranks`)
+    params["preparer"] = TextPreparer.from_spec(params["preparer_spec"])
     return encoding, params, None
+
+
+def stress_failure(hf: Any, raw: str, encoding: Any, params: Mapping[str, Any]) -> str | None:
+    """None when the converted encoding gives `hf`'s ids on the whole stress set, else why not (the text)."""
+    from tokenization.tokenizer import Tokenizer
+
+    probe = Tokenizer(name="stress", fingerprint="", hf=hf, hf_json=raw, num_threads=1)
+    attach_fast_path(probe, encoding, params)
+    texts = stress_texts()
+    found = first_difference(probe, texts)
+    if found is None:
+        return None
+    index, fast, slow = found
+    return f"ids differ from tokenizers on stress set text #{index}: {_describe(texts[index], fast, slow)}"
 
 
 def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -> None:

@@ -102,17 +102,43 @@ def _parse_tokenizer_json(raw: str, where: str) -> dict[str, Any]:
 
 @dataclass
 class _JsonEngine:
-    """What loading a tokenizer.json costs (parse, fingerprint, conversion, stress proof), done once per content."""
+    """What loading a tokenizer.json costs (parse, fingerprint, conversion, stress proof), done once per content.
+
+    The `tokenizers` engine itself is built lazily when the fast path came from the disk cache: a worker
+    process that only encodes never pays for it.
+    """
 
     raw: str
-    hf: Any  # tokenizers.Tokenizer in text mode (special added tokens not matched)
+    where: str
     fingerprint: str
     special: dict[str, int]
+    vocab_size: int
     fast: Any = None  # tiktoken.Encoding when the fast path converts
     fast_params: dict[str, Any] = field(default_factory=dict)
     fast_reason: str | None = None  # why not, structurally
     stress_failure: str | None = None  # why not, on the stress set
-    stress_checked: bool = False
+    hf_obj: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hf(self) -> Any:
+        """tokenizers.Tokenizer in text mode: special added tokens are not matched in text."""
+        with self.lock:
+            if self.hf_obj is None:
+                self.hf_obj = _text_mode_hf(self.raw, self.where)
+            return self.hf_obj
+
+
+def _text_mode_hf(raw: str, where: str) -> Any:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        hf = HFTokenizer.from_str(raw)
+    except Exception as exc:
+        raise TokenizerError(f"{where}: the tokenizers library cannot load it ({exc})") from exc
+    hf.encode_special_tokens = True
+    hf.no_padding()
+    hf.no_truncation()
+    return hf
 
 
 _ENGINES: OrderedDict[str, _JsonEngine] = OrderedDict()
@@ -126,41 +152,35 @@ def _json_engine(raw: str, where: str) -> _JsonEngine:
         if key in _ENGINES:
             _ENGINES.move_to_end(key)
             return _ENGINES[key]
-    from tokenizers import Tokenizer as HFTokenizer
+    from tokenization import cache
 
-    data = _parse_tokenizer_json(raw, where)
-    try:
-        hf = HFTokenizer.from_str(raw)
-    except Exception as exc:
-        raise TokenizerError(f"{where}: the tokenizers library cannot load it ({exc})") from exc
-    hf.encode_special_tokens = True
-    hf.no_padding()
-    hf.no_truncation()
-    added = {int(i): t for i, t in hf.get_added_tokens_decoder().items()}
-    added_meta = {
-        i: {
-            "content": t.content,
-            "special": t.special,
-            "lstrip": t.lstrip,
-            "rstrip": t.rstrip,
-            "single_word": t.single_word,
-            "normalized": t.normalized,
-        }
-        for i, t in added.items()
-    }
-    engine = _JsonEngine(
-        raw=raw,
-        hf=hf,
-        fingerprint=tokenizer_json_fingerprint(data, added_meta),
-        special={t.content: i for i, t in added.items() if t.special},
-    )
-    from tokenization.fastpath import build_fast_encoding
-
-    engine.fast, engine.fast_params, engine.fast_reason = build_fast_encoding(data, added)
+    engine = cache.load_engine(key, raw, where) or _build_engine(raw, where, key)
     with _ENGINES_LOCK:
         _ENGINES[key] = engine
         while len(_ENGINES) > _ENGINES_MAX:
             _ENGINES.popitem(last=False)
+    return engine
+
+
+def _build_engine(raw: str, where: str, key: str) -> _JsonEngine:
+    from tokenization import cache
+    from tokenization.fastpath import AddedSpec, build_fast_encoding, stress_failure
+
+    data = _parse_tokenizer_json(raw, where)
+    hf = _text_mode_hf(raw, where)
+    added = {int(i): AddedSpec.of(t) for i, t in hf.get_added_tokens_decoder().items()}
+    engine = _JsonEngine(
+        raw=raw,
+        where=where,
+        fingerprint=tokenizer_json_fingerprint(data, {i: a.as_dict() for i, a in added.items()}),
+        special={a.content: i for i, a in added.items() if a.special},
+        vocab_size=int(hf.get_vocab_size(with_added_tokens=True)),
+        hf_obj=hf,
+    )
+    engine.fast, engine.fast_params, engine.fast_reason = build_fast_encoding(data, added)
+    if engine.fast is not None:
+        engine.stress_failure = stress_failure(hf, raw, engine.fast, engine.fast_params)
+    cache.save_engine(key, engine)
     return engine
 
 
@@ -172,6 +192,7 @@ def _tokenizer_from_engine(
         fingerprint=engine.fingerprint,
         hf=engine.hf,
         hf_json=engine.raw,
+        vocab_size=engine.vocab_size,
         special_tokens=engine.special,
         config=config,
         chat_template_name=options.get("chat_template_name"),
@@ -184,14 +205,10 @@ def _tokenizer_from_engine(
     if engine.fast is None:
         tok.fast_path_reason = engine.fast_reason
         return tok
-    from tokenization.fastpath import attach_fast_path, fall_back, stress_texts
+    from tokenization.fastpath import attach_fast_path, fall_back
 
     attach_fast_path(tok, engine.fast, engine.fast_params)
-    if not engine.stress_checked:
-        ok = tok.verify_sample(stress_texts(), what="stress set")
-        engine.stress_failure = None if ok else tok.fast_path_reason
-        engine.stress_checked = True
-    elif engine.stress_failure is not None:
+    if engine.stress_failure is not None:
         fall_back(tok, engine.stress_failure)
     return tok
 

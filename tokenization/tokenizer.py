@@ -77,8 +77,9 @@ class Tokenizer:
         *,
         name: str,
         fingerprint: str,
-        hf: tokenizers.Tokenizer | None = None,
+        hf: tokenizers.Tokenizer | Callable[[], tokenizers.Tokenizer] | None = None,
         hf_json: str | None = None,
+        vocab_size: int | None = None,
         tiktoken_encoding: tiktoken.Encoding | None = None,
         special_tokens: Mapping[str, int] | None = None,
         config: Mapping[str, Any] | None = None,
@@ -93,10 +94,15 @@ class Tokenizer:
         self.source = source
         self.num_threads = num_threads or _default_threads()
         # `hf` must not match special added tokens in text (encode_special_tokens=True); non-special added
-        # tokens, ordinary vocabulary that tokenizers splits off first, are still matched. A second instance
-        # that does match them is built from `hf_json` only if `allow_special=True` is ever asked for.
-        self._hf = hf
+        # tokens, ordinary vocabulary that tokenizers splits off first, are still matched. It may be a
+        # loader: on the fast path the `tokenizers` engine is only built when something needs it (decode,
+        # verification, fallback). A second instance that does match special tokens is built from
+        # `hf_json` only if `allow_special=True` is ever asked for.
+        self._is_json = hf is not None
+        self._hf_obj = None if callable(hf) and not hasattr(hf, "encode_batch") else hf
+        self._hf_loader = hf if self._hf_obj is None else None
         self._hf_json = hf_json
+        self._vocab_size = vocab_size
         self._hf_special: tokenizers.Tokenizer | None = None
         # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
         self._tt = tiktoken_encoding
@@ -125,9 +131,18 @@ class Tokenizer:
         return "tiktoken" if self._tt is not None else "tokenizers"
 
     @property
+    def _hf(self) -> tokenizers.Tokenizer | None:
+        if self._hf_obj is None and self._hf_loader is not None:
+            self._hf_obj = self._hf_loader()
+        return self._hf_obj
+
+    @property
     def vocab_size(self) -> int:
         """Number of ids, special tokens included (the largest id + 1 for tiktoken encodings)."""
-        if self._hf is not None:
+        if self._vocab_size is not None:
+            return self._vocab_size
+        if self._is_json:
+            assert self._hf is not None
             return int(self._hf.get_vocab_size(with_added_tokens=True))
         assert self._tt_full is not None
         return int(self._tt_full.n_vocab)
@@ -136,7 +151,8 @@ class Tokenizer:
         """The id of a whole token string (special or vocabulary entry), or None."""
         if token in self.special_tokens:
             return self.special_tokens[token]
-        if self._hf is not None:
+        if self._is_json:
+            assert self._hf is not None
             return self._hf.token_to_id(token)
         assert self._tt_full is not None
         try:
@@ -213,7 +229,8 @@ class Tokenizer:
             if self._hf_special is None:
                 from tokenizers import Tokenizer as HFTokenizer
 
-                self._hf_special = HFTokenizer.from_str(self._hf_json or self._hf.to_str())
+                assert self._hf_json is not None
+                self._hf_special = HFTokenizer.from_str(self._hf_json)
             hf = self._hf_special
         assert hf is not None
         encode = getattr(hf, "encode_batch_fast", hf.encode_batch)
@@ -241,7 +258,7 @@ class Tokenizer:
 
     def _encode_any(self, texts: Sequence[str], allow_special: bool) -> list[np.ndarray]:
         if allow_special:
-            if self._hf is not None:
+            if self._is_json:
                 return self._encode_hf(texts, allow_special=True)
             assert self._tt_full is not None
             return [self._tt_full.encode_to_numpy(t, allowed_special="all") for t in texts]
@@ -260,7 +277,8 @@ class Tokenizer:
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Text of `ids` (special tokens rendered as their strings)."""
         id_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-        if self._hf is not None:
+        if self._is_json:
+            assert self._hf is not None
             return self._hf.decode(id_list, skip_special_tokens=False)
         assert self._tt_full is not None
         return self._tt_full.decode(id_list)
@@ -271,7 +289,7 @@ class Tokenizer:
         On the first difference the tokenizer falls back to `tokenizers` for good, with a warning naming that
         text. Returns True when the fast path stays on (False if it is off, for this or an earlier reason).
         """
-        if self._tt is None or self._hf is None:
+        if self._tt is None or not self._is_json:
             return False
         from tokenization.fastpath import _describe, fall_back, first_difference
 
@@ -325,8 +343,9 @@ class Tokenizer:
         }
         from tokenization.loading import _restore
 
-        if self._hf is not None:
-            return _restore, ("json", self._hf_json or self._hf.to_str(), state)
+        if self._is_json:
+            assert self._hf_json is not None
+            return _restore, ("json", self._hf_json, state)
         assert self._tt_full is not None
         return _restore, ("tiktoken", self._tt_full.name, state)
 

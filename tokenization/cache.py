@@ -1,0 +1,141 @@
+"""A disk cache of tokenizer.json conversions, so that each worker process loads a tokenizer in a blink.
+
+Converting a 100k-vocabulary tokenizer.json (parse, fingerprint, ranks, stress proof against `tokenizers`)
+takes seconds; a pipeline loads it once per worker process. The result is a pure function of the file's
+content and of the tiktoken/tokenizers versions, so it is kept under `$LONGTROVE_CACHE_DIR` (default
+`~/.cache/longtrove/tokenizers`; set it to an empty string to disable) as one `.npz` per content hash:
+numpy arrays for the ranks and a JSON header for the rest. No pickle: a cache file is data, never code.
+Files are written to a temporary name and renamed; an unreadable or stale file is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tokenization.loading import _JsonEngine
+
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path | None:
+    """Where conversions are cached, or None when caching is disabled."""
+    configured = os.environ.get("LONGTROVE_CACHE_DIR")
+    if configured is not None:
+        return Path(configured).expanduser() if configured.strip() else None
+    return Path.home() / ".cache" / "longtrove" / "tokenizers"
+
+
+def _versions() -> dict[str, Any]:
+    import tiktoken
+    import tokenizers
+
+    return {"format": CACHE_FORMAT, "tiktoken": tiktoken.__version__, "tokenizers": tokenizers.__version__}
+
+
+def _path(key: str) -> Path | None:
+    folder = cache_dir()
+    return None if folder is None else folder / f"{key}.npz"
+
+
+def save_engine(key: str, engine: _JsonEngine) -> None:
+    """Store what `load_engine` needs; failures (read-only home, full disk) only cost the next load time."""
+    path = _path(key)
+    if path is None:
+        return
+    header: dict[str, Any] = {
+        "versions": _versions(),
+        "fingerprint": engine.fingerprint,
+        "special": engine.special,
+        "vocab_size": engine.vocab_size,
+        "fast_reason": engine.fast_reason,
+        "stress_failure": engine.stress_failure,
+    }
+    arrays: dict[str, np.ndarray] = {}
+    if engine.fast is not None:
+        params = engine.fast_params
+        header["pat_str"] = params["pat_str"]
+        header["preparer_spec"] = params["preparer_spec"]
+        ranks = engine.fast._mergeable_ranks
+        tokens = list(ranks)
+        arrays["blob"] = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+        arrays["ends"] = np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
+        arrays["ranks"] = np.fromiter(ranks.values(), dtype=np.int64, count=len(tokens))
+        if params["rank_to_id"] is not None:
+            arrays["rank_to_id"] = params["rank_to_id"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        return
+
+
+def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
+    """The cached engine for this content, or None (absent, unreadable, or made by other versions)."""
+    path = _path(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            header = json.loads(npz["header"].tobytes().decode("utf-8"))
+            if header.get("versions") != _versions():
+                return None
+            fast_arrays = (
+                (
+                    npz["blob"].tobytes(),
+                    npz["ends"],
+                    npz["ranks"],
+                    npz.get("rank_to_id"),
+                )
+                if "pat_str" in header
+                else None
+            )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+    from tokenization.loading import _JsonEngine
+
+    engine = _JsonEngine(
+        raw=raw,
+        where=where,
+        fingerprint=header["fingerprint"],
+        special={str(k): int(v) for k, v in header["special"].items()},
+        vocab_size=int(header["vocab_size"]),
+        fast_reason=header["fast_reason"],
+        stress_failure=header["stress_failure"],
+    )
+    if fast_arrays is not None:
+        import tiktoken
+
+        from tokenization.fastpath import TextPreparer
+        from tokenization.tokenizer import SENTINEL_SPECIAL
+
+        blob, ends, ranks, rank_to_id = fast_arrays
+        starts = np.concatenate([[0], ends[:-1]]).tolist()
+        mergeable = {blob[a:b]: r for a, b, r in zip(starts, ends.tolist(), ranks.tolist(), strict=True)}
+        engine.fast = tiktoken.Encoding(
+            name="longtrove-fast-path",
+            pat_str=header["pat_str"],
+            mergeable_ranks=mergeable,
+            special_tokens={SENTINEL_SPECIAL: max(mergeable.values()) + 1},
+        )
+        engine.fast_params = {
+            "pat_str": header["pat_str"],
+            "rank_to_id": None if rank_to_id is None else rank_to_id.astype(np.uint32),
+            "preparer_spec": header["preparer_spec"],
+            "preparer": TextPreparer.from_spec(header["preparer_spec"]),
+        }
+    return engine
