@@ -10,9 +10,11 @@ Files are written to a temporary name and renamed; an unreadable or stale file i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +34,21 @@ def cache_dir() -> Path | None:
     return Path.home() / ".cache" / "longtrove" / "tokenizers"
 
 
+@lru_cache(maxsize=1)
 def _versions() -> dict[str, Any]:
+    """Everything a cached conversion depends on besides the file: both engines and the converting code."""
     import tiktoken
     import tokenizers
 
-    return {"format": CACHE_FORMAT, "tiktoken": tiktoken.__version__, "tokenizers": tokenizers.__version__}
+    code = hashlib.sha256()
+    for module in ("fastpath.py", "cache.py", "fingerprint.py"):
+        code.update((Path(__file__).parent / module).read_bytes())
+    return {
+        "format": CACHE_FORMAT,
+        "code": code.hexdigest(),
+        "tiktoken": tiktoken.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
 
 
 def _path(key: str) -> Path | None:
