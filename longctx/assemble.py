@@ -184,7 +184,7 @@ class _Layout:
     def _partial(self, unit: int, k: int) -> str:
         key = (unit, k)
         if key not in self._partials:
-            ids = self.units.unit_ids(unit)[:k]
+            ids = self.units.own_ids(self.tok, unit)[:k]
             text = self.tok.decode(ids)
             # A cut inside a multi-byte character decodes to U+FFFD; cut before that character instead.
             while "\ufffd" in text and "\ufffd" not in self.units.texts[unit] and len(ids) > 0:
@@ -235,13 +235,16 @@ class _Layout:
             pos[i] = j
         return pos[:-1] if n and trim else pos
 
-    def pieces(self, x: int, start: int = 0, variant: int = 0) -> list[str]:
+    def pieces(self, x: int, start: int = 0, variant: int = 0, stop: int | None = None) -> list[str]:
         """Context pieces from unit boundary `start` on (inserts at `start` included), separators attached.
 
         `variant` picks one of a few ways to end the context (see `ENDINGS`), for when a cut merges with the
-        text after it so that the count skips the value wanted.
+        text after it so that the count skips the value wanted. `stop` ends the pieces before boundary `stop`
+        (the units and inserts before it only, for the head of a long context).
         """
         n, k = self.locate(x)
+        if stop is not None:
+            n, k, variant = min(stop, n), 0, 0
         partial_at, trim, shown = self._ending(n, k, variant)
         if any(i < start for i in shown):
             raise AssemblyError("a swapped unit lies before the re-encoded tail")
@@ -254,7 +257,7 @@ class _Layout:
         out: list[str] = []
         texts = units.texts
         order = self.order
-        for i in range(start, n + 1):
+        for i in range(start, n + 1 if stop is None else n):
             for j in by_pos.get(i, ()):
                 t = self.inserts[j].text
                 out.append(sep + t if before else t + sep)
@@ -265,7 +268,9 @@ class _Layout:
                 else:
                     t = texts[order[shown.get(i, i)]]
                     out.append(sep + t if before else t + sep)
-        if k > 0:
+        if stop is not None:
+            pass
+        elif k > 0:
             out.append(self._partial(int(order[partial_at]), k))
         elif out and not before and start <= n:
             out[-1] = out[-1][: len(out[-1]) - len(sep)] if sep else out[-1]
@@ -306,9 +311,11 @@ def fit_exact(
     layout = _Layout(tok, units, order, prefix, suffix, inserts, reorderable)
     sep = units.sep
     fixed = counter.count(prefix) + counter.count(suffix)
+    insert_tokens = np.zeros(len(inserts), dtype=np.int64)
     if inserts:
         forms = [sep + i.text if units.form == "before" else i.text + sep for i in inserts]
-        fixed += int(counter.count_batch(forms).sum())
+        insert_tokens = counter.count_batch(forms)
+        fixed += int(insert_tokens.sum())
     x = target - fixed
     if x < 0:
         raise AssemblyError(f"{target} tokens is too short: the task text alone takes {fixed} tokens")
@@ -316,7 +323,17 @@ def fit_exact(
         raise AssemblyError(f"the haystack ran out at {int(layout.cum[-1])} tokens ({x} needed)")
     layout.place_inserts(x)
     variant = 0
-    context = layout.context(x)
+    n, _ = layout.locate(x)
+    if n > 16:
+        # Count the seams at both ends for real before the first full encode, so that it usually hits.
+        h = n - 4
+        head = counter.count(prefix + "".join(layout.pieces(x, 0, stop=2)))
+        middle = int(layout.cum[h] - layout.cum[2])
+        middle += sum(int(t) for t, p in zip(insert_tokens, layout.positions, strict=True) if 2 <= p < h)
+        estimate = head + middle + counter.count(layout.tail(x, h))
+        if estimate != target:
+            x, variant = _correct_tail(layout, counter, x, 0, estimate, target, 4)
+    context = layout.context(x, variant)
     actual = counter.count(prefix + context + suffix)
     encodes = 1
     back = 4

@@ -255,7 +255,8 @@ class TokenizedUnits:
 
     `form` says where the separator goes when the counts are additive: ``before`` (``sep + unit``, right for
     a space before a word in byte-level BPE) or ``after`` (``unit + sep``, right for a newline after
-    punctuation). `ids[offsets[i]:offsets[i + 1]]` are the ids of unit `i` in that form.
+    punctuation). `ids[offsets[i]:offsets[i + 1]]` are the ids of unit `i` in that form; where `clean` is
+    given and False, they came from a joined encode and are not the unit's own (see `own_ids`).
     """
 
     texts: list[str]
@@ -263,6 +264,7 @@ class TokenizedUnits:
     form: str
     ids: np.ndarray
     offsets: np.ndarray
+    clean: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -277,6 +279,12 @@ class TokenizedUnits:
     def unit_ids(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
+    def own_ids(self, tok: Any, i: int) -> np.ndarray:
+        """The ids of unit `i` alone (in its form), re-encoded when the joined encode mixed it with a neighbour."""
+        if self.clean is None or self.clean[i]:
+            return self.unit_ids(i)
+        return np.asarray(tok.encode(self.piece(i)), dtype=np.uint32)
+
 
 def choose_form(tok: Any, units: list[str], sep: str, probe: int = 64) -> str:
     """The separator placement whose per-unit counts add up to the count of the joined text."""
@@ -289,10 +297,46 @@ def choose_form(tok: Any, units: list[str], sep: str, probe: int = 64) -> str:
     return "before" if abs(before - joined) <= abs(after - joined) else "after"
 
 
+def _encode_joined(tok: Any, pieces: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Ids, per-piece offsets and clean-boundary flags from ONE encode of the joined pieces, or None.
+
+    Encoding many short units one call at a time costs far more in per-call overhead than in tokenizing. When
+    every token of the text decodes to whole characters of it (byte-level BPE on text whose characters are
+    not split across tokens), token ends are known in characters, and each unit's tokens are the ones ending inside it: counts in
+    context, seams included. A token across a unit boundary makes both units "unclean" (their ids are not
+    their own); the caller re-encodes those alone when it needs their ids.
+    """
+    joined = "".join(pieces)
+    if not pieces or "\ufffd" in joined:
+        return None
+    ids = np.asarray(tok.encode(joined), dtype=np.uint32)
+    if len(ids) == 0 or tok.decode(ids) != joined:
+        return None
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    texts = [tok.decode([int(u)]) for u in uniq]
+    if any("\ufffd" in t for t in texts):  # a token holding part of a character: no character offsets
+        return None
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(lengths[inverse])
+    if int(ends[-1]) != len(joined):
+        return None
+    bounds = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)))
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    offsets[1:] = np.searchsorted(ends, bounds, side="right")
+    at_token_end = np.isin(bounds, ends)
+    clean = at_token_end & np.concatenate([[True], at_token_end[:-1]])
+    return ids, offsets, clean
+
+
 def tokenize_units(tok: Any, texts: list[str], sep: str, form: str | None = None) -> TokenizedUnits:
-    """Encode every unit once (one batch call into native code) in the additive form."""
+    """Encode every unit once, in the additive form: one encode of the joined text when that can be split
+    back into units (see `_encode_joined`), else one batch call with a text per unit."""
     form = form or choose_form(tok, texts, sep)
     pieces = [sep + t for t in texts] if form == "before" else [t + sep for t in texts]
+    joined = _encode_joined(tok, pieces)
+    if joined is not None:
+        ids, offsets, clean = joined
+        return TokenizedUnits(texts=texts, sep=sep, form=form, ids=ids, offsets=offsets, clean=clean)
     encoded = tok.encode_batch(pieces)
     lengths = np.fromiter((len(a) for a in encoded), dtype=np.int64, count=len(encoded))
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)

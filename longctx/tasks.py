@@ -379,7 +379,7 @@ def _generated_units(
     ctx: BuildContext, make: Any, sep: str, target: int, per_unit_guess: float
 ) -> tuple[TokenizedUnits, Any]:
     """Generate units with `make(n)` until they hold more than `target` tokens; tokenize them in one batch."""
-    n = max(16, int(target / max(per_unit_guess, 0.5) * 1.06) + 16)
+    n = max(16, int(target / max(per_unit_guess, 0.5) * 1.08) + 16)
     while True:
         texts, state = make(n)
         units = tokenize_units(ctx.tok, texts, sep)
@@ -390,7 +390,8 @@ def _generated_units(
 
 
 def _probe(ctx: BuildContext, texts: list[str], sep: str) -> float:
-    return float(ctx.tok.count_batch([sep + t for t in texts]).mean())
+    """Tokens per unit, joined as in the prompt (seams included)."""
+    return len(ctx.tok.encode(sep.join(texts))) / len(texts)
 
 
 def _depths(rng: np.random.Generator, n: int) -> list[float]:
@@ -559,7 +560,14 @@ def draft_cwe(
         + " "
         + " ".join(f"{i + 1}. {w}" for i, w in enumerate(ex_common))
     )
-    per = _probe(ctx, [f"{i}. {w}" for i, w in enumerate(_cwe_words(rng, 64), start=1000)], " ")
+    # Probe with numbers and words like the list's: numbers of its size, overflow words in their share.
+    est_items = max(64, target // 5)
+    est_words = num_cw + est_items // freq_ucw
+    pool = common_word_pool()
+    overflow = max(0.0, 1.0 - len(pool) / est_words)
+    probe_words = [pool[i] for i in rng.integers(0, len(pool), size=64 - int(64 * overflow))]
+    probe_words += Draws(rng).words(64 - len(probe_words))
+    per = _probe(ctx, [f"{est_items // 2 + i}. {w}" for i, w in enumerate(probe_words)], " ")
 
     def make(n_items: int) -> tuple[list[str], tuple]:
         num_words = num_cw + max(1, -(-(n_items - num_cw * freq_cw) // freq_ucw))
