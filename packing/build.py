@@ -32,6 +32,7 @@ from packing.format import (
 from packing.packer import LongPolicy, Packer, PackStats, default_pool_tokens
 
 RANKS_DIR = "_ranks"
+TAILS_DIR = "_tails"
 ENCODE_BATCH = 256  # texts per encode call: big enough for the native batch path, small enough to stream
 _SHARD_RE = re.compile(r"^shard-(\d{5})-(\d{5})\.arrow$")
 
@@ -158,9 +159,17 @@ class ShardBuilder:
     """One rank's texts to shards. Call `add_texts` (or `add_token_arrays`) any number of times, then `close`."""
 
     def __init__(
-        self, out_dir: str | os.PathLike[str], tokenizer: Any, options: PackOptions, *, rank: int = 0
+        self,
+        out_dir: str | os.PathLike[str],
+        tokenizer: Any,
+        options: PackOptions,
+        *,
+        rank: int = 0,
+        tail_tokens: int = 0,
     ) -> None:
         self.out_dir = Path(out_dir)
+        # up to this many tokens of the emptiest last rows go to `_tails/` for merge_ranks to pack together
+        self.tail_tokens = tail_tokens
         self.tokenizer = tokenizer
         self.options = options
         self.rank = rank
@@ -199,6 +208,7 @@ class ShardBuilder:
             if match and int(match.group(1)) == self.rank:
                 path.unlink()
         (self.out_dir / RANKS_DIR / f"rank-{self.rank:05d}.json").unlink(missing_ok=True)
+        (self.out_dir / TAILS_DIR / f"tail-{self.rank:05d}.arrow").unlink(missing_ok=True)
 
     def add_texts(self, texts: Sequence[str], doc_ids: Sequence[str] | None = None) -> None:
         """Encode texts in batches (special-token strings stay plain text) and pack them with separators."""
@@ -237,10 +247,12 @@ class ShardBuilder:
 
     def close(self) -> RankResult:
         """Pack what is pooled, finish the shards, write this rank's manifest."""
+        tail = self.packer.finish_with_tail(self.tail_tokens) if self.tail_tokens > 0 else []
         stats = self.packer.finish()
         shards = self.writer.close()
         self._closed = True
         result = RankResult(rank=self.rank, shards=shards, stats=stats.as_dict())
+        tail_entry = write_tail(self.out_dir, self.rank, tail) if tail else None
         manifest = {
             "rank": self.rank,
             "key": _options_key(tokenizer_entry(self.tokenizer, self.options), self.options),
@@ -250,6 +262,7 @@ class ShardBuilder:
             "packing": self.options.describe(),
             "shards": shards,
             "stats": result.stats,
+            "tail": tail_entry,
         }
         (self.out_dir / RANKS_DIR).mkdir(exist_ok=True)
         atomic_write_text(
@@ -273,8 +286,72 @@ class ShardBuilder:
             self.abort()
 
 
+def write_tail(out_dir: Path, rank: int, tail: list[tuple[np.ndarray, str, int]]) -> dict[str, Any]:
+    """Save a rank's tail segments (tokens, doc_id, offset) as a small Arrow file, atomically."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(t) for t, _, _ in tail), dtype=np.int64, count=len(tail))
+    offsets = np.zeros(len(tail) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([t for t, _, _ in tail]).astype(np.uint32, copy=False)
+    table = pa.table(
+        {
+            "tokens": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)),
+            "doc_id": pa.array([d for _, d, _ in tail], pa.string()),
+            "offset": pa.array([o for _, _, o in tail], pa.int64()),
+        }
+    )
+    folder = out_dir / TAILS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"tail-{rank:05d}.arrow"
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, folder / name)
+    return {"path": f"{TAILS_DIR}/{name}", "segments": len(tail), "tokens": int(lengths.sum())}
+
+
+def _pack_tails(
+    out_dir: Path, manifests: list[dict[str, Any]], rank: int
+) -> tuple[list[dict[str, Any]], PackStats]:
+    """Pack every rank's tail into the shards of one extra rank (`rank`), in rank order."""
+    import pyarrow as pa
+
+    for path in out_dir.glob(f"shard-{rank:05d}-*.arrow"):
+        path.unlink()  # an earlier merge's output
+    tails = [m["tail"] for m in manifests if m.get("tail")]
+    if not tails:
+        return [], PackStats()
+    first = manifests[0]
+    packing = first["packing"]
+    writer = ShardWriter(
+        out_dir,
+        seq_len=first["seq_len"],
+        pad_id=packing["pad_id"],
+        rank=rank,
+        max_shard_bytes=packing["max_shard_bytes"],
+        dtype=first["dtype"],
+    )
+    packer = Packer(writer, first["seq_len"], pool_tokens=packing["pool_tokens"])
+    with writer:
+        for tail in tails:
+            with pa.memory_map(str(out_dir / tail["path"]), "r") as source:
+                table = pa.ipc.open_file(source).read_all()
+            column = table.column("tokens").combine_chunks()
+            values = column.values.to_numpy()
+            bounds = column.offsets.to_numpy()
+            ids = table.column("doc_id").to_pylist()
+            for i, (doc_id, offset) in enumerate(zip(ids, table.column("offset").to_pylist(), strict=True)):
+                packer.add_segment(values[bounds[i] : bounds[i + 1]], doc_id, offset)
+        stats = packer.finish()
+    return writer.close(), stats
+
+
 def merge_ranks(out_dir: str | os.PathLike[str], world_size: int | None = None) -> dict[str, Any]:
-    """Write `index.json` over the manifests of every rank (all must agree on tokenizer and packing)."""
+    """Write `index.json` over the manifests of every rank (all must agree on tokenizer and packing).
+
+    Tails that ranks set aside are packed first, into the shards of one more rank numbered `world_size`.
+    """
     out_dir = Path(out_dir)
     ranks_dir = out_dir / RANKS_DIR
     paths = sorted(ranks_dir.glob("rank-*.json")) if ranks_dir.is_dir() else []
@@ -296,11 +373,17 @@ def merge_ranks(out_dir: str | os.PathLike[str], world_size: int | None = None) 
                 f"{ranks_dir}/rank-{m['rank']:05d}.json: packed with another tokenizer or options than rank "
                 f"{first['rank']}; rerun all ranks into an empty folder"
             )
+    manifests.sort(key=lambda m: m["rank"])
     total = PackStats()
     shards: list[dict[str, Any]] = []
-    for m in sorted(manifests, key=lambda m: m["rank"]):
+    for m in manifests:
         total = total.merge(PackStats(**m["stats"]))
         shards.extend(m["shards"])
+    merge_rank = world_size if world_size is not None else manifests[-1]["rank"] + 1
+    tail_shards, tail_stats = _pack_tails(out_dir, manifests, merge_rank)
+    shards.extend(tail_shards)
+    for key in ("tokens", "padding_tokens", "rows"):  # tail documents are counted by their ranks already
+        setattr(total, key, getattr(total, key) + getattr(tail_stats, key))
     stats = total.as_dict()
     stats["ranks"] = len(manifests)
     write_index(

@@ -126,6 +126,14 @@ class Packer:
         else:
             self._pool(tokens, doc_id, 0)
 
+    def add_segment(self, tokens: np.ndarray, doc_id: str, offset: int) -> None:
+        """Pool a piece of a document already counted elsewhere (a rank's tail), at most one row long."""
+        if not 0 < tokens.shape[0] <= self.seq_len:
+            raise ValueError(
+                f"segment of {doc_id!r} at {offset}: {tokens.shape[0]} tokens, not 1..{self.seq_len}"
+            )
+        self._pool(tokens, doc_id, offset)
+
     def add_batch(self, documents: Sequence[np.ndarray], doc_ids: Sequence[str] | None = None) -> None:
         """Add documents in order."""
         if doc_ids is None:
@@ -145,6 +153,22 @@ class Packer:
             self._finished = True
         return self.stats
 
+    def finish_with_tail(self, tail_tokens: int) -> list[tuple[np.ndarray, str, int]]:
+        """Like `finish`, but hand back (tokens, doc_id, offset) of the emptiest last rows, up to
+        `tail_tokens` tokens, instead of writing them: ranks pass their tails to one final packing, so that a
+        run on many ranks ends with one part-empty row rather than one per rank. Tail tokens are not in
+        `stats` yet."""
+        if self._finished:
+            return []
+        tail: list[tuple[np.ndarray, str, int]] = []
+        if self._arrays:
+            self._round(final=True, tail_budget=tail_tokens)
+            tail = list(zip(self._arrays, self._ids, self._offsets, strict=True))
+            self._arrays, self._ids, self._offsets, self._lengths = [], [], [], []
+            self._pooled = 0
+        self._finished = True
+        return tail
+
     # -- internals ----------------------------------------------------------------------------
 
     def _pool(self, tokens: np.ndarray, doc_id: str, offset: int) -> None:
@@ -163,8 +187,10 @@ class Packer:
         self.stats.tokens += used
         self.stats.padding_tokens += self.seq_len - used
 
-    def _round(self, *, final: bool) -> None:
-        """One best-fit-decreasing pass over the pool; write the full rows, keep the emptiest ones."""
+    def _round(self, *, final: bool, tail_budget: int = 0) -> None:
+        """One best-fit-decreasing pass over the pool; write the full rows, keep the emptiest ones.
+
+        Kept rows go back to the pool: for the next round, or (final with a tail budget) for the caller."""
         L = self.seq_len
         lengths = np.asarray(self._lengths, dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")  # longest first; ties keep arrival order
@@ -188,8 +214,8 @@ class Packer:
                     bisect.insort(room_index, (free[-1], len(bins) - 1))
 
         carry: set[int] = set()
-        if not final:
-            budget = int(self.pool_tokens * CARRY_FRACTION)
+        if not final or tail_budget > 0:
+            budget = tail_budget if final else int(self.pool_tokens * CARRY_FRACTION)
             min_gap = max(1, int(L * CARRY_MIN_GAP))
             # the emptiest rows go back to the pool first, while they fit the budget
             for b in sorted(range(len(bins)), key=lambda b: (-free[b], b)):
@@ -200,7 +226,7 @@ class Packer:
                     continue
                 budget -= used
                 carry.add(b)
-            if len(carry) == len(bins):  # always make progress
+            if not final and len(carry) == len(bins):  # always make progress
                 carry.discard(max(carry, key=lambda b: (L - free[b], -b)))
 
         arrays, ids, offsets, lens = self._arrays, self._ids, self._offsets, self._lengths

@@ -48,6 +48,9 @@ class ShardsConfig(BaseModel):
     max_shard_bytes: int = Field(DEFAULT_MAX_SHARD_BYTES, gt=0)
     dtype: Literal["uint32", "uint16"] = "uint32"
     batch_size: int = Field(1024, gt=0, description="documents per tokenizer call")
+    merge_tails: bool = Field(
+        True, description="pack the emptiest last rows of all ranks together at the end (one part-empty row)"
+    )
 
     @model_validator(mode="after")
     def _separator_is_explicit(self) -> ShardsConfig:
@@ -151,7 +154,8 @@ class TokenizeAndPack(PipelineStep):
         out_dir = _local_path(self.output_folder, "output_folder")
         batch: list[Document] = []
         dropped_before = _reader_counts(self.counter_key)
-        with ShardBuilder(out_dir, tokenizer, options, rank=rank) as builder:
+        tail_tokens = 2 * options.seq_len if self.config.merge_tails else 0
+        with ShardBuilder(out_dir, tokenizer, options, rank=rank, tail_tokens=tail_tokens) as builder:
             for document in data or ():
                 batch.append(document)
                 if len(batch) >= self.config.batch_size:
