@@ -13,8 +13,9 @@ A tokenizer.json qualifies when tiktoken can reproduce it exactly:
   they are cut out of the text in Python exactly as tokenizers does (see `TextPreparer`); special ones are
   plain text here, by policy.
 
-Structural checks cannot catch everything (the two regex engines, tie-breaking between merges), so every
-conversion is then proved on a fixed stress set, and `Tokenizer.verify_sample` proves it on real input: the
+Structural checks cannot catch everything (the two regex engines; tie-breaking between merges that make the
+same token; a vocabulary entry that the merges would not reach from its own bytes, which tiktoken emits whole
+and `tokenizers` does not when ignore_merges is off), so every conversion is then proved on a fixed stress set, and `Tokenizer.verify_sample` proves it on real input: the
 first text whose ids differ from `tokenizers`' sends the tokenizer back to `tokenizers` with a warning.
 """
 
