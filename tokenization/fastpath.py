@@ -402,7 +402,7 @@ def first_difference(
     tok: Tokenizer, texts: Sequence[str], reference: Sequence[np.ndarray] | None = None
 ) -> tuple[int, np.ndarray, np.ndarray] | None:
     """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
-    if not texts:
+    if len(texts) == 0:
         return None
     fast = tok._encode_tiktoken(texts)
     slow = reference if reference is not None else tok._encode_hf(texts)

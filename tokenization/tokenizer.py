@@ -248,7 +248,7 @@ class Tokenizer:
         """
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a sequence of texts; use encode() for one text")
-        if not texts:
+        if len(texts) == 0:
             return []
         try:
             return self._encode_any(texts, allow_special)
