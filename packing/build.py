@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,7 @@ from packing.format import (
     ShardWriter,
     atomic_write_text,
     check_vocab_fits,
+    read_index,
     rows_per_batch,
     write_index,
 )
@@ -34,6 +36,7 @@ from packing.packer import LongPolicy, Packer, PackStats, default_pool_tokens
 RANKS_DIR = "_ranks"
 TAILS_DIR = "_tails"
 ENCODE_BATCH = 256  # texts per encode call: big enough for the native batch path, small enough to stream
+logger = logging.getLogger(__name__)
 _SHARD_RE = re.compile(r"^shard-(\d{5})-(\d{5})\.arrow$")
 
 
@@ -395,8 +398,10 @@ def merge_ranks(out_dir: str | os.PathLike[str], world_size: int | None = None) 
         dtype=first["dtype"],
         extra={"packing": first["packing"]},
     )
-    from packing.format import read_index
-
+    listed = {s["path"] for s in shards}
+    orphans = sorted(p.name for p in out_dir.iterdir() if _SHARD_RE.match(p.name) and p.name not in listed)
+    if orphans:  # from an earlier run with more ranks: not part of this folder's data, left for the user
+        logger.warning(f"{out_dir}: {len(orphans)} shard file(s) not in index.json, e.g. {orphans[:3]}")
     return read_index(out_dir)
 
 
