@@ -37,6 +37,7 @@ STATE_FORMAT = "longtrove.stream"
 STATE_VERSION = 1
 DEFAULT_MIXTURE_PERIOD = 10_000
 _CHUNK = 256  # samples resolved per vectorized step
+_FOLIO_BYTES = 2 * 1024**2  # the most a page fault on a mapped file may map at once (a PMD-size folio)
 
 
 Sample = dict[str, np.ndarray]
@@ -110,7 +111,9 @@ class _OpenShard:
             ):
                 raise ShardFormatError(f"{path}: column doc_lengths missing or not list<int32>")
             self.ids: list[np.ndarray] = []
-            self.len_offsets: list[np.ndarray] = []
+            self.addresses: list[int] = []  # where each batch's ids sit in memory
+            self.row_bytes = seq_len * (4 if dtype == "uint32" else 2)
+            self.len_offsets: list[list[int]] = []  # small; plain ints index fastest
             self.len_values: list[np.ndarray] = []
             starts = [0]
             for b in range(reader.num_record_batches):
@@ -121,7 +124,8 @@ class _OpenShard:
                     raise ShardFormatError(f"{path}: record batch {b} holds nulls")
                 flat = ids_col.flatten().to_numpy(zero_copy_only=True)
                 self.ids.append(flat.reshape(batch.num_rows, seq_len))
-                self.len_offsets.append(lengths_col.offsets.to_numpy(zero_copy_only=True))
+                self.addresses.append(flat.ctypes.data)
+                self.len_offsets.append(lengths_col.offsets.to_numpy(zero_copy_only=True).tolist())
                 self.len_values.append(lengths_col.values.to_numpy(zero_copy_only=True))
                 starts.append(starts[-1] + batch.num_rows)
         except pa.ArrowException as e:
@@ -132,11 +136,17 @@ class _OpenShard:
             raise ShardFormatError(f"{path}: holds {starts[-1]} rows but {where} lists {rows}")
         self.batch_starts = starts
 
-    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
-        b = bisect.bisect_right(self.batch_starts, r) - 1
-        i = r - self.batch_starts[b]
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(input_ids view, doc_lengths view, memory address of the ids)."""
+        starts = self.batch_starts
+        b = 0 if len(starts) == 2 else bisect.bisect_right(starts, r) - 1
+        i = r - starts[b]
         offsets = self.len_offsets[b]
-        return self.ids[b][i], self.len_values[b][offsets[i] : offsets[i + 1]]
+        return (
+            self.ids[b][i],
+            self.len_values[b][offsets[i] : offsets[i + 1]],
+            self.addresses[b] + i * self.row_bytes,
+        )
 
     def release_pages(self) -> None:
         """Drop this process's mapped pages; views stay valid and fault back in from the page cache."""
@@ -257,8 +267,9 @@ class ShardStream:
         mixture_period: slots of the periodic mixture schedule; realized shares are exact per period.
         cache_dir, cache_bytes, prefetch, storage_options: remote folders only (see ``packing.cache``).
         max_open_shards: memory maps kept open at once (least recently used are dropped).
-        release_every: drop this process's mapped pages every that many samples, so resident memory
-            stays flat over an epoch (pages stay in the OS page cache). ``None`` never drops them.
+        release_bytes: drop this process's mapped pages after reading about that many bytes, so
+            resident memory stays bounded over an epoch (the pages stay in the OS page cache, and views
+            already handed out stay valid). ``None`` keeps them mapped until the shard is closed.
     """
 
     def __init__(
@@ -282,7 +293,7 @@ class ShardStream:
         prefetch: int = 2,
         storage_options: dict[str, Any] | None = None,
         max_open_shards: int = 64,
-        release_every: int | None = 4096,
+        release_bytes: int | None = 256 * 1024**2,
     ) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
@@ -303,7 +314,7 @@ class ShardStream:
         self.with_index = with_index
         self.verify_checksums = verify_checksums
         self.max_open_shards = max(1, max_open_shards)
-        self.release_every = release_every
+        self.release_bytes = release_bytes
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.cache_bytes = cache_bytes
         self.prefetch = prefetch
@@ -337,7 +348,8 @@ class ShardStream:
         self._verified: set[tuple[int, int]] = set()
         self._caches: dict[int, Any] = {}
         self._pid = os.getpid()
-        self._since_release = 0
+        self._mapped: set[int] = set()  # 2 MiB regions read since pages were last released
+        self._last_key: tuple[int, int] | None = None
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -558,7 +570,9 @@ class ShardStream:
         key = (source, shard)
         opened = self._open.get(key)
         if opened is not None:
-            self._open.move_to_end(key)
+            if key != self._last_key:
+                self._open.move_to_end(key)
+                self._last_key = key
             return opened
         src = self.sources[source]
         entry = src.index["shards"][shard]
@@ -590,6 +604,7 @@ class ShardStream:
                 path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
             )
         self._open[key] = opened
+        self._last_key = key
         if len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
         return opened
@@ -608,7 +623,9 @@ class ShardStream:
 
     def _sample(self, source: int, shard: int, row: int, sample: int) -> Sample:
         src = self.sources[source]
-        ids, lengths = self._shard(source, shard).row(row)
+        ids, lengths, address = self._shard(source, shard).row(row)
+        if self.release_bytes is not None:
+            self._count_mapped(address, ids.nbytes)
         out: Sample = {"input_ids": ids, "doc_lengths": lengths}
         if self.want_position_ids:
             out["position_ids"] = position_ids_from_lengths(lengths, src.seq_len)
@@ -625,14 +642,18 @@ class ShardStream:
             self._open.clear()
             self._caches.clear()
 
-    def _maybe_release(self) -> None:
-        if self.release_every is None:
-            return
-        self._since_release += 1
-        if self._since_release >= self.release_every:
-            self._since_release = 0
-            for opened in self._open.values():
-                opened.release_pages()
+    def _count_mapped(self, address: int, nbytes: int) -> None:
+        """Note the folios a read maps: a fault maps the whole page-cache folio around it (up to 2 MiB)."""
+        first, last = address // _FOLIO_BYTES, (address + nbytes - 1) // _FOLIO_BYTES
+        if first == last:
+            self._mapped.add(first)
+        else:
+            self._mapped.update(range(first, last + 1))
+
+    def _release_pages(self) -> None:
+        self._mapped.clear()
+        for opened in self._open.values():
+            opened.release_pages()
 
     def samples(
         self,
@@ -704,11 +725,13 @@ class ShardStream:
         self, current: list[tuple[int, int, int, int]], ahead: list[tuple[int, int, int, int]] | None
     ) -> Iterator[Sample]:
         remote = any(s.remote for s in self.sources)
+        release = self.release_bytes
         for i, (s, sh, r, x) in enumerate(current):
             if remote and (s, sh) not in self._open:
                 self._prefetch(current[i:] + (ahead or []))
             yield self._sample(s, sh, r, x)
-            self._maybe_release()
+            if release is not None and len(self._mapped) * _FOLIO_BYTES >= release:
+                self._release_pages()
 
     def _prefetch(self, upcoming: list[tuple[int, int, int, int]]) -> None:
         """Ask each remote cache for the shards of the coming samples, in order of need."""
@@ -732,6 +755,8 @@ class ShardStream:
         state["_open"] = OrderedDict()
         state["_caches"] = {}
         state["_orders"] = {}
+        state["_mapped"] = set()
+        state["_last_key"] = None
         return state
 
     def __repr__(self) -> str:
