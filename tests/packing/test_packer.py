@@ -224,3 +224,32 @@ def test_million_token_sequences_from_long_documents(tmp_path: Path, prose_texts
         assert reader.schema.field("input_ids").type.list_size == seq_len
         assert index["packing"]["rows_per_batch"] == 8  # 32 MiB record batches: 8 rows of 4 MiB
         assert reader.num_record_batches == 1 and reader.get_batch(0).num_rows == len(row_fill)
+
+
+def test_rank_tails_are_packed_together_by_the_index_merge(tmp_path: Path) -> None:
+    from packing.format import INDEX_FILE
+
+    class Ids:  # a tokenizer stand-in is not needed: ranks are fed token arrays directly
+        name, fingerprint, vocab_size, eos_id, bos_id = "ids", "0" * 64, 50000, 1, None
+
+    seq_len = 4096
+    rng = np.random.default_rng(3)
+    options = PackOptions(seq_len=seq_len, eos_id=1)
+    sent: dict[str, np.ndarray] = {}
+    for rank in range(3):
+        docs = [rng.integers(2, 50000, size=int(n), dtype=np.uint32) for n in rng.integers(50, 3000, size=40)]
+        ids = [f"r{rank}-{i}" for i in range(len(docs))]
+        with ShardBuilder(tmp_path, Ids(), options, rank=rank, tail_tokens=2 * seq_len) as builder:
+            builder.add_token_arrays(docs, ids)
+        sent.update({i: np.append(d, np.uint32(1)) for i, d in zip(ids, docs, strict=True)})
+    index = merge_ranks(tmp_path, world_size=3)
+    total = sum(len(d) for d in sent.values())
+    assert index["stats"]["tokens"] == total and index["stats"]["documents"] == 120
+    assert index["stats"]["rows"] <= math.ceil(total / seq_len) + 1  # not a part-empty row or two per rank
+    assert any(s["path"].startswith("shard-00003-") for s in index["shards"])
+    documents, _ = read_documents(tmp_path)
+    assert sorted(documents) == sorted(sent)
+    for doc_id, ids in sent.items():
+        np.testing.assert_array_equal(documents[doc_id], ids)
+    first = (tmp_path / INDEX_FILE).read_bytes()
+    assert merge_ranks(tmp_path, world_size=3) == index and (tmp_path / INDEX_FILE).read_bytes() == first
