@@ -235,7 +235,8 @@ class Packer:
         for b, items in enumerate(bins):
             if b in carry:
                 for i in sorted(items):  # back in arrival order, so the next round sees a stable input
-                    self._arrays.append(arrays[i])
+                    # a view would pin its whole source batch for as long as it is carried: keep a copy
+                    self._arrays.append(arrays[i] if arrays[i].base is None else arrays[i].copy())
                     self._ids.append(ids[i])
                     self._offsets.append(offsets[i])
                     self._lengths.append(lens[i])
