@@ -297,6 +297,18 @@ def choose_form(tok: Any, units: list[str], sep: str, probe: int = 64) -> str:
     return "before" if abs(before - joined) <= abs(after - joined) else "after"
 
 
+_UNKNOWN, _PARTIAL = -1, -2
+_TOKEN_CHARS: dict[str, np.ndarray] = {}
+
+
+def _token_chars(tok: Any) -> np.ndarray:
+    """Characters per token id, filled in as ids are met (cached per tokenizer for the process)."""
+    table = _TOKEN_CHARS.get(tok.fingerprint)
+    if table is None:
+        table = _TOKEN_CHARS[tok.fingerprint] = np.full(int(tok.vocab_size) + 1, _UNKNOWN, dtype=np.int64)
+    return table
+
+
 def _encode_joined(tok: Any, pieces: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Ids, per-piece offsets and clean-boundary flags from ONE encode of the joined pieces, or None.
 
@@ -312,12 +324,16 @@ def _encode_joined(tok: Any, pieces: list[str]) -> tuple[np.ndarray, np.ndarray,
     ids = np.asarray(tok.encode(joined), dtype=np.uint32)
     if len(ids) == 0 or tok.decode(ids) != joined:
         return None
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    texts = [tok.decode([int(u)]) for u in uniq]
-    if any("\ufffd" in t for t in texts):  # a token holding part of a character: no character offsets
+    table = _token_chars(tok)
+    missing = np.unique(ids[table[ids] == _UNKNOWN])
+    for u in missing.tolist():
+        text = tok.decode([u])
+        # A token holding part of a character has no length in characters.
+        table[u] = len(text) if "\ufffd" not in text else _PARTIAL
+    lengths = table[ids]
+    if (lengths == _PARTIAL).any():
         return None
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    ends = np.cumsum(lengths[inverse])
+    ends = np.cumsum(lengths)
     if int(ends[-1]) != len(joined):
         return None
     bounds = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)))
