@@ -20,6 +20,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,10 +272,14 @@ def read_results(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any
 
 
 class ResultWriter:
-    """The single writer of results.jsonl: one whole line per write, flushed and fsynced before moving on."""
+    """The single writer of results.jsonl: one whole line per write, flushed and fsynced before moving on.
+
+    `thread` is the one thread the runner writes from, so lines never interleave and keep their order.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("ab")
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-writer")
 
     def write(self, row: dict[str, Any]) -> None:
         self._fh.write(orjson.dumps(row) + b"\n")
@@ -282,6 +287,7 @@ class ResultWriter:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        self.thread.shutdown(wait=True)
         self._fh.close()
 
 
@@ -346,8 +352,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+# Worth another attempt: the server's 429/5xx/malformed replies, and connection, timeout and decoding failures.
+_TRANSIENT = (TransientHTTPError, httpx.TransportError, httpx.DecodingError, json.JSONDecodeError)
+
+
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TransientHTTPError | httpx.TransportError | json.JSONDecodeError)
+    return isinstance(exc, _TRANSIENT)
 
 
 class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
@@ -389,7 +399,7 @@ class Runner:
         self.stats = stats
         self.progress = progress
         self.started = time.monotonic()
-        self.fatal: BaseException | None = None
+        self.pending_writes: set[asyncio.Future] = set()
 
     async def _post_once(self, route: str, body: bytes, timeout: httpx.Timeout) -> httpx.Response:
         response = await self.client.post(route, content=body, timeout=timeout)
@@ -449,7 +459,7 @@ class Runner:
                         text, finish, usage = _extract(response.content, cfg.chat)
                     else:
                         text, finish, usage = "", None, {}
-        except (TransientHTTPError, httpx.TransportError, json.JSONDecodeError) as exc:
+        except _TRANSIENT as exc:
             row.update(status="error", output="", error=f"{type(exc).__name__}: {exc}"[:500])
         else:
             status = response.status_code
@@ -480,7 +490,19 @@ class Runner:
         return row
 
     def record(self, row: dict[str, Any]) -> None:
-        self.writer.write(row)
+        """Hand the row to the writer's thread and move on; it is counted once it is on disk.
+
+        The fsync happens off the event loop, so it stalls neither the requests in flight nor the next one; a
+        sample whose line was not yet written when the run was killed is simply sent again by the next run.
+        """
+        future = asyncio.get_running_loop().run_in_executor(self.writer.thread, self.writer.write, row)
+        self.pending_writes.add(future)
+        future.add_done_callback(lambda done: self._written(row, done))
+
+    def _written(self, row: dict[str, Any], future: asyncio.Future) -> None:
+        self.pending_writes.discard(future)
+        if future.cancelled() or future.exception() is not None:
+            return  # raised by `flush`
         self.stats.sent += 1
         if row["status"] == "ok":
             self.stats.ok += 1
@@ -497,6 +519,11 @@ class Runner:
         if self.progress is not None:
             self._refresh()
             self.progress.update(1)
+
+    async def flush(self) -> None:
+        """Wait for every handed-over row to be written; a write error (disk full, ...) is raised here."""
+        if self.pending_writes:
+            await asyncio.gather(*list(self.pending_writes))
 
     async def check_tokenize(self, sample: dict[str, Any]) -> None:
         """Compare the server's token count of a prompt with the suite's; warn when they disagree."""
@@ -607,6 +634,7 @@ async def _run(
                 await queue.put(None)
             for task in workers:
                 await task
+            await runner.flush()
         finally:
             for task in (producer, *workers):
                 task.cancel()
