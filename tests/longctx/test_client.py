@@ -82,7 +82,7 @@ def _faults_meeting_every_kind(keys: list[str]) -> Faults:
     """The first fault seed under which the suite's first attempts meet every kind of fault."""
     for seed in range(1000):
         faults = Faults(
-            error_rate=0.2, drop_rate=0.1, delay_rate=0.1, malformed_rate=0.1, delay_s=3.0, seed=seed
+            error_rate=0.2, drop_rate=0.1, delay_rate=0.1, malformed_rate=0.1, delay_s=6.0, seed=seed
         )
         if {"500", "429", "drop", "delay", "malformed"} <= {faults.draw(key, 0) for key in keys}:
             return faults
@@ -95,7 +95,7 @@ def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah
         [prompt_key({"prompt": s["prompt"]}) for s in read_samples(niah_suite)]
     )
     with reference_server(cl100k, window_tokens=WINDOW, faults=faults) as server:
-        stats = run_eval(niah_suite, tmp_path, _cfg(server.url, timeout=1.5, concurrency=6))
+        stats = run_eval(niah_suite, tmp_path, _cfg(server.url, timeout=3.0, concurrency=6))
         seen = dict(server.stats.faults)
     assert {"500", "429", "drop", "delay", "malformed"} <= set(seen), seen
     assert stats.failed == 0 and stats.retries >= sum(seen.values())
