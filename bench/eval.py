@@ -9,6 +9,7 @@ The anchor, measured in the same run against the same server and prompts, is lm-
 Target: at 128K tokens the runner's CPU time stays under 5% of a request's wall time.
 
     .venv/bin/python bench/eval.py [--shared ../shared/bench] [--lengths 4k,128k] [--concurrency 1,4,16]
+        [--repeat 3]   # figures are medians of 3 runs, runner and anchor alternating
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -108,6 +110,16 @@ def measure_runner(suite: Path, url: str, concurrency: int, work: Path) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Each figure's median over the runs (outputs from the first run, scores are the same in all)."""
+    out = dict(runs[0])
+    for key in ("rps", "cpu_ms", "latency_ms"):
+        if key in out:
+            out[key] = statistics.median(r[key] for r in runs)
+    out["same_outputs"] = all(r["outputs"] == runs[0]["outputs"] for r in runs)
+    return out
+
+
 def measure_anchor(rows: list[dict], url: str, concurrency: int, length: int) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.models.openai_completions import LocalCompletionsAPI
@@ -147,6 +159,7 @@ def main() -> None:
     parser.add_argument("--samples", default="4k=96,128k=32", help="samples per length")
     parser.add_argument("--window", type=int, default=4096, help="tokens the reference server reads")
     parser.add_argument("--no-anchor", action="store_true", help="skip lm-eval's local-completions")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for name in ("lm-eval", "lm_eval", "httpx"):
@@ -180,7 +193,13 @@ def main() -> None:
                     f"({sum(len(r['prompt']) for r in rows) / len(rows) / 1e6:.2f} MB of text), built in {built:.1f} s"
                 )
                 for c in concurrencies:
-                    ours = measure_runner(suite, url, c, work)
+                    # Runner and anchor alternate, each figure the median of --repeat runs: the machine is shared.
+                    runs, anchors = [], []
+                    for _ in range(args.repeat):
+                        runs.append(measure_runner(suite, url, c, work))
+                        if not args.no_anchor:
+                            anchors.append(measure_anchor(rows, url, c, length))
+                    ours = median_run(runs)
                     share = 100 * ours["cpu_ms"] / ours["latency_ms"]
                     line = (
                         f"eval {label(length):>5} c={c:<2} runner: {ours['rps']:7.2f} req/s, "
@@ -188,8 +207,12 @@ def main() -> None:
                         f"request wall time (score {ours['score']:.1f})"
                     )
                     if not args.no_anchor:
-                        anchor = measure_anchor(rows, url, c, length)
-                        same = anchor["outputs"] == ours["outputs"]
+                        anchor = median_run(anchors)
+                        same = (
+                            anchor["outputs"] == ours["outputs"]
+                            and ours["same_outputs"]
+                            and anchor["same_outputs"]
+                        )
                         line += (
                             f" | anchor lm-eval local-completions: {anchor['rps']:7.2f} req/s, CPU "
                             f"{anchor['cpu_ms']:7.2f} ms/req | ratio req/s {ours['rps'] / anchor['rps']:.2f}x, "
