@@ -46,7 +46,7 @@ def build_command(
     haystack: Annotated[
         str,
         typer.Option(
-            help="default (RULER's per task), noise, essay, a folder, file.parquet, file.jsonl or hf:NAME[:CONFIG][@SPLIT]."
+            help="default (RULER's per task), noise, essay, a folder, file.parquet, file.jsonl or hf:NAME[:CONFIG]\\[@SPLIT]."
         ),
     ] = "default",
     text_field: Annotated[str, typer.Option(help="Text column of a parquet/jsonl/hf haystack.")] = "text",
