@@ -14,20 +14,28 @@ cl100k tokenizer.json for ordinary text.
     python bench/longctx.py --quick --ruler PATH/TO/RULER
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this folder comes first on sys.path, where its files would shadow the packages and standard
+# library modules of the same names (`longctx.py` here, `tokenize.py` beside it); put the repository first
+# instead, before anything imports those modules.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "bench"
 
 
