@@ -8,7 +8,11 @@
 
 Every reader copies each row into one preallocated buffer, so all of them touch the same bytes.
 
-    python bench/stream.py [--bench-dir ../shared/bench] [--work DIR] [--epochs 20]
+    python bench/stream.py [--bench-dir ../shared/bench] [--work DIR] [--epochs 20] [--anchors DIR]
+
+MosaicML streaming and litdata pull a CUDA build of torch as dependencies; install them beside the project
+env instead (``pip install --no-deps --target DIR litdata lightning-utilities boto3 botocore s3transfer
+jmespath``) and pass ``--anchors DIR``.
 """
 
 from __future__ import annotations
@@ -146,6 +150,36 @@ def bench_mosaic(folder: Path, work: Path, order_len: int, epochs: int) -> float
     return n * SEQ_LEN / (time.perf_counter() - t0)
 
 
+def bench_litdata(folder: Path, work: Path, epochs: int) -> float | None:
+    """litdata's StreamingDataset (its own shuffle) over the same rows, written with its `optimize`."""
+    try:
+        from litdata import StreamingDataset, optimize
+    except Exception as e:
+        print(f"litdata: not available ({type(e).__name__}: {e})")
+        return None
+    out_dir = work / "litdata-8k"
+    if not (out_dir / "index.json").exists():
+        rows = np.stack([np.asarray(s["input_ids"]) for s in ShardStream(folder, shuffle=False)])
+        optimize(
+            fn=rows.__getitem__,
+            inputs=list(range(len(rows))),
+            output_dir=str(out_dir),
+            chunk_bytes="8MB",
+            num_workers=1,
+        )
+    ds = StreamingDataset(str(out_dir), shuffle=True, seed=0)
+    out = np.empty(SEQ_LEN, dtype=np.uint32)
+    for sample in ds:  # first pass: chunk files opened
+        out[:] = sample
+    n = 0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for sample in ds:
+            out[:] = sample
+            n += 1
+    return n * SEQ_LEN / (time.perf_counter() - t0)
+
+
 def many_shards(folder: Path, work: Path, count: int) -> Path:
     """`count` one-row shards of 1,024 tokens cut from the bench shards, with a real index."""
     out = work / f"many-{count}"
@@ -186,7 +220,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "longtrove-bench-stream")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--shards", type=int, default=10_000)
+    parser.add_argument(
+        "--anchors",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of anchor packages installed outside the project env (pip install --target)",
+    )
     args = parser.parse_args()
+    sys.path[:0] = [str(p) for p in args.anchors]
     args.work.mkdir(parents=True, exist_ok=True)
     folder = build(args.bench_dir, args.work)
     index = read_index(folder)
@@ -216,6 +258,12 @@ def main() -> None:
         print(
             f"throughput: ShardStream {stream_tps / 1e6:,.0f} M tokens/s vs MosaicML streaming {mosaic / 1e6:,.0f} M tokens/s "
             f"-> ratio {stream_tps / mosaic:.2f}"
+        )
+    lit = bench_litdata(folder, args.work, args.epochs)
+    if lit:
+        print(
+            f"throughput: ShardStream {stream_tps / 1e6:,.0f} M tokens/s vs litdata {lit / 1e6:,.0f} M tokens/s "
+            f"-> ratio {stream_tps / lit:.2f}"
         )
 
     # time to first sample over many shards, checksums on (the default)
