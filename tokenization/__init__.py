@@ -21,4 +21,11 @@ from tokenization.fastpath import FastPathWarning, stress_texts
 from tokenization.loading import load_tokenizer
 from tokenization.tokenizer import Tokenizer, smallest_dtype
 
-__all__ = ["FastPathWarning", "Tokenizer", "TokenizerError", "load_tokenizer", "smallest_dtype", "stress_texts"]
+__all__ = [
+    "FastPathWarning",
+    "Tokenizer",
+    "TokenizerError",
+    "load_tokenizer",
+    "smallest_dtype",
+    "stress_texts",
+]

@@ -399,13 +399,14 @@ def stress_texts() -> list[str]:
 
 
 def first_difference(
-    tok: Tokenizer, texts: Sequence[str], reference: Sequence[np.ndarray] | None = None
+    tok: Tokenizer, texts: Sequence[str], fast: Sequence[np.ndarray] | None = None
 ) -> tuple[int, np.ndarray, np.ndarray] | None:
     """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
     if len(texts) == 0:
         return None
-    fast = tok._encode_tiktoken(texts)
-    slow = reference if reference is not None else tok._encode_hf(texts)
+    if fast is None:
+        fast = tok._encode_tiktoken(texts)
+    slow = tok._encode_hf(texts)
     for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
         if a.shape != b.shape or not np.array_equal(a, b):
             return i, a, b

@@ -235,6 +235,8 @@ def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
     else:
         tok = _load_tiktoken(payload, **options)
     tok.configure_special(**state["special"])
+    if tok.backend == "tiktoken" and tok._is_json:
+        tok.verify_chars = int(state.get("verify_chars", 0))
     return tok
 
 
@@ -290,6 +292,7 @@ def load_tokenizer(
     pad_token: str | None = None,
     fast: bool = True,
     verify_sample: Sequence[str] | None = None,
+    verify_chars: int = 0,
     revision: str | None = None,
     chat_template_name: str | None = None,
     num_threads: int | None = None,
@@ -299,7 +302,8 @@ def load_tokenizer(
     `eos_token` / `bos_token` / `pad_token` set `eos_id` / `bos_id` / `pad_id` (None when not given: a
     document separator is never implied). `fast=False` keeps a tokenizer.json on the `tokenizers` engine;
     `verify_sample` checks the fast path against `tokenizers` on real texts too (a difference falls back to
-    `tokenizers` with a warning naming the first differing text).
+    `tokenizers` with a warning naming the first differing text); `verify_chars=N` does the same on the first N
+    characters of whatever is encoded, so a pipeline proves it on its own input without a separate pass.
     """
     options = {"fast": fast, "chat_template_name": chat_template_name, "num_threads": num_threads}
     text = os.fspath(spec)
@@ -330,6 +334,8 @@ def load_tokenizer(
     tok.configure_special(eos_token=eos_token, bos_token=bos_token, pad_token=pad_token)
     if verify_sample is not None:
         tok.verify_sample(verify_sample)
+    if tok.backend == "tiktoken" and tok._is_json:
+        tok.verify_chars = max(0, int(verify_chars))
     return tok
 
 

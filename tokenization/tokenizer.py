@@ -120,6 +120,9 @@ class Tokenizer:
         self.bos_id: int | None = None
         self.pad_id: int | None = None
         self._special_args: dict[str, str | None] = {}
+        # Characters of real input still to prove against `tokenizers` as they are encoded (load_tokenizer's
+        # verify_chars); 0 once done or when not asked for.
+        self.verify_chars = 0
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_size = 0
@@ -263,7 +266,25 @@ class Tokenizer:
             assert self._tt_full is not None
             return [self._tt_full.encode_to_numpy(t, allowed_special="all") for t in texts]
         if self._tt is not None:
+            if self.verify_chars > 0 and self._is_json:
+                return self._encode_verifying(texts)
             return self._encode_tiktoken(texts)
+        return self._encode_hf(texts)
+
+    def _encode_verifying(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode, proving the fast path on the leading texts until `verify_chars` characters were checked."""
+        from tokenization.fastpath import first_difference
+
+        take, budget = 0, self.verify_chars
+        while take < len(texts) and budget > 0:
+            budget -= len(texts[take])
+            take += 1
+        self.verify_chars = max(budget, 0)
+        encoded = self._encode_tiktoken(texts)
+        sample = list(texts[:take])
+        if first_difference(self, sample, fast=encoded[:take]) is None:
+            return encoded
+        self.verify_sample(sample, what="first input")  # falls back, with the warning naming the text
         return self._encode_hf(texts)
 
     def encode(self, text: str, *, allow_special: bool = False) -> np.ndarray:
@@ -340,6 +361,7 @@ class Tokenizer:
             "special": self._special_args,
             "fast": self._tt is not None,
             "fast_path_reason": self.fast_path_reason,
+            "verify_chars": self.verify_chars,
         }
         from tokenization.loading import _restore
 

@@ -282,6 +282,32 @@ def test_verify_sample_falls_back_on_first_differing_text(bpe_tokenizer_path, tm
     assert load_tokenizer(path, verify_sample=sample[:2]).backend == "tiktoken"
 
 
+def test_verify_chars_proves_the_first_input_as_it_is_encoded(bpe_tokenizer_path, tmp_path):
+    pattern = SPLIT_PATTERN.replace(r"[^\r\n\p{L}\p{N}]", r"[^\r\n\p{L}\p{N}☃]").replace(
+        r"[^\s\p{L}\p{N}]", r"[^\s\p{L}\p{N}☃]"
+    )
+    path = edited_copy(
+        bpe_tokenizer_path,
+        tmp_path / "snowman" / "tokenizer.json",
+        lambda d: d["pre_tokenizer"]["pretokenizers"][0].update(pattern={"Regex": pattern}),
+    )
+    reference = hf_reference(path)
+    # The difference sits inside the verified prefix: this very batch comes from tokenizers, exact.
+    tok = load_tokenizer(path, verify_chars=100)
+    batch = ["fine", "a ☃ here", "more text " * 50]
+    with pytest.warns(FastPathWarning, match=r"first input text #1: 'a ☃ here'"):
+        got = tok.encode_batch(batch)
+    assert [a.tolist() for a in got] == hf_ids(reference, batch)
+    assert tok.backend == "tokenizers"
+    # Beyond the budget nothing more is checked (the budget is spent, the fast path stays).
+    tok = load_tokenizer(path, verify_chars=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tok.encode_batch(["plain words only here", "x"])
+        tok.encode_batch(["a ☃ later"])
+    assert tok.backend == "tiktoken" and tok.verify_chars == 0
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["tiktoken", "tokenizers"])
 def test_special_token_strings_are_plain_text(chat_tokenizer_dir, fast):
     tok = load_tokenizer(chat_tokenizer_dir, eos_token="</s>", bos_token="<s>", fast=fast)
