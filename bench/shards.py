@@ -228,6 +228,7 @@ def main() -> None:
                     lambda: run_datatrove(corpus, tokenizer, work / "dt", client, args.workers), args.repeats
                 )
                 index_128k = run_ours(corpus, tokenizer, work / "ours128k", client, args.workers, 131072)
+                index_1m = run_ours(corpus, tokenizer, work / "ours1m", client, args.workers, 1048576)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         stats = index["stats"]
@@ -245,7 +246,7 @@ def main() -> None:
             f"({args.workers} Dask workers): {dt_tps / 1e6:.2f}M tok/s ({mb / t_dt:.2f} MB/s) | "
             f"ratio {ours_tps / dt_tps:.2f}x"
         )
-        for label, idx in (("8192", index), ("131072", index_128k)):
+        for label, idx in (("8192", index), ("131072", index_128k), ("1048576", index_1m)):
             s = idx["stats"]
             rows = sum(x["rows"] for x in idx["shards"])
             print(
