@@ -474,5 +474,7 @@ def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -
     """Make `tok` encode ordinary text with the converted tiktoken encoding."""
     tok._tt = encoding
     tok._rank_to_id = params["rank_to_id"]
-    tok._preparer = params["preparer"]
+    prep = params["preparer"]
+    identity = prep.normalize is None and not prep.prefix_space and not prep.has_added
+    tok._preparer = None if identity else prep
     tok.fast_path_reason = None
