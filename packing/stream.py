@@ -322,7 +322,6 @@ class ShardStream:
 
         self.sources = [self._load_source(loc, w) for loc, w in _parse_source(source)]
         self._check_mixture()
-        self.is_mixture = isinstance(source, Sequence) and not isinstance(source, str | os.PathLike)
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
         period = 1 if len(self.sources) == 1 else mixture_period
         self._quota = _apportion(weights, period)

@@ -106,6 +106,7 @@ def test_loader_state_counts_what_the_trainer_received_and_resumes_exactly(prose
             state = loader.state_dict()
             break
     assert state["consumed"] == 2 * 80
+    assert got + loader_ids(loader) == whole  # the same loader, iterated again, picks up after the break
     resumed = make()
     resumed.load_state_dict(state)
     assert len(resumed) == -(-(len(whole) - 80) // 8)
