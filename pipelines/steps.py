@@ -552,7 +552,13 @@ def demo_stage(ctx: Any) -> dict[str, Any]:
         eos=DEMO_EOS,
     )
     workers = getattr(getattr(ctx.recipe, "executor", None), "workers", None)
-    index = pack_inputs([str(p) for p in curated], config, workers=workers, progress=False)
+    try:  # the cluster the curation ran on, when the caller keeps one open
+        from distributed import default_client
+
+        client = default_client()
+    except ValueError:
+        client = None
+    index = pack_inputs([str(p) for p in curated], config, workers=workers, client=client, progress=False)
     stats = index["stats"]
     rows = sum(s["rows"] for s in index["shards"])
     return {

@@ -276,3 +276,26 @@ def test_bad_jsonl_lines_stop_or_are_counted_and_hf_datasets_are_read(
     expected = [json.loads(line) for line in (corpus / "part-2.jsonl").read_text().splitlines()]
     documents, _ = read_documents(tmp_path / "hf")
     assert sorted(documents) == sorted(r["id"] for r in expected if r["text"])
+
+
+def test_demo_stage_packs_the_curated_documents(tmp_path: Path, prose_texts: list[str], dask_client) -> None:
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from pipelines.steps import DEMO_SEQ_LEN, demo_stage
+
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    texts = prose_texts[:30]
+    pq.write_table(pa.table({"id": [f"c{i}" for i in range(30)], "text": texts}), curated / "00000.parquet")
+    ctx = SimpleNamespace(out_dir=tmp_path, curated_dir=curated, recipe=None)
+    summary = demo_stage(ctx)
+    index = read_index(tmp_path / "shards")
+    assert summary["documents"] == index["stats"]["documents"] == 30
+    assert summary["tokens"] == index["stats"]["tokens"] and summary["seq_len"] == DEMO_SEQ_LEN
+    assert verify_shards(tmp_path / "shards") == []
+    tokenizer = (tmp_path / "tokenizer" / "tokenizer.json").read_bytes()
+    demo_stage(ctx)  # trained again from the same text: the same tokenizer and the same shards
+    assert (tmp_path / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer
+    assert read_index(tmp_path / "shards")["shards"] == index["shards"]
