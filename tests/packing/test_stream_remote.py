@@ -37,7 +37,13 @@ def test_remote_stream_matches_the_local_one_within_a_bounded_cache(
     budget = 6 * biggest
     local = ShardStream(prose_shards, seed=3, shuffle_block=64, with_index=True)
     remote = ShardStream(
-        remote_url, seed=3, shuffle_block=64, with_index=True, cache_dir=tmp_path, cache_bytes=budget, prefetch=2
+        remote_url,
+        seed=3,
+        shuffle_block=64,
+        with_index=True,
+        cache_dir=tmp_path,
+        cache_bytes=budget,
+        prefetch=2,
     )
     peak = 0
     count = 0
