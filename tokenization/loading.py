@@ -51,9 +51,7 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
 
     cached = try_to_load_from_cache(repo_id, "tokenizer.json", revision=revision)
     if isinstance(cached, str):
-        for extra in ("tokenizer_config.json", "chat_template.jinja"):
-            try_to_load_from_cache(repo_id, extra, revision=revision)
-        return Path(cached)
+        return Path(cached)  # its snapshot folder also holds tokenizer_config.json when that was downloaded
     if _hub_offline():
         raise TokenizerError(
             f"tokenizer {repo_id!r}: not a local path, not a tiktoken encoding, and not in the Hugging Face cache "
