@@ -243,6 +243,48 @@ def _spread(quota: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return src[order].astype(np.int64), rank[order].astype(np.int64)
 
 
+class _BlockOrder:
+    """A block shuffle computed on demand: shards in a seeded order, then samples shuffled per block.
+
+    The shards' rows are laid out in the shuffled shard order; position p belongs to block p // block,
+    whose permutation is seeded by (seed, source, pass, block). Memory is one entry a shard plus the few
+    blocks in use, whatever the number of samples.
+    """
+
+    def __init__(self, cum_rows: np.ndarray, block: int, key: tuple[int, int, int]) -> None:
+        self.block = block
+        self.key = key
+        self.n = int(cum_rows[-1])
+        rows = np.diff(cum_rows)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*key, 2**32])))
+        shard_order = rng.permutation(len(rows))
+        self.starts = cum_rows[:-1][shard_order]  # first sample of each laid-out shard
+        self.laid = np.zeros(len(rows) + 1, dtype=np.int64)  # where each laid-out shard begins
+        np.cumsum(rows[shard_order], out=self.laid[1:])
+        self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _perm(self, b: int) -> np.ndarray:
+        perm = self._blocks.get(b)
+        if perm is None:
+            size = min(self.block, self.n - b * self.block)
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*self.key, b])))
+            perm = rng.permutation(size)
+            self._blocks[b] = perm
+            if len(self._blocks) > 4:
+                self._blocks.popitem(last=False)
+        return perm
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        blocks = positions // self.block
+        laid = np.empty(len(positions), dtype=np.int64)
+        for b in np.unique(blocks).tolist():
+            sel = blocks == b
+            laid[sel] = b * self.block + self._perm(b)[positions[sel] - b * self.block]
+        shard = np.searchsorted(self.laid, laid, side="right") - 1
+        return self.starts[shard] + (laid - self.laid[shard])
+
+
 # -- the stream ---------------------------------------------------------------------------------
 
 
@@ -394,8 +436,12 @@ class ShardStream:
 
     # -- the order ------------------------------------------------------------------------------
 
-    def _order(self, source: int, pass_: int) -> np.ndarray:
-        """Sample indices of one pass over one source: a permutation seeded by (seed, source, pass)."""
+    def _order(self, source: int, pass_: int) -> np.ndarray | _BlockOrder:
+        """Sample indices of one pass over one source: a permutation seeded by (seed, source, pass).
+
+        Indexed with an array of positions. The global shuffle holds the whole permutation (4 bytes a
+        sample); the block shuffle computes blocks on demand, so its memory does not grow with the data.
+        """
         key = (source, pass_)
         order = self._orders.get(key)
         if order is not None:
@@ -405,21 +451,12 @@ class ShardStream:
         dtype = np.uint32 if n < 2**32 else np.int64
         if not self.shuffle:
             order = np.arange(n, dtype=dtype)
-        else:
+        elif self.shuffle_block is None:
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, source, pass_])))
-            if self.shuffle_block is None:
-                order = np.arange(n, dtype=dtype)
-                rng.shuffle(order)
-            else:
-                rows = np.diff(src.cum_rows)
-                shard_order = rng.permutation(len(rows))
-                lengths = rows[shard_order]
-                starts = src.cum_rows[:-1][shard_order]
-                first = np.zeros(len(lengths), dtype=np.int64)
-                np.cumsum(lengths[:-1], out=first[1:])
-                order = (np.arange(n, dtype=np.int64) + np.repeat(starts - first, lengths)).astype(dtype)
-                for lo in range(0, n, self.shuffle_block):
-                    rng.shuffle(order[lo : lo + self.shuffle_block])
+            order = np.arange(n, dtype=dtype)
+            rng.shuffle(order)
+        else:
+            order = _BlockOrder(src.cum_rows, self.shuffle_block, (self.seed, source, pass_))
         # keep the two most recent passes: a chunk may straddle a pass boundary
         if len(self._orders) >= 2 * len(self.sources):
             self._orders.pop(next(iter(self._orders)))
