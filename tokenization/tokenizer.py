@@ -233,7 +233,10 @@ class Tokenizer:
                 from tokenizers import Tokenizer as HFTokenizer
 
                 assert self._hf_json is not None
-                self._hf_special = HFTokenizer.from_str(self._hf_json)
+                special = HFTokenizer.from_str(self._hf_json)
+                special.no_padding()  # a tokenizer.json may carry a truncation/padding setup: ids are never cut
+                special.no_truncation()
+                self._hf_special = special
             hf = self._hf_special
         assert hf is not None
         encode = getattr(hf, "encode_batch_fast", hf.encode_batch)

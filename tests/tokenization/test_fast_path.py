@@ -329,6 +329,28 @@ def test_special_token_strings_plain_text_for_tiktoken_encoding():
     assert tok.encode("a<|endoftext|>", allow_special=True).tolist()[-1] == 100257
 
 
+def test_truncation_and_padding_in_the_file_never_cut_ids(bpe_tokenizer_path, tmp_path):
+    def truncate(d):
+        d["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+        d["padding"] = {
+            "strategy": {"Fixed": 16},
+            "direction": "Right",
+            "pad_to_multiple_of": None,
+            "pad_id": 3,
+            "pad_type_id": 0,
+            "pad_token": "<pad>",
+        }
+
+    path = edited_copy(bpe_tokenizer_path, tmp_path / "trunc" / "tokenizer.json", truncate)
+    text = "a sentence long enough to need more than eight tokens, and then some more words"
+    full = load_tokenizer(bpe_tokenizer_path, fast=False).encode(text).tolist()
+    assert len(full) > 16
+    for fast in (True, False):
+        tok = load_tokenizer(path, fast=fast)
+        assert tok.encode(text).tolist() == full
+        assert tok.encode(text, allow_special=True).tolist() == full
+
+
 def test_round_trip_counts_and_threads(bpe_tokenizer_path, prose_texts):
     tok = load_tokenizer(bpe_tokenizer_path)
     texts = _texts(prose_texts)
