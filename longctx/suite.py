@@ -172,9 +172,14 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # A rebuilt suite must not look finished before it is: drop the old suite.json first.
+    # A rebuilt suite must not look finished before it is: drop the old suite.json first, and the files of
+    # an older suite that this one will not rewrite (a reader globbing <task>/<length>.jsonl would mix them in).
     (out / "suite.json").unlink(missing_ok=True)
     jobs = plan(cfg)
+    keep = {f"{j.task}/{format_length(j.length)}.jsonl" for j in jobs}
+    for old in out.glob("*/*.jsonl"):
+        if old.parent.name in TASKS and f"{old.parent.name}/{old.name}" not in keep:
+            old.unlink()
     files: list[dict[str, Any]] = []
     current: list[str] = []
     key: tuple[str, int] | None = None

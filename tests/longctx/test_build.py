@@ -141,6 +141,17 @@ def test_all_tasks_include_qa_only_with_data(tmp_path: Path, prose_texts: list[s
     ]
 
 
+def test_rebuilding_into_a_folder_drops_the_older_suites_files(tmp_path: Path) -> None:
+    out = tmp_path / "suite"
+    first = SuiteConfig(tokenizer=CL100K_OFFLINE, tasks=["niah_single_1", "vt"], lengths=[4096], samples=1)
+    build_suite(first, out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    second = SuiteConfig(tokenizer=CL100K_OFFLINE, tasks=["vt"], lengths=[4096], samples=2)
+    meta = build_suite(second, out, progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.jsonl")) == ["vt/4k.jsonl"]
+    assert (out / "notes.txt").read_text() == "mine" and [f["samples"] for f in meta["files"]] == [2]
+
+
 def test_unreadable_suite_json_is_named(tmp_path: Path) -> None:
     (tmp_path / "suite.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="suite.json: not a longtrove.longctx-suite"):
