@@ -123,6 +123,8 @@ class ShardCache:
         if self.prefetch_depth == 0:
             return
         self._check_fork()
+        with self._lock:  # forget shards fetched for a read order that was abandoned
+            self._pending &= {sha for _, sha in entries} | set(self._inflight)
         for relpath, sha256 in entries:
             with self._lock:
                 if len(self._pending) >= self.prefetch_depth:  # fetched or on the way, not yet used

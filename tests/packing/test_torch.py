@@ -136,3 +136,14 @@ def test_loader_elastic_resume_from_four_ranks_to_three(prose_shards: Path) -> N
         loader.load_state_dict(states[0])
         seen += loader_ids(loader)
     assert sorted(seen) == list(range(n))
+
+
+def test_dataloader_workers_read_a_remote_folder_through_their_cache(
+    prose_shards: Path, tmp_path: Path
+) -> None:
+    url = f"file://{prose_shards}"  # a real fsspec filesystem: shards go through the cache
+    for shuffle_block in (None, 128):
+        kw = {"rank": 0, "world_size": 2, "seed": 4, "with_index": True, "shuffle_block": shuffle_block}
+        expected = [int(s["sample_id"]) for s in ShardStream(prose_shards, **kw)]
+        remote = ShardStream(url, cache_dir=tmp_path / str(shuffle_block), **kw)
+        assert loader_ids(StreamLoader(remote, batch_size=32, num_workers=2)) == expected
