@@ -378,8 +378,10 @@ class ShardStream:
         self.samples_per_epoch = (
             int(samples_per_epoch) if samples_per_epoch is not None else self._first_full_pass()
         )
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
         if self.samples_per_epoch < 1:
-            raise ValueError("the source holds no samples")
+            raise ShardFormatError(f"{self.sources[0].index_name}: holds no samples (no rows in any shard)")
 
         self._epoch = 0
         self._start = 0  # global offset in the epoch where the current pass of this rank began
