@@ -471,13 +471,17 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 8 * 1024 * 1024) -> s
     return sha.hexdigest()
 
 
-def verify_shards(folder: str | os.PathLike[str], index: dict[str, Any] | None = None) -> list[str]:
+def verify_shards(
+    folder: str | os.PathLike[str], index: dict[str, Any] | None = None, *, progress: bool = False
+) -> list[str]:
     """Check every shard against the index: checksum, rows, tokens, schema. Returns the problems found."""
+    from tqdm.auto import tqdm
+
     folder = Path(folder)
     index = read_index(folder) if index is None else index
     problems = []
     expected_schema = shard_schema(index["seq_len"], index["dtype"])
-    for shard in index["shards"]:
+    for shard in tqdm(index["shards"], desc="verify", unit="shard", disable=not progress):
         path = folder / shard["path"]
         if not path.is_file():
             problems.append(f"{path}: missing")

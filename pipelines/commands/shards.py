@@ -148,7 +148,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         except ShardFormatError as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
-        problems = verify_shards(folder, index) if verify else None
+        problems = verify_shards(folder, index, progress=not as_json) if verify else None
         if as_json:
             rows = sum(s["rows"] for s in index["shards"])
             capacity = rows * index["seq_len"]
