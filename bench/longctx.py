@@ -132,19 +132,24 @@ def ruler_anchor(ruler: Path, length: int, samples: int, work: Path) -> tuple[fl
     return seconds, [int(r["length"]) for r in rows]
 
 
-def ours_same(tokenizer: str, length: int, samples: int) -> tuple[float, list[int]]:
-    from longctx.tasks import TASKS, BuildContext, build_sample
-    from tokenization import load_tokenizer
+def ours_same(tokenizer: str, length: int, samples: int, work: Path) -> tuple[float, list[int]]:
+    """The same task, length and sample count through our command line in a fresh process, as RULER runs."""
+    out = work / "ours"
+    cmd = [
+        sys.executable, "-m", "pipelines.cli", "longctx", "build", "--tokenizer", tokenizer,
+        "--tasks", "niah_single_1", "--lengths", str(length), "--samples", str(samples), "--no-progress",
+        "--out", str(out),
+    ]  # fmt: skip
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    seconds = time.perf_counter() - t
+    from longctx.tasks import format_length
 
-    t = time.perf_counter()  # counted from the start, tokenizer loading included, as RULER's run is
-    tok = load_tokenizer(tokenizer, num_threads=1)
-    ctx = BuildContext(tok)
-    ctx.chat = None
-    lengths = []
-    for i in range(samples):
-        line = build_sample(ctx, TASKS["niah_single_1"], length, 50.0, seed=100 + i, index=i)
-        lengths.append(line["token_count"] + line["reserve"])
-    return time.perf_counter() - t, lengths
+    rows = [
+        json.loads(x)
+        for x in (out / "niah_single_1" / f"{format_length(length)}.jsonl").read_text().splitlines()
+    ]
+    return seconds, [r["token_count"] + r["reserve"] for r in rows]
 
 
 def main() -> None:
@@ -193,7 +198,7 @@ def main() -> None:
         if args.ruler is not None:
             length = parse_length(args.ruler_length)
             ruler = ruler_anchor(args.ruler, length, args.ruler_samples, work)
-            ours_s, ours_len = ours_same(tokenizer, length, args.ruler_samples)
+            ours_s, ours_len = ours_same(tokenizer, length, args.ruler_samples, work)
             target = length
             print(
                 f"ours  niah_single_1 @ {length}: {args.ruler_samples} samples in {ours_s:.2f} s; prompt+answer budget "

@@ -12,6 +12,7 @@ Task names, templates, answer prefixes, needle wording and answer budgets (`max_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 import uuid
@@ -130,6 +131,9 @@ TASKS: dict[str, TaskSpec] = {
     ]
 }
 QA_TASKS = ("qa_1", "qa_2")
+DISTRACTOR_POOL_TOKENS = (
+    1_300_000  # the distractor pool of niah_multikey_2/3 covers 1M tokens without repeats
+)
 # RULER's needle depths: 40 points from 0 to 100 percent.
 RULER_DEPTHS = np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)
 
@@ -312,6 +316,33 @@ class BuildContext:
         self.qa_data = qa_data or {}
         self._haystacks: dict[str, tuple[Haystack, TokenizedUnits]] = {}
         self._qa_tokens: dict[str, np.ndarray] = {}
+        self._distractors: dict[tuple[str, str], tuple[TokenizedUnits, list[str]]] = {}
+
+    def distractors(self, type_k: str, type_v: str) -> tuple[TokenizedUnits, list[str]]:
+        """RULER's needle haystack: a fixed pool of random needles (about 1.3M tokens), and their keys.
+
+        The pool is seeded by the needle types alone, so every process builds the same one.
+        """
+        key = (type_k, type_v)
+        if key not in self._distractors:
+            seed = int.from_bytes(
+                hashlib.sha256(f"distractors/{type_k}/{type_v}".encode()).digest()[:8], "little"
+            )
+            n = 1024
+            while True:
+                draws = Draws(np.random.default_rng(seed))
+                keys, values = draws.draw(type_k, n), draws.draw(type_v, n)
+                texts = [
+                    NEEDLE.format(type_needle_v=type_v, key=k, value=v)
+                    for k, v in zip(keys, values, strict=True)
+                ]
+                units = tokenize_units(self.tok, texts, "\n")
+                total = int(units.counts.sum())
+                if total >= DISTRACTOR_POOL_TOKENS:
+                    break
+                n = int(n * DISTRACTOR_POOL_TOKENS / max(total, 1) * 1.02) + 1
+            self._distractors[key] = (units, keys)
+        return self._distractors[key]
 
     def qa_document_tokens(self, task: str) -> np.ndarray:
         """Token counts of the QA documents of `task`, counted once."""
@@ -432,26 +463,17 @@ def draft_niah(
     )
     notes: list[str] = []
     if a["type_haystack"] == "needle":
-        per = _probe(
-            ctx,
-            [
-                NEEDLE.format(type_needle_v=tv, key=k, value=v)
-                for k, v in zip(draws.draw(tk, 32), draws.draw(tv, 32), strict=True)
-            ],
-            "\n",
-        )
-
-        def make(n: int) -> tuple[list[str], None]:
-            ks, vs = draws.draw(tk, n), draws.draw(tv, n)
-            return [
-                NEEDLE.format(type_needle_v=tv, key=k, value=v)
-                for k, v in zip(ks, vs, strict=True)
-                if k not in keys
-            ], None
-
-        units, _ = _generated_units(ctx, make, "\n", target, per)
-        order = np.arange(len(units), dtype=np.int64)
-        prov = {"source": "needle", "kind": "distractor needles"}
+        # Distractor needles come from a pool tokenized once per process; each sample starts at its own
+        # place in it and leaves out any distractor that shares a key with its needles.
+        units, pool_keys = ctx.distractors(tk, tv)
+        start = int(rng.integers(0, len(units)))
+        order, repeats = needed_units(units.counts, start, target)
+        clash = np.flatnonzero(np.isin(np.asarray(pool_keys, dtype=object), keys))
+        if len(clash):
+            order = order[~np.isin(order, clash)]
+        prov = {"source": "needle", "kind": "distractor needles", "pool": len(units), "start_unit": start}
+        if repeats > 1:
+            notes = [f"distractor needles repeated {repeats:.2f}x to reach the length"]
     else:
         units, order, prov, notes = _fixed_haystack(ctx, a["type_haystack"], rng, target)
     return Draft(
