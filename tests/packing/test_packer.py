@@ -253,3 +253,20 @@ def test_rank_tails_are_packed_together_by_the_index_merge(tmp_path: Path) -> No
         np.testing.assert_array_equal(documents[doc_id], ids)
     first = (tmp_path / INDEX_FILE).read_bytes()
     assert merge_ranks(tmp_path, world_size=3) == index and (tmp_path / INDEX_FILE).read_bytes() == first
+
+
+def test_bos_and_eos_wrap_every_document_and_pad_id_is_configurable(
+    tmp_path: Path, prose_texts: list[str], bpe_tokenizer_path: Path
+) -> None:
+    from tokenization import load_tokenizer
+
+    tok = load_tokenizer(bpe_tokenizer_path, eos_token="</s>", bos_token="<s>")
+    options = resolve_options(tok, seq_len=256, use_bos=True, pad_id=3)
+    assert (options.bos_id, options.eos_id, options.resolved_pad_id) == (tok.bos_id, tok.eos_id, 3)
+    index = build_shards(prose_texts[:12], tok, tmp_path, options)
+    assert index["tokenizer"]["bos_id"] == tok.bos_id and index["tokenizer"]["pad_id"] == 3
+    documents, _ = read_documents(tmp_path)  # also checks that every row is padded with id 3
+    for i, text in enumerate(prose_texts[:12]):
+        ids = documents[str(i)]
+        assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+        np.testing.assert_array_equal(ids[1:-1], tok.encode(text))
