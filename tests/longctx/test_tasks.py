@@ -209,6 +209,16 @@ def test_qa_puts_the_gold_document_at_its_depth_and_hits_the_length(chat_tok, qa
         assert line["references"] == record["answers"]
 
 
+@pytest.mark.slow
+def test_one_million_tokens_exact_for_qa(cl100k_ctx: BuildContext, qa_file: Path) -> None:
+    data = load_qa(qa_file)
+    ctx = BuildContext(cl100k_ctx.tok, qa_data={"qa_1": data, "qa_2": data})
+    for task in QA_TASKS:
+        line = build_sample(ctx, TASKS[task], 1 << 20, 50.0, seed=7, index=0)
+        assert len(ctx.tok.encode(line["prompt"])) == (1 << 20) - 32 == line["token_count"]
+        assert any("QA documents repeated" in n for n in line["notes"])  # 60 short records cannot fill 1M
+
+
 def test_qa_data_errors_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"context": "x", "question": "q", "answers": ["a"]}\n{"context": 3, "question": "q"}\n')
