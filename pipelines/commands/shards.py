@@ -97,9 +97,10 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         from pipelines.steps import InputError, ShardsConfig, pack_inputs
 
         try:
+            # absolute paths: workers of a remote scheduler do not share this shell's working directory
             config = ShardsConfig(
-                output_folder=str(out),
-                tokenizer=tokenizer,
+                output_folder=str(out.resolve()),
+                tokenizer=str(Path(tokenizer).resolve()) if Path(tokenizer).exists() else tokenizer,
                 seq_len=seq_len,
                 eos=eos,
                 eos_id=eos_id,
