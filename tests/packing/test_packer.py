@@ -11,19 +11,9 @@ import pyarrow as pa
 import pytest
 
 from packing.build import PackOptions, ShardBuilder, build_shards, merge_ranks, resolve_options
-from packing.format import read_index, verify_shards
+from packing.format import ShardWriter, open_shard, read_index, verify_shards
 from packing.packer import Packer
 from tests.conftest import CL100K_OFFLINE
-
-
-class RowCollector:
-    """A sink that keeps rows in memory, to look at the packer alone."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[list[np.ndarray], list[str], list[int]]] = []
-
-    def write_segments(self, segments, *, doc_ids=None, doc_offsets=None) -> None:
-        self.rows.append(([np.array(s) for s in segments], list(doc_ids), list(doc_offsets)))
 
 
 def read_documents(folder: Path) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -112,31 +102,50 @@ def test_a_document_over_100_rows_long_is_split_or_dropped_and_counted(tmp_path:
     long_doc = rng.integers(0, 4000, size=100 * seq_len + 100, dtype=np.uint32)
     short = [rng.integers(0, 4000, size=n, dtype=np.uint32) for n in (100, 212, 50)]
 
-    sink = RowCollector()
-    packer = Packer(sink, seq_len)
+    writer = ShardWriter(tmp_path / "split", seq_len=seq_len, pad_id=0)
+    packer = Packer(writer, seq_len)
     packer.add_batch([short[0], long_doc, short[1], short[2]], ["a", "long", "b", "c"])
     stats = packer.finish()
     assert stats.split_documents == 1 and stats.documents == 4 and stats.rows == 101
     assert stats.tokens == len(long_doc) + 362 and stats.padding_tokens == 101 * seq_len - stats.tokens
-    chunks = [(row[2][0], row[0][0]) for row in sink.rows if row[1] == ["long"]]
-    assert [offset for offset, _ in chunks] == [i * seq_len for i in range(100)]
-    remainder = [
-        (seg, off)
-        for segs, ids, offs in sink.rows
-        for seg, i, off in zip(segs, ids, offs, strict=True)
-        if i == "long" and off == 100 * seq_len
+    table = open_shard(tmp_path / "split" / writer.close()[0]["path"])
+    segments = [
+        (doc_id, offset)
+        for ids, offsets in zip(
+            table.column("doc_ids").to_pylist(), table.column("doc_offsets").to_pylist(), strict=True
+        )
+        for doc_id, offset in zip(ids, offsets, strict=True)
     ]
-    np.testing.assert_array_equal(remainder[0][0], long_doc[100 * seq_len :])
+    assert [offset for doc_id, offset in segments if doc_id == "long"] == [i * seq_len for i in range(101)]
+    documents = _documents_of(table, seq_len)
+    np.testing.assert_array_equal(documents["long"], long_doc)  # 100 full rows + the packed remainder
 
-    sink = RowCollector()
-    packer = Packer(sink, seq_len, on_long="drop")
+    writer = ShardWriter(tmp_path / "drop", seq_len=seq_len, pad_id=0)
+    packer = Packer(writer, seq_len, on_long="drop")
     packer.add_batch([short[0], long_doc, short[1]], ["a", "long", "b"])
     stats = packer.finish()
     assert (
         stats.dropped_documents == 1 and stats.dropped_tokens == len(long_doc) and stats.split_documents == 0
     )
     assert stats.documents == 2 and stats.rows == 1 and stats.tokens == 312
-    assert all("long" not in ids for _, ids, _ in sink.rows)
+    documents = _documents_of(open_shard(tmp_path / "drop" / writer.close()[0]["path"]), seq_len)
+    assert sorted(documents) == ["a", "b"]
+
+
+def _documents_of(table: pa.Table, seq_len: int) -> dict[str, np.ndarray]:
+    ids = table.column("input_ids").combine_chunks().flatten().to_numpy().reshape(-1, seq_len)
+    pieces: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for row, lengths, doc_ids, offsets in zip(
+        ids,
+        table.column("doc_lengths").to_pylist(),
+        table.column("doc_ids").to_pylist(),
+        table.column("doc_offsets").to_pylist(),
+        strict=True,
+    ):
+        bounds = np.cumsum([0, *lengths])
+        for i, (doc_id, offset) in enumerate(zip(doc_ids, offsets, strict=True)):
+            pieces[doc_id].append((offset, row[bounds[i] : bounds[i + 1]]))
+    return {k: np.concatenate([p for _, p in sorted(v, key=lambda x: x[0])]) for k, v in pieces.items()}
 
 
 def test_empty_and_zero_token_documents_make_no_rows(tmp_path: Path, bpe_tokenizer_path: Path) -> None:
@@ -161,19 +170,21 @@ def test_empty_and_zero_token_documents_make_no_rows(tmp_path: Path, bpe_tokeniz
     assert sorted(documents) == ["h", "m"] and row_fill == [sum(len(d) for d in documents.values())]
 
 
-def test_padding_near_the_lower_bound_at_8k_and_128k() -> None:
+def test_padding_near_the_lower_bound_at_8k_and_128k(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    sizes = rng.lognormal(7.2, 1.4, size=6000).astype(np.int64) + 1  # heavy-tailed, like real documents
-    source = np.zeros(int(sizes.max()), dtype=np.uint32)
+    sizes = rng.lognormal(7.2, 1.4, size=3000).astype(np.int64) + 1  # heavy-tailed, like real documents
+    source = rng.integers(0, 60000, size=int(sizes.max()), dtype=np.uint32)
     for seq_len in (8192, 131072):
-        sink = RowCollector()
-        packer = Packer(sink, seq_len, pool_tokens=max(2_000_000, 8 * seq_len))  # several rounds
+        # uint16 shards: half the bytes to write for the same rows
+        writer = ShardWriter(tmp_path / str(seq_len), seq_len=seq_len, pad_id=0, dtype="uint16")
+        packer = Packer(writer, seq_len, pool_tokens=max(2_000_000, 8 * seq_len))  # several rounds
         for n in sizes:
             packer.add(source[:n])
         stats = packer.finish()
+        entries = writer.close()
         total = int(sizes.sum())
-        assert stats.tokens == total
-        assert stats.rows <= math.ceil(total / seq_len) + 1
+        assert stats.tokens == total == sum(e["tokens"] for e in entries)
+        assert stats.rows == sum(e["rows"] for e in entries) <= math.ceil(total / seq_len) + 1
         # all padding but that of the last row or two is gone
         assert stats.padding_tokens - (math.ceil(total / seq_len) * seq_len - total) <= 0.005 * total
 
@@ -226,22 +237,22 @@ def test_million_token_sequences_from_long_documents(tmp_path: Path, prose_texts
         assert reader.num_record_batches == 1 and reader.get_batch(0).num_rows == len(row_fill)
 
 
-def test_rank_tails_are_packed_together_by_the_index_merge(tmp_path: Path) -> None:
+def test_rank_tails_are_packed_together_by_the_index_merge(tmp_path: Path, bpe_tokenizer_path: Path) -> None:
     from packing.format import INDEX_FILE
+    from tokenization import load_tokenizer
 
-    class Ids:  # a tokenizer stand-in is not needed: ranks are fed token arrays directly
-        name, fingerprint, vocab_size, eos_id, bos_id = "ids", "0" * 64, 50000, 1, None
+    tok = load_tokenizer(bpe_tokenizer_path)  # only its identity is used: ranks are fed token arrays
 
     seq_len = 4096
     rng = np.random.default_rng(3)
-    options = PackOptions(seq_len=seq_len, eos_id=1)
+    options = PackOptions(seq_len=seq_len, eos_id=2)
     sent: dict[str, np.ndarray] = {}
     for rank in range(3):
-        docs = [rng.integers(2, 50000, size=int(n), dtype=np.uint32) for n in rng.integers(50, 3000, size=40)]
+        docs = [rng.integers(3, 4000, size=int(n), dtype=np.uint32) for n in rng.integers(50, 3000, size=40)]
         ids = [f"r{rank}-{i}" for i in range(len(docs))]
-        with ShardBuilder(tmp_path, Ids(), options, rank=rank, tail_tokens=2 * seq_len) as builder:
+        with ShardBuilder(tmp_path, tok, options, rank=rank, tail_tokens=2 * seq_len) as builder:
             builder.add_token_arrays(docs, ids)
-        sent.update({i: np.append(d, np.uint32(1)) for i, d in zip(ids, docs, strict=True)})
+        sent.update({i: np.append(d, np.uint32(2)) for i, d in zip(ids, docs, strict=True)})
     index = merge_ranks(tmp_path, world_size=3)
     total = sum(len(d) for d in sent.values())
     assert index["stats"]["tokens"] == total and index["stats"]["documents"] == 120
