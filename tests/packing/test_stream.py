@@ -45,10 +45,14 @@ def read_rows(folder: Path) -> tuple[np.ndarray, list[np.ndarray]]:
 def prose_shards(
     tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer_path: Path, prose_texts: list[str]
 ) -> Path:
-    """About 1,700 rows of 64 tokens in about 55 shards of at most 32 rows."""
-    return build_folder(
-        prose_texts, str(bpe_tokenizer_path), tmp_path_factory.mktemp("prose") / "shards", SEQ_LEN, 32
-    )
+    """About 1,700 rows of 64 tokens in about 55 shards of at most 32 rows.
+
+    The other stream test modules reuse this fixture; the folder is built once per session.
+    """
+    out = tmp_path_factory.getbasetemp() / "stream-prose" / "shards"
+    if (out / INDEX_FILE).exists():
+        return out
+    return build_folder(prose_texts, str(bpe_tokenizer_path), out, SEQ_LEN, 32)
 
 
 @pytest.fixture(scope="session")
