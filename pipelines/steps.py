@@ -184,9 +184,10 @@ class FilesReader(PipelineStep):
     """Read parquet and jsonl files, sharing them out over ranks as one list (file i goes to rank i % ranks).
 
     datatrove's readers each share out their own files, so two readers with one file each would both give
-    it to rank 0; here the files of both formats are dealt out together. A jsonl line that is not a JSON
-    object stops the run naming file and line, or is counted in `bad_records` with `skip_bad_records`
-    (datatrove's JsonlReader would log it and go on).
+    it to rank 0; here the files of both formats (and of any fsspec filesystems) are dealt out together.
+    `files` holds (root, path under root) pairs; roots are local folders or fsspec URLs. A jsonl line that is
+    not a JSON object stops the run naming file and line, or is counted in `bad_records` with
+    `skip_bad_records` (datatrove's JsonlReader would log it and go on).
     """
 
     name = "📂 parquet+jsonl"
@@ -194,8 +195,7 @@ class FilesReader(PipelineStep):
 
     def __init__(
         self,
-        root: str,
-        files: list[str],
+        files: list[tuple[str, str]],
         *,
         adapter: Any,
         text_key: str = "text",
@@ -205,30 +205,45 @@ class FilesReader(PipelineStep):
         counter_key: str = "",
     ):
         super().__init__()
-        from datatrove.pipeline.readers import JsonlReader, ParquetReader
-
-        self.files = list(files)
+        self.files = [tuple(f) for f in files]
+        self.adapter = adapter
+        self.text_key = text_key
+        self.id_key = id_key
+        self.parquet_columns_only = parquet_columns_only
         self.skip_bad_records = skip_bad_records
         self.counter_key = counter_key
-        self.parquet = ParquetReader(
-            root, adapter=adapter, text_key=text_key, id_key=id_key, read_metadata=not parquet_columns_only
-        )
-        self.jsonl = JsonlReader(root, adapter=adapter, text_key=text_key, id_key=id_key)
+        self._readers: dict[tuple[str, str], Any] = {}
+
+    def _reader(self, root: str, kind: str) -> Any:
+        from datatrove.pipeline.readers import JsonlReader, ParquetReader
+
+        if (root, kind) not in self._readers:
+            options = {"adapter": self.adapter, "text_key": self.text_key, "id_key": self.id_key}
+            if kind == "parquet":
+                self._readers[root, kind] = ParquetReader(
+                    root, read_metadata=not self.parquet_columns_only, **options
+                )
+            else:
+                self._readers[root, kind] = JsonlReader(root, **options)
+        return self._readers[root, kind]
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
-        for path in self.files[rank::world_size]:
+        for root, path in self.files[rank::world_size]:
             self.stat_update("input_files")
-            documents = self.parquet.read_file(path) if path.endswith(".parquet") else self._read_jsonl(path)
+            if path.endswith(".parquet"):
+                documents = self._reader(root, "parquet").read_file(path)
+            else:
+                documents = self._read_jsonl(self._reader(root, "jsonl"), path)
             for document in documents:
                 self.stat_update("documents")
                 yield document
 
-    def _read_jsonl(self, path: str) -> DocumentsPipeline:
+    def _read_jsonl(self, reader: Any, path: str) -> DocumentsPipeline:
         import orjson
 
-        with self.jsonl.data_folder.open(path, "rb", compression="infer") as f:
+        with reader.data_folder.open(path, "rb", compression="infer") as f:
             for number, line in enumerate(f):
                 if not line.strip():
                     continue
@@ -245,7 +260,7 @@ class FilesReader(PipelineStep):
                     note_dropped(self.counter_key, "bad_records")
                     self.stat_update("bad_records")
                     continue
-                document = self.jsonl.get_document_from_dict(record, path, number)
+                document = reader.get_document_from_dict(record, path, number)
                 if document:
                     yield document
 
@@ -290,12 +305,12 @@ class InputError(ValueError):
     """An input that cannot be read as text documents; the message names it."""
 
 
-def _check_first_record(path: Path, text_key: str) -> None:
+def _check_first_record(path: str, text_key: str) -> None:
     """Fail before any worker starts when a jsonl file's first record lacks the text field."""
     import fsspec
     import orjson
 
-    with fsspec.open(str(path), "rb", compression="infer") as f:
+    with fsspec.open(path, "rb", compression="infer") as f:
         for number, line in enumerate(f):
             if line.strip():
                 try:
@@ -310,6 +325,31 @@ def _check_first_record(path: Path, text_key: str) -> None:
                 return
 
 
+def _list_files(spec: str) -> tuple[Any, list[str]] | None:
+    """(filesystem, data files) for a local or fsspec path/URL, or None when nothing is there."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(spec)
+    if not fs.exists(path):
+        return None
+    if fs.isdir(path):
+        base = path.rstrip("/")
+        found = sorted(
+            {
+                p
+                for suffix in (".parquet", *_JSONL_SUFFIXES)
+                for p in fs.glob(f"{base}/**/*{suffix}")
+                if fs.isfile(p)
+            }
+        )
+        if not found:
+            raise InputError(f"{spec}: no .parquet or .jsonl files inside")
+        return fs, found
+    if not path.endswith((".parquet", *_JSONL_SUFFIXES)):
+        raise InputError(f"{spec}: not a .parquet or .jsonl file")
+    return fs, [path]
+
+
 def input_readers(
     inputs: list[str],
     *,
@@ -319,18 +359,19 @@ def input_readers(
     split: str = "train",
     skip_bad_records: bool = False,
 ) -> tuple[list[PipelineStep], int]:
-    """Readers for parquet/jsonl files, folders of them and Hugging Face datasets (`hf:NAME`, or a hub id
-    that is not a local path); also the number of inputs that ranks can share out."""
+    """Readers for parquet/jsonl files and folders of them (local paths or fsspec URLs such as s3://) and
+    Hugging Face datasets (`hf:NAME`, or a hub id that is not a path); also the number of inputs that ranks
+    can share out."""
     import pyarrow.parquet as pq
     from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
     adapter = TextAdapter(text_key, id_key, counter_key)
     readers: list[PipelineStep] = []
-    files: list[Path] = []
+    by_fs: dict[str, tuple[Any, list[str]]] = {}  # files grouped by filesystem, in the order given
     hub = 0
     for spec in inputs:
-        path = Path(spec[3:] if spec.startswith("hf:") else spec)
-        if spec.startswith("hf:") or (not path.exists() and _HUB_ID.match(spec)):
+        listed = None if spec.startswith("hf:") else _list_files(spec)
+        if spec.startswith("hf:") or (listed is None and "://" not in spec and _HUB_ID.match(spec)):
             name = spec[3:] if spec.startswith("hf:") else spec
             options = {"split": split}
             # streamed: records flow without a full download or a cache copy; ranks take their share
@@ -340,43 +381,37 @@ def input_readers(
                 )
             )
             hub += 1
-        elif not path.exists():
+            continue
+        if listed is None:
             raise InputError(f"{spec}: no such file or folder (use hf:NAME for a Hugging Face dataset)")
-        elif path.is_dir():
-            found = sorted(
-                {
-                    p
-                    for suffix in (".parquet", *_JSONL_SUFFIXES)
-                    for p in path.rglob(f"*{suffix}")
-                    if p.is_file()
-                }
-            )
-            if not found:
-                raise InputError(f"{spec}: no .parquet or .jsonl files inside")
-            files += found
-        elif path.name.endswith((".parquet", *_JSONL_SUFFIXES)):
-            files.append(path)
-        else:
-            raise InputError(f"{spec}: not a .parquet or .jsonl file")
-    if files:
-        files = list(dict.fromkeys(p.resolve() for p in files))
-        columns_only = True
-        for p in files:
-            if p.name.endswith(".parquet"):
+        fs, paths = listed
+        key = fs.unstrip_protocol("/")
+        by_fs.setdefault(key, (fs, []))[1].extend(paths)
+    files: list[tuple[str, str]] = []
+    columns_only = True
+    for fs, paths in by_fs.values():
+        paths = list(dict.fromkeys(paths))
+        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        for p in paths:
+            url = p if local else fs.unstrip_protocol(p)
+            if p.endswith(".parquet"):
                 try:
-                    names = pq.read_schema(p).names
+                    with fs.open(p, "rb") as f:
+                        names = pq.read_schema(f).names
                 except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
-                    raise InputError(f"{p}: not a readable parquet file ({e})") from None
+                    raise InputError(f"{url}: not a readable parquet file ({e})") from None
                 if text_key not in names:
-                    raise InputError(f"{p}: no column {text_key!r} (columns: {names[:12]}); use --text-key")
+                    raise InputError(f"{url}: no column {text_key!r} (columns: {names[:12]}); use --text-key")
                 columns_only = columns_only and id_key in names
             else:
-                _check_first_record(p, text_key)
-        root = Path(os.path.commonpath([p.parent for p in files]))
+                _check_first_record(url, text_key)
+        root = os.path.commonpath([p.rsplit("/", 1)[0] if "/" in p else "" for p in paths])
+        root_url = (root or "/") if local else fs.unstrip_protocol(root)
+        files += [(root_url, p[len(root) :].lstrip("/")) for p in paths]
+    if files:
         readers.append(
             FilesReader(
-                str(root),
-                [str(p.relative_to(root)) for p in files],
+                files,
                 adapter=adapter,
                 text_key=text_key,
                 id_key=id_key,

@@ -265,7 +265,9 @@ def test_bad_jsonl_lines_stop_or_are_counted_and_hf_datasets_are_read(
     with pytest.raises(RankFailedError, match=r"bad\.jsonl line 2: not a JSON object"):
         pack_inputs([str(bad)], config("stop"), client=dask_client, progress=False)
     assert not (tmp_path / "stop" / "index.json").exists()
-    index = pack_inputs([str(bad)], config("skip"), skip_bad_records=True, client=dask_client, progress=False)
+    # inputs may be fsspec URLs (s3://, gs://, ...): file:// takes the same path through fsspec
+    url = f"file://{bad.parent}"
+    index = pack_inputs([url], config("skip"), skip_bad_records=True, client=dask_client, progress=False)
     assert index["stats"]["bad_records"] == 2 and index["stats"]["documents"] == 2
     assert sorted(read_documents(tmp_path / "skip")[0]) == ["a", "c"]
 
