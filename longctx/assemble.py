@@ -251,23 +251,23 @@ class _Layout:
         units = self.units
         sep = units.sep
         before = units.form == "before"
-        by_pos: dict[int, list[int]] = {}
-        for j, p in enumerate(self.positions):
-            by_pos.setdefault(min(p, n), []).append(j)
-        out: list[str] = []
         texts = units.texts
         order = self.order
-        for i in range(start, n + 1 if stop is None else n):
-            for j in by_pos.get(i, ()):
-                t = self.inserts[j].text
-                out.append(sep + t if before else t + sep)
-            if i < n:
-                if i == n - 1 and trim:
-                    t = self._partial(int(order[i]), int(self.counts[i]) - trim)
-                    out.append(t if before or t.endswith(sep) else t + sep)
-                else:
-                    t = texts[order[shown.get(i, i)]]
-                    out.append(sep + t if before else t + sep)
+        idx = order[start:n].tolist()
+        for i, j in shown.items():
+            idx[i - start] = int(order[j])
+        # One comprehension over the units (the bulk), then the few inserts and the trimmed unit by position.
+        out = [sep + texts[u] for u in idx] if before else [texts[u] + sep for u in idx]
+        if trim and n - 1 >= start:
+            t = self._partial(int(order[n - 1]), int(self.counts[n - 1]) - trim)
+            out[n - 1 - start] = t if before or t.endswith(sep) else t + sep
+        last = n if stop is None else n - 1  # inserts on boundary n go after the whole units
+        placed = sorted(
+            ((min(p, n), j) for j, p in enumerate(self.positions) if start <= min(p, n) <= last), reverse=True
+        )
+        for p, j in placed:
+            t = self.inserts[j].text
+            out.insert(p - start, sep + t if before else t + sep)
         if stop is not None:
             pass
         elif k > 0:
