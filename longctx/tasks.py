@@ -832,6 +832,7 @@ def build_sample(
             partial_tokens=fit.partial_tokens,
         ),
         "notes": list(draft.notes),
+        "details": draft.extra,
     }
     if ctx.chat is not None:
         head, tail = chat_frame(ctx.tok, draft.answer_prefix)
