@@ -150,9 +150,29 @@ def test_rerun_skips_completed_ranks(tmp_path, dask_client):
     assert len(list(runs.iterdir())) == 5
 
 
-def test_killed_worker_gives_complete_output_without_duplicates(tmp_path):
+@pytest.fixture(scope="module")
+def kill_client():
+    """A cluster of its own for the tests that kill workers: the shared one keeps its warm workers (spaCy loaded)."""
+    import dask
     from distributed import Client, LocalCluster
 
+    # one task at a time per worker, so a death takes down only the rank it was running
+    with (
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def set_allowed_failures(client, n: int) -> None:
+    def apply(dask_scheduler, n=n):
+        dask_scheduler.allowed_failures = n
+
+    client.run_on_scheduler(apply)
+
+
+def test_killed_worker_gives_complete_output_without_duplicates(tmp_path, kill_client):
     marker = tmp_path / "killed-once"
     out = tmp_path / "out"
     executor = DaskPipelineExecutor(
@@ -164,14 +184,10 @@ def test_killed_worker_gives_complete_output_without_duplicates(tmp_path):
         ],
         tasks=4,
         logging_dir=str(tmp_path / "logs"),
+        client=kill_client,
     )
-    # a cluster of its own: the shared one keeps its warm workers (spaCy loaded) for the other tests
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        executor.client = client
-        executor.run()
+    set_allowed_failures(kill_client, 3)
+    executor.run()
     assert marker.read_text() == "1", "the worker running rank 1 was never killed"
     ids = read_ids(out)
     assert len(ids) == len(set(ids)) == 4 * DOCS_PER_RANK
@@ -182,10 +198,7 @@ def test_killed_worker_gives_complete_output_without_duplicates(tmp_path):
     assert not Path(staging_root(_folder(out))).exists()
 
 
-def test_rank_whose_worker_dies_for_good_fails_and_leaves_no_partial_output(tmp_path):
-    import dask
-    from distributed import Client, LocalCluster
-
+def test_rank_whose_worker_dies_for_good_fails_and_leaves_no_partial_output(tmp_path, kill_client):
     out = tmp_path / "out"
     executor = DaskPipelineExecutor(
         [
@@ -195,18 +208,12 @@ def test_rank_whose_worker_dies_for_good_fails_and_leaves_no_partial_output(tmp_
         ],
         tasks=2,
         logging_dir=str(tmp_path / "logs"),
+        client=kill_client,
     )
-    # no second chance: the first death of the worker running rank 0 fails that rank
-    with (
-        dask.config.set(
-            {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}
-        ),
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        executor.client = client
-        with pytest.raises(RankFailedError) as info:
-            executor.run()
+    set_allowed_failures(kill_client, 0)  # no second chance: the first death fails the rank
+    kill_client.wait_for_workers(2, timeout=60)
+    with pytest.raises(RankFailedError) as info:
+        executor.run()
     assert "rank 0: KilledWorker" in str(info.value)
     # the dead attempt had flushed 150 documents; none of them reached the output folder
     assert not (out / "00000.parquet").exists()
