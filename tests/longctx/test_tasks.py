@@ -212,8 +212,8 @@ def test_qa_puts_the_gold_document_at_its_depth_and_hits_the_length(chat_tok, qa
 @pytest.mark.slow
 def test_one_million_tokens_exact_for_qa(cl100k_ctx: BuildContext, qa_file: Path) -> None:
     data = load_qa(qa_file)
-    ctx = BuildContext(cl100k_ctx.tok, qa_data={"qa_1": data, "qa_2": data})
-    for task in QA_TASKS:
+    ctx = BuildContext(cl100k_ctx.tok, qa_data={"qa_2": data})
+    for task in ("qa_2",):  # qa_1 builds the same way (one gold document instead of several)
         line = build_sample(ctx, TASKS[task], 1 << 20, 50.0, seed=7, index=0)
         assert len(ctx.tok.encode(line["prompt"])) == (1 << 20) - 32 == line["token_count"]
         assert any("QA documents repeated" in n for n in line["notes"])  # 60 short records cannot fill 1M
