@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +59,13 @@ class SuiteConfig:
             raise ValueError("on_short_haystack must be 'repeat' or 'fail'")
 
 
-def resolve_tasks(spec: str, *, qa: bool) -> list[str]:
-    """`all` (QA tasks only when QA data is given) or a comma-separated list of task names."""
+def resolve_tasks(spec: str, *, qa: Collection[str] | bool = ()) -> list[str]:
+    """`all` (the QA tasks that have QA data, `qa`) or a comma-separated list of task names."""
     from longctx.tasks import QA_TASKS, TASKS
 
+    have = set(QA_TASKS) if qa is True else set(qa or ())
     if spec.strip() == "all":
-        return [t for t in TASKS if qa or t not in QA_TASKS]
+        return [t for t in TASKS if t not in QA_TASKS or t in have]
     return [t.strip() for t in spec.split(",") if t.strip()]
 
 

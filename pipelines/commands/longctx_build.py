@@ -82,7 +82,7 @@ def build_command(
     try:
         cfg = SuiteConfig(
             tokenizer=tokenizer,
-            tasks=resolve_tasks(tasks, qa=bool(qa)),
+            tasks=resolve_tasks(tasks, qa=qa.keys()),
             lengths=[parse_length(x) for x in _split(lengths)],
             depths=[float(x) for x in _split(depths)],
             samples=samples,

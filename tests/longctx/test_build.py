@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from longctx.suite import SuiteConfig, build_suite, plan, read_suite, sample_seed
+from longctx.suite import SuiteConfig, build_suite, plan, read_suite, resolve_tasks, sample_seed
 from pipelines.cli import app
 from tests.conftest import CL100K_OFFLINE
 
@@ -132,6 +132,7 @@ def test_all_tasks_include_qa_only_with_data(tmp_path: Path, prose_texts: list[s
     assert meta["qa_data"] == {"qa_1": "qa.jsonl"} and meta["chat"] is False
     lines = (tmp_path / "suite" / "qa_1" / "4k.jsonl").read_text().splitlines()
     assert [json.loads(x)["token_count"] for x in lines] == [4096 - 32] * 2
+    assert resolve_tasks("all", qa={"qa_2"})[-2:] == ["fwe", "qa_2"] and "qa_1" not in resolve_tasks("all")
     jobs = plan(SuiteConfig(tokenizer="x", tasks=["vt", "cwe"], lengths=[4096, 8192], samples=3))
     assert [(j.task, j.length, j.index) for j in jobs][:4] == [
         ("vt", 4096, 0),
