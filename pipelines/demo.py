@@ -185,7 +185,7 @@ def build_corpus(
 
 
 def run_demo(
-    out_dir: str | Path = "longtrove-demo",
+    out_dir: str | Path = "demo-out",
     *,
     workers: int | None = None,
     client: Any = None,

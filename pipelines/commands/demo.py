@@ -15,7 +15,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     def demo(
         out: Annotated[
             Path, typer.Option(help="folder for the corpus, the curated documents and the work files")
-        ] = Path("longtrove-demo"),
+        ] = Path("demo-out"),
         workers: Annotated[
             int | None, typer.Option(help="LocalCluster worker processes (default: one per core)")
         ] = None,
