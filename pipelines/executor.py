@@ -288,8 +288,9 @@ class DaskPipelineExecutor(PipelineExecutor):
             for future in as_completed(futures):
                 rank = futures[future]
                 if future.status == "error":
-                    error = future.exception()
-                    failures.append((rank, _describe(error), self.log_path(rank)))
+                    failures.append((rank, _describe(future.exception()), self.log_path(rank)))
+                elif future.status != "finished":  # cancelled, or lost with the scheduler
+                    failures.append((rank, f"task {future.status}", self.log_path(rank)))
                 bar.update()
         if failures:
             raise RankFailedError(self.name, sorted(failures))
