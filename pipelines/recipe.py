@@ -282,6 +282,12 @@ def check_recipe(recipe: Recipe, source: str = "<recipe>") -> None:
             ) from None
         if not exists:
             raise RecipeError(f"invalid recipe {source}: input.paths.{i}: no such file or folder {path!r}")
+        if fs.isdir(fs_path):
+            from datatrove.io import get_datafolder
+
+            if not get_datafolder(path).list_files(glob_pattern=recipe.input.glob):
+                pattern = f" matching input.glob {recipe.input.glob!r}" if recipe.input.glob else ""
+                raise RecipeError(f"invalid recipe {source}: input.paths.{i}: no files{pattern} in {path!r}")
     for i, spec in enumerate(recipe.filters):
         if spec.kind == "language":
             try:

@@ -80,11 +80,22 @@ def test_truncated_parquet_fails_naming_the_file(tmp_path, dask_client):
 
 
 def test_nonexistent_input_path_is_named_before_anything_runs(tmp_path):
+    present = write_jsonl(tmp_path / "in" / "part.jsonl", GOOD)
     missing = tmp_path / "no-such-folder"
     with pytest.raises(RecipeError) as info:
-        parse_recipe(simple_recipe([tmp_path, missing], tmp_path))
+        parse_recipe(simple_recipe([present, missing], tmp_path))
     assert f"input.paths.1: no such file or folder {str(missing)!r}" in str(info.value)
     assert not (tmp_path / "work").exists()
+
+
+def test_input_folder_without_matching_files_is_named(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not data")
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(simple_recipe([tmp_path / "in"], tmp_path, input={"glob": "*.jsonl"}))
+    assert f"input.paths.0: no files matching input.glob '*.jsonl' in {str(tmp_path / 'in')!r}" in str(
+        info.value
+    )
 
 
 def test_single_50mb_document(tmp_path, dask_client):
