@@ -56,6 +56,8 @@ class InputConfig(_Strict):
         if self.format == "huggingface":
             if not self.dataset:
                 raise ValueError("input.format is huggingface: set input.dataset")
+            if "split" not in self.dataset_options:
+                raise ValueError("input.format is huggingface: set input.dataset_options.split (e.g. train)")
         elif not self.paths:
             raise ValueError(
                 f"input.format is {self.format}: set input.paths to one or more files or folders"
@@ -206,7 +208,7 @@ def _format_error(source: str, error: ValidationError) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        elif "input" in item and item["type"] not in ("missing",):
+        elif "input" in item and item["type"] not in ("missing", "value_error"):
             message += f" (got {item['input']!r})"
         lines.append(f"  {loc or '<top>'}: {message}")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ def write_recipe(path, data: dict):
         ({"filters": [{"c4": {}, "gopher_quality": {}}]}, "each filter names exactly one of"),
         ({"input": {"format": "csv"}}, "input.format: Input should be 'jsonl', 'parquet' or 'huggingface'"),
         ({"dedup": {"minhash": {"num_buckets": -1}}}, "dedup.minhash.num_buckets"),
+        ({"input": {"format": "huggingface", "dataset": "json"}}, "set input.dataset_options.split"),
     ],
 )
 def test_invalid_recipe_names_the_key(tmp_path, change, expected):
