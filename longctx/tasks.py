@@ -16,7 +16,6 @@ import hashlib
 import json
 import string
 import uuid
-from collections import Counter as Tally
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -559,12 +558,17 @@ def _cwe_words(rng: np.random.Generator, n: int) -> list[str]:
     return words
 
 
-def _cwe_list(rng: np.random.Generator, num_words: int, freq_cw: int, freq_ucw: int, num_cw: int) -> tuple:
+def _cwe_list(
+    rng: np.random.Generator, num_words: int, freq_cw: int, freq_ucw: int, num_cw: int
+) -> tuple[list[str], np.ndarray]:
+    """RULER's word list: the first `num_cw` words `freq_cw` times, the others `freq_ucw` times, shuffled.
+
+    Returns the words and, for each list item in order, the index of its word (the common ones are 0..num_cw-1).
+    """
     words = _cwe_words(rng, num_words)
-    common, uncommon = words[:num_cw], words[num_cw:]
-    items = common * freq_cw + uncommon * freq_ucw
-    items = [items[i] for i in rng.permutation(len(items))]
-    return items, common
+    repeats = np.full(len(words), freq_ucw, dtype=np.int64)
+    repeats[:num_cw] = freq_cw
+    return words, rng.permutation(np.repeat(np.arange(len(words), dtype=np.int64), repeats))
 
 
 def draft_cwe(
@@ -574,8 +578,9 @@ def draft_cwe(
     num_cw = a["num_cw"]
     small = target + spec.max_new_tokens < 4096
     freq_cw, freq_ucw = (6, 1) if small else (a["freq_cw"], a["freq_ucw"])
-    ex_items, ex_common = _cwe_list(rng, 20, 3, 1, num_cw) if small else _cwe_list(rng, 40, 10, 3, num_cw)
-    ex_ctx = " ".join(f"{i + 1}. {w}" for i, w in enumerate(ex_items))
+    ex_words, ex_items = _cwe_list(rng, 20, 3, 1, num_cw) if small else _cwe_list(rng, 40, 10, 3, num_cw)
+    ex_common = ex_words[:num_cw]
+    ex_ctx = " ".join(f"{i + 1}. {ex_words[w]}" for i, w in enumerate(ex_items.tolist()))
     example = (
         CWE_TEMPLATE.format(context=ex_ctx)
         + CWE_ANSWER
@@ -593,15 +598,15 @@ def draft_cwe(
 
     def make(n_items: int) -> tuple[list[str], tuple]:
         num_words = num_cw + max(1, -(-(n_items - num_cw * freq_cw) // freq_ucw))
-        items, common = _cwe_list(rng, num_words, freq_cw, freq_ucw, num_cw)
-        return [f"{i + 1}. {w}" for i, w in enumerate(items)], (items, common)
+        words, items = _cwe_list(rng, num_words, freq_cw, freq_ucw, num_cw)
+        return [f"{i}. {words[w]}" for i, w in enumerate(items.tolist(), start=1)], (words, items)
 
-    units, (items, common) = _generated_units(ctx, make, " ", target, per)
+    units, (words, items) = _generated_units(ctx, make, " ", target, per)
+    common = words[:num_cw]
 
     def check(used: np.ndarray) -> list[str]:
-        tally = Tally(items[i] for i in used.tolist())
-        floor = max((c for w, c in tally.items() if w not in common), default=0)
-        if min(tally.get(w, 0) for w in common) <= floor:
+        tally = np.bincount(items[used], minlength=len(words))
+        if tally[:num_cw].min() <= tally[num_cw:].max(initial=0):
             raise AssemblyError("the cut left a common word no more frequent than an uncommon one")
         return common
 
