@@ -201,8 +201,9 @@ def main() -> None:
             ours_s, ours_len = ours_same(tokenizer, length, args.ruler_samples, work)
             target = length
             print(
-                f"ours  niah_single_1 @ {length}: {args.ruler_samples} samples in {ours_s:.2f} s; prompt+answer budget "
-                f"= {sorted(set(ours_len))} (target {target})"
+                f"ours  niah_single_1 @ {length}: {args.ruler_samples} samples in {ours_s:.2f} s (a fresh process, like "
+                f"RULER's: startup and tokenizer load included); prompt+answer budget = {sorted(set(ours_len))} "
+                f"(target {target})"
             )
             if ruler is not None:
                 r_s, r_len = ruler
