@@ -38,7 +38,7 @@ def build_command(
     ] = "all",
     lengths: Annotated[
         str, typer.Option(help="Comma list: 4k,8k,...,1m (powers of two) or integers.")
-    ] = "4k,8k,16k,32k,64k,128k",
+    ] = "4k,8k,16k,32k,64k,128k,256k,512k,1m",
     depths: Annotated[
         str, typer.Option(help="Needle depths in percent; sample i uses depth i mod the list.")
     ] = "0,25,50,75,100",
