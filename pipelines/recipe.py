@@ -238,6 +238,9 @@ def parse_recipe(
         recipe.output.path = _resolve(recipe.output.path, base_dir)
         if recipe.output.work_dir:
             recipe.output.work_dir = _resolve(recipe.output.work_dir, base_dir)
+        for spec in recipe.filters:
+            if spec.language is not None and spec.language.model_path:
+                spec.language.model_path = _resolve(spec.language.model_path, base_dir)
     if check_paths:
         check_recipe(recipe, source)
     return recipe
