@@ -332,6 +332,7 @@ def dask_client(
 ) -> Iterator[Any]:
     """The client given; or one connected to `scheduler`; or a new LocalCluster of `workers` single-threaded
     worker processes. Whatever is created here is closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     if client is not None:
@@ -343,7 +344,9 @@ def dask_client(
         return
     options = {"dashboard_address": ":0", "processes": True, "threads_per_worker": 1}
     options.update(cluster_kwargs or {})
+    # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL from them every 10 ms
     with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
         LocalCluster(n_workers=workers or os.cpu_count() or 1, **options) as cluster,
         Client(cluster) as new_client,
     ):
