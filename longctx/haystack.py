@@ -10,7 +10,8 @@ Sources:
 - ``essay``: the default essay-like haystack. RULER uses Paul Graham's essays, which are not available offline;
   we use the prose of Python's own documentation topics (``pydoc_data.topics``, shipped with every Python),
   with whitespace collapsed and split into sentences, the way RULER treats its essays.
-- a folder: every regular file below it (sorted by path), read as UTF-8 text, one document per file.
+- a folder: every regular file below it (sorted by path), read as UTF-8 text, one document per file; a folder
+  holding parquet or jsonl files (such as the curated output of ``longtrove curate``) gives their documents.
 - ``*.parquet`` / ``*.jsonl``: one document per row/line, from a text field (``text`` by default), such as the
   curated output of ``longtrove curate``.
 - ``hf:NAME[:CONFIG][@SPLIT]``: a Hugging Face dataset through ``datasets`` (local cache when offline).
@@ -133,6 +134,21 @@ def _iter_folder(folder: Path) -> Iterator[tuple[str, str]]:
             ) from exc
 
 
+def _document_files(folder: Path) -> list[Path]:
+    """The parquet and jsonl files below a folder, sorted, hidden ones (staging, temp files) left out."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix in (".parquet", ".jsonl")
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _iter_document_file(path: Path, text_field: str) -> Iterator[str]:
+    return _iter_parquet(path, text_field) if path.suffix == ".parquet" else _iter_jsonl(path, text_field)
+
+
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -210,7 +226,11 @@ def load_haystack(spec: str, *, text_field: str = "text", max_chars: int | None 
             raise HaystackError(
                 f"{spec}: no such haystack (use noise, essay, a folder, .parquet, .jsonl or hf:NAME)"
             )
-        if path.is_dir():
+        if path.is_dir() and (tables := _document_files(path)):
+            # A folder of parquet/jsonl files (the curated output of `longtrove curate`): their documents.
+            docs = (doc for table in tables for doc in _iter_document_file(table, text_field))
+            kind = "folder of documents"
+        elif path.is_dir():
             docs = (text for _, text in _iter_folder(path))
             kind = "folder"
         elif path.suffix == ".parquet":

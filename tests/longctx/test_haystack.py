@@ -120,3 +120,17 @@ def test_user_haystack_replaces_noise_and_essay_but_not_needle_haystacks(tmp_pat
     distractors = build_sample(ctx, TASKS["niah_multikey_2"], 4096, 25.0, seed=1, index=0)
     assert distractors["haystack"]["kind"] == "distractor needles"
     assert distractors["prompt"].count("One of the special magic numbers for") > 50
+
+
+def test_folder_of_document_files_reads_their_documents(tmp_path: Path, docs: list[str]) -> None:
+    """The curated output of `longtrove curate` (a folder of per-rank parquet files) is a haystack as it is."""
+    curated = tmp_path / "curated"
+    curated.mkdir()
+    pq.write_table(pa.table({"text": docs[:5]}), curated / "00000.parquet")
+    pq.write_table(pa.table({"text": docs[5:]}), curated / "00001.parquet")
+    staging = curated / ".staging"  # half-written files of a killed task are not documents
+    staging.mkdir()
+    pq.write_table(pa.table({"text": ["half-written"]}), staging / "00002.parquet")
+    hay = load_haystack(str(curated))
+    assert hay.units == [u for d in docs for u in split_units(d)]
+    assert hay.provenance["documents"] == len(docs)
