@@ -26,7 +26,10 @@ from typing import Any
 from pipelines.recipe import DEFAULT_RECIPE, StepCount, load_recipe, run_recipe
 
 # (name, "module:function"), run in order after curation; each function takes a DemoContext.
-DEMO_STAGES: list[tuple[str, str]] = [("shards", "pipelines.steps:demo_stage")]
+DEMO_STAGES: list[tuple[str, str]] = [
+    ("shards", "pipelines.steps:demo_stage"),
+    ("longctx", "pipelines.longctx_demo:demo_stage"),
+]
 
 SEED = 1234
 N_FILES = 4
