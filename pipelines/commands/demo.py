@@ -21,7 +21,8 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         ] = None,
         progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     ) -> None:
-        """Build a sample corpus from Python's own documentation (plus planted duplicates and junk) and curate it."""
+        """The main job, offline: curate a sample corpus made from Python's own documentation (plus planted
+        duplicates and junk), pack it into shards, and build, run and report long-context tests on it."""
         import time
 
         from pipelines.commands.curate import print_counts
