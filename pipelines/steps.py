@@ -48,6 +48,12 @@ class ShardsConfig(BaseModel):
     max_shard_bytes: int = Field(DEFAULT_MAX_SHARD_BYTES, gt=0)
     dtype: Literal["uint32", "uint16"] = "uint32"
     batch_size: int = Field(1024, gt=0, description="documents per tokenizer call")
+    verify_chars: int = Field(
+        100_000,
+        ge=0,
+        description="characters of each rank's first input on which the tiktoken fast path is proved against "
+        "`tokenizers` (a difference falls back to `tokenizers`, with a warning); 0: the fixed stress set only",
+    )
     merge_tails: bool = Field(
         True, description="pack the emptiest last rows of all ranks together at the end (one part-empty row)"
     )
@@ -85,7 +91,9 @@ def load_for(config: ShardsConfig) -> Any:
     """Load the tokenizer with the separator tokens named in the config."""
     from tokenization import load_tokenizer
 
-    return load_tokenizer(config.tokenizer, eos_token=config.eos, bos_token=config.bos)
+    return load_tokenizer(
+        config.tokenizer, eos_token=config.eos, bos_token=config.bos, verify_chars=config.verify_chars
+    )
 
 
 def pack_options(config: ShardsConfig, tokenizer: Any) -> Any:
