@@ -29,6 +29,7 @@ import httpx
 import orjson
 import tenacity
 
+from longctx.atomic import write_atomic
 from longctx.scoring import metric_name, score_sample
 
 log = logging.getLogger(__name__)
@@ -291,10 +292,8 @@ class ResultWriter:
         self._fh.close()
 
 
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def _json_bytes(payload: Any) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
 # --------------------------------------------------------------------------------------------------- requests
@@ -671,7 +670,7 @@ def run_eval(suite_dir: Path | str, out_dir: Path | str, cfg: EvalConfig) -> Run
         "tokenizer": meta.get("tokenizer"),
         "sampling": {"temperature": 0.0, "top_p": 1.0, "n": 1, "seed": cfg.seed, **cfg.extra_body},
     }
-    _atomic_write_json(run_path, run_info)
+    write_atomic(run_path, _json_bytes(run_info))
     stats = RunStats()
     total = max(count_suite_lines(suite_dir, meta, cfg) - len(done), 0)
     started = time.monotonic()
@@ -680,5 +679,5 @@ def run_eval(suite_dir: Path | str, out_dir: Path | str, cfg: EvalConfig) -> Run
     finally:
         stats.elapsed_s = round(time.monotonic() - started, 3)
         config = {k: v for k, v in asdict(cfg).items() if k not in ("progress",)}
-        _atomic_write_json(run_path, {**run_info, "config": config, "last_run": asdict(stats)})
+        write_atomic(run_path, _json_bytes({**run_info, "config": config, "last_run": asdict(stats)}))
     return stats

@@ -14,10 +14,10 @@ nothing is cut.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from longctx.atomic import write_atomic
 from longctx.suite import read_suite
 
 TAG = "longtrove_longctx"
@@ -108,13 +108,6 @@ def _yaml(task: str, length_name: str, length: int, max_new_tokens: int, metric:
     return "\n".join(lines)
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _slim(line: str) -> bytes:
     """Only what lm-eval needs from a sample (the prompt is by far the largest part and is kept verbatim)."""
     s = json.loads(line)
@@ -141,13 +134,13 @@ def export_lm_eval(suite: str | Path, out: str | Path) -> dict[str, Any]:
         data_file = f"data/{task}/{length_name}.jsonl"
         with open(src, encoding="utf-8") as fh:
             data = b"".join(_slim(line) for line in fh if line.strip())
-        _write(out / data_file, data)
+        write_atomic(out / data_file, data)
         tm = tasks_meta[task]
         yaml = _yaml(task, length_name, length, int(tm["max_new_tokens"]), tm["metric"], data_file)
-        _write(out / f"longtrove_{task}_{length_name}.yaml", yaml.encode("utf-8"))
+        write_atomic(out / f"longtrove_{task}_{length_name}.yaml", yaml.encode("utf-8"))
         written.append(f"longtrove_{task}_{length_name}")
         max_length = max(max_length, length)
-    _write(out / "utils.py", UTILS_PY.encode("utf-8"))
+    write_atomic(out / "utils.py", UTILS_PY.encode("utf-8"))
     command = (
         f"lm_eval --model local-completions --include_path {out} --tasks {TAG} "
         f"--model_args base_url=http://HOST:PORT/v1/completions,model=MODEL,max_length={max_length},"
@@ -163,7 +156,7 @@ def export_lm_eval(suite: str | Path, out: str | Path) -> dict[str, Any]:
         f"Tasks: `{TAG}` (all), `longtrove_<task>` (one task, all lengths), or one of:\n\n"
         + "".join(f"- `{t}`\n" for t in written)
     )
-    _write(out / "README.md", readme.encode("utf-8"))
+    write_atomic(out / "README.md", readme.encode("utf-8"))
     summary = {"tasks": written, "max_length": max_length, "command": command}
-    _write(out / "longtrove_export.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out / "longtrove_export.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary

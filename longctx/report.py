@@ -8,11 +8,11 @@ effective length. Every file is written to a temporary name and renamed, and the
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from longctx.atomic import write_atomic
 from longctx.client import RESULTS_FILE, RUN_FILE, read_results
 from longctx.scoring import aggregate, effective_length, metric_name, score_sample
 
@@ -33,12 +33,6 @@ def length_label(length: int) -> str:
 
 def _depth_label(depth: float) -> str:
     return f"{depth:g}"
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def summarize(
@@ -223,10 +217,10 @@ def write_report(
         raise ValueError(f"{results_path}: holds no complete result lines")
     summary = summarize(results, model=model, threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
-    _atomic_bytes(out / TABLE_FILE, markdown_table(summary).encode())
+    write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomic(out / TABLE_FILE, markdown_table(summary).encode())
     if plots and summary["tasks"]:
         for task, depths in summary["depths"].items():
-            _atomic_bytes(out / heatmap_name(task), heatmap_png(task, depths, summary["model"]))
-        _atomic_bytes(out / PLOT_FILE, score_plot_png(summary))
+            write_atomic(out / heatmap_name(task), heatmap_png(task, depths, summary["model"]))
+        write_atomic(out / PLOT_FILE, score_plot_png(summary))
     return summary

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from longctx.atomic import write_atomic
 
 SUITE_FORMAT = "longtrove.longctx-suite"
 SUITE_VERSION = 1
@@ -154,16 +155,6 @@ def _results(cfg: SuiteConfig, jobs: Sequence[Job]) -> Iterator[str]:
         yield from pool.map(_build, jobs, chunksize=1)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Build every sample and write the suite; returns what suite.json holds."""
     from tqdm import tqdm
@@ -191,7 +182,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         task, length = key
         rel = f"{task}/{format_length(length)}.jsonl"
         data = ("\n".join(current) + "\n").encode("utf-8")
-        _write_atomic(out / rel, data)
+        write_atomic(out / rel, data)
         files.append(
             {
                 "task": task,
@@ -236,7 +227,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         "chat": ctx_tok["chat_template"] and cfg.chat,
         "files": files,
     }
-    _write_atomic(out / "suite.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(out / "suite.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return meta
 
 
