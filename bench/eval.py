@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    for name in ("lm-eval", "lm_eval", "httpx"):
+    for name in ("lm-eval", "lm_eval", "aiohttp"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
     from tokenization import load_tokenizer

@@ -17,7 +17,6 @@ import logging
 import mmap
 import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
+import simdjson
 import tenacity
 
 from longctx.atomic import write_atomic
@@ -102,10 +102,10 @@ class EvalConfig:
         url = self.endpoint.rstrip("/")
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
-    def request_timeout(self, prompt_tokens: int) -> httpx.Timeout:
-        """Prefill time grows with the prompt, so the read timeout does too."""
+    def request_timeout(self, prompt_tokens: int) -> aiohttp.ClientTimeout:
+        """Prefill time grows with the prompt, so the time allowed for a reply does too."""
         seconds = self.timeout + self.timeout_per_1k_tokens * prompt_tokens / 1000.0
-        return httpx.Timeout(seconds, connect=self.connect_timeout, pool=None)
+        return aiohttp.ClientTimeout(total=seconds, sock_connect=self.connect_timeout)
 
 
 @dataclass
@@ -174,29 +174,114 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 pos = end + 1
 
 
+# Fields the runner reads from a line besides the prompt or the messages; the rest (haystack provenance, notes,
+# needle depths, ...) stays unread in the file.
+_USED_FIELDS = (
+    *REQUIRED_FIELDS,
+    "token_count",
+    "chat_token_count",
+    "seed",
+    "metric",
+    "depth",
+    "answer_prefix",
+)
+_AFTER_KEY = re.compile(rb'\s*:\s*"')
+_BACKSLASH = 0x5C
+
+
+def _string_end(line: bytes, start: int) -> int:
+    """Index of the quote that closes the JSON string whose first character is at `start`.
+
+    A quote closes the string unless an odd number of backslashes precede it; `bytes.find` jumps from quote to
+    quote, so the cost is one step per quote in the text, not per byte.
+    """
+    pos = start
+    while True:
+        quote = line.find(b'"', pos)
+        if quote < 0:
+            raise ValueError("unterminated string")
+        first = quote
+        while first > start and line[first - 1] == _BACKSLASH:
+            first -= 1
+        if (quote - first) % 2 == 0:
+            return quote
+        pos = quote + 1
+
+
+def raw_string_field(line: bytes, key: str) -> bytes | None:
+    """The JSON text (quotes and escapes as written) of the top-level string `key` of a valid JSON object line.
+
+    Sending a prompt's own JSON text saves decoding megabytes of it into a `str` and encoding them back for the
+    request. In valid JSON an unescaped `"` always delimits a string, so `"key"` after `{` or `,` and before
+    `: "` is a key with a string value; it is at the top level when the line up to it, closed with `}`, is
+    itself a JSON object. None when the line has no such top-level string.
+    """
+    needle = b'"' + key.encode() + b'"'
+    pos = 0
+    while (at := line.find(needle, pos)) >= 0:
+        pos = at + len(needle)
+        value = _AFTER_KEY.match(line, pos)
+        before = line[:at].rstrip()
+        if value is None or not before or before[-1:] not in (b"{", b","):
+            continue
+        head = before + b"}" if before[-1:] == b"{" else before[:-1] + b"}"
+        try:
+            if not isinstance(orjson.loads(head), dict):
+                continue
+        except orjson.JSONDecodeError:
+            continue  # a key of a nested object
+        start = value.end()
+        return line[start - 1 : _string_end(line, start) + 1]
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A simdjson value as plain Python (its lazy containers die with the parser's next document)."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
 def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any]]:
-    """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line."""
-    need = "messages" if chat else "prompt"
+    """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line.
+
+    Each line is validated whole by simdjson, but only the fields the runner uses are read out of it. In
+    completion mode the prompt stays in its JSON form (`prompt_json`, bytes) to be sent as is, and the messages
+    are never decoded; in chat mode the messages are decoded and the prompt is not.
+    """
+    parser = simdjson.Parser()
     for path in suite_files(suite_dir):
         for lineno, raw in _lines(path):
             if not raw.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
-                sample = orjson.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise SuiteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(sample, dict):
-                raise SuiteError(f"{path}:{lineno}: expected a JSON object")
-            for name in (*REQUIRED_FIELDS, need):
-                if name not in sample:
-                    raise SuiteError(f"{path}:{lineno}: field {name!r} is missing")
+                doc = parser.parse(raw)
+            except ValueError as exc:  # UnicodeDecodeError included
+                raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
+            try:
+                if not isinstance(doc, simdjson.Object):
+                    raise SuiteError(f"{where}: expected a JSON object")
+                keys = set(doc.keys())
+                sample = {name: _plain(doc[name]) for name in _USED_FIELDS if name in keys}
+                if chat and "messages" in keys:
+                    sample["messages"] = _plain(doc["messages"])
+            finally:
+                del doc  # the parser refuses the next line while a lazy view of this one lives
+            for name in (*REQUIRED_FIELDS, "messages" if chat else "prompt"):
+                if name not in keys:
+                    raise SuiteError(f"{where}: field {name!r} is missing")
             if not isinstance(sample["references"], list) or not sample["references"]:
-                raise SuiteError(f"{path}:{lineno}: field 'references' must be a non-empty list")
+                raise SuiteError(f"{where}: field 'references' must be a non-empty list")
             if chat and not isinstance(sample["messages"], list):
-                raise SuiteError(f"{path}:{lineno}: field 'messages' must be a list of messages")
-            if not chat and not isinstance(sample["prompt"], str):
-                raise SuiteError(f"{path}:{lineno}: field 'prompt' must be a string")
-            sample["_where"] = f"{path}:{lineno}"
+                raise SuiteError(f"{where}: field 'messages' must be a list of messages")
+            if not chat:
+                sample["prompt_json"] = raw_string_field(raw, "prompt")
+                if sample["prompt_json"] is None:
+                    raise SuiteError(f"{where}: field 'prompt' must be a string")
+            sample["_where"] = where
             yield sample
 
 
@@ -316,7 +401,10 @@ def chat_messages(sample: dict[str, Any]) -> tuple[list[dict[str, str]], bool]:
 
 
 def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
-    """The route and JSON body for one sample, with explicit greedy sampling and the task's token budget."""
+    """The route and JSON body for one sample, with explicit greedy sampling and the task's token budget.
+
+    In completion mode the prompt goes in as the suite wrote it (`prompt_json`), never decoded or re-encoded.
+    """
     seed = cfg.seed if cfg.seed is not None else int(sample.get("seed", 0))
     body: dict[str, Any] = {
         "model": cfg.model,
@@ -336,13 +424,19 @@ def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
         route = "/v1/chat/completions"
     else:
         route = "/v1/completions"
-        body["prompt"] = sample["prompt"]
+        body["prompt"] = _prompt_field(sample)
     body.update(cfg.extra_body)
     return route, orjson.dumps(body)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _prompt_field(sample: dict[str, Any]) -> Any:
+    """The prompt for a request body: its JSON text as read from the suite, or the string itself."""
+    raw = sample.get("prompt_json")
+    return orjson.Fragment(raw) if raw is not None else sample["prompt"]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -351,8 +445,15 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-# Worth another attempt: the server's 429/5xx/malformed replies, and connection, timeout and decoding failures.
-_TRANSIENT = (TransientHTTPError, httpx.TransportError, httpx.DecodingError, json.JSONDecodeError)
+# Worth another attempt: the server's 429/5xx/malformed replies, dropped or refused connections, timeouts and
+# replies cut short.
+_TRANSIENT = (
+    TransientHTTPError,
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,
+    asyncio.TimeoutError,
+)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -373,6 +474,16 @@ class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
         return wait
 
 
+def _reply_count(reply: bytes) -> int:
+    """`count` of a /tokenize reply, without turning the token list that comes with it into Python ints."""
+    doc = simdjson.Parser().parse(reply)
+    return int(doc.get("count", -1)) if isinstance(doc, simdjson.Object) else -1
+
+
+def _text(content: bytes) -> str:
+    return content.decode("utf-8", errors="replace")
+
+
 def _extract(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, Any]]:
     """Text, finish reason and usage of a 200 reply; a reply without them is retried like a server error."""
     try:
@@ -390,22 +501,32 @@ class Runner:
     """Sends samples with bounded concurrency; one instance per run."""
 
     def __init__(
-        self, cfg: EvalConfig, client: httpx.AsyncClient, writer: ResultWriter, stats: RunStats, progress: Any
+        self,
+        cfg: EvalConfig,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        writer: ResultWriter,
+        stats: RunStats,
+        progress: Any,
     ) -> None:
         self.cfg = cfg
-        self.client = client
+        self.session = session
+        self.headers = headers
         self.writer = writer
         self.stats = stats
         self.progress = progress
         self.started = time.monotonic()
         self.pending_writes: set[asyncio.Future] = set()
 
-    async def _post_once(self, route: str, body: bytes, timeout: httpx.Timeout) -> httpx.Response:
-        response = await self.client.post(route, content=body, timeout=timeout)
-        status = response.status_code
-        if status == 429 or status == 408 or status >= 500:
-            raise TransientHTTPError(status, response.text, _retry_after(response))
-        return response
+    async def post(self, route: str, body: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError."""
+        async with self.session.post(
+            self.cfg.base_url + route, data=body, headers=self.headers, timeout=timeout
+        ) as response:
+            status, content = response.status, await response.read()
+            if status == 429 or status == 408 or status >= 500:
+                raise TransientHTTPError(status, _text(content), _retry_after(response.headers))
+        return status, content
 
     def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         self.stats.retries += 1
@@ -453,15 +574,15 @@ class Runner:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    response = await self._post_once(route, body, timeout)
-                    if response.status_code == 200:
-                        text, finish, usage = _extract(response.content, cfg.chat)
+                    status, content = await self.post(route, body, timeout)
+                    if status == 200:
+                        text, finish, usage = _extract(content, cfg.chat)
                     else:
                         text, finish, usage = "", None, {}
         except _TRANSIENT as exc:
             row.update(status="error", output="", error=f"{type(exc).__name__}: {exc}"[:500])
         else:
-            status = response.status_code
+            reply = _text(content)
             if status == 200:
                 row.update(
                     status="ok",
@@ -470,15 +591,15 @@ class Runner:
                     prompt_tokens=usage.get("prompt_tokens"),
                     completion_tokens=usage.get("completion_tokens"),
                 )
-            elif status in (400, 413, 422) and (status == 413 or _TOO_LONG.search(response.text)):
-                row.update(status="too_long", output="", error=response.text[:500])
+            elif status in (400, 413, 422) and (status == 413 or _TOO_LONG.search(reply)):
+                row.update(status="too_long", output="", error=reply[:500])
             elif status in (401, 403, 404):
                 raise EndpointError(
-                    f"{cfg.base_url}{route} answered HTTP {status} ({response.text[:300]}); check --endpoint, "
+                    f"{cfg.base_url}{route} answered HTTP {status} ({reply[:300]}); check --endpoint, "
                     f"--model and the API key in ${cfg.api_key_env}"
                 )
             else:
-                row.update(status="error", output="", error=f"HTTP {status}: {response.text[:500]}")
+                row.update(status="error", output="", error=f"HTTP {status}: {reply[:500]}")
         row["attempts"] = attempts
         row["latency_s"] = round(time.monotonic() - started, 3)
         row["score"] = (
@@ -540,21 +661,17 @@ class Runner:
             )
         check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": int(expected)}
         try:
-            content = orjson.dumps(body if cfg.chat else {**body, "prompt": sample["prompt"]})
-            response = await self.client.post(
-                "/tokenize", content=content, timeout=cfg.request_timeout(int(expected))
-            )
-        except httpx.HTTPError as exc:
+            content = orjson.dumps(body if cfg.chat else {**body, "prompt": _prompt_field(sample)})
+            status, reply = await self.post("/tokenize", content, cfg.request_timeout(int(expected)))
+            server_count = _reply_count(reply) if status == 200 else None
+        except (*_TRANSIENT, ValueError, AttributeError) as exc:
             check.update(server=None, match=None, note=f"/tokenize failed: {type(exc).__name__}")
             self.stats.tokenize_checks.append(check)
             return
-        if response.status_code != 200:
-            check.update(
-                server=None, match=None, note=f"/tokenize not available (HTTP {response.status_code})"
-            )
+        if server_count is None:
+            check.update(server=None, match=None, note=f"/tokenize not available (HTTP {status})")
             self.stats.tokenize_checks.append(check)
             return
-        server_count = int(orjson.loads(response.content).get("count", -1))
         check.update(server=server_count, match=server_count == int(expected))
         self.stats.tokenize_checks.append(check)
         if not check["match"]:
@@ -576,27 +693,24 @@ async def _run(
     api_key = os.environ.get(cfg.api_key_env)
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    limits = httpx.Limits(max_connections=cfg.concurrency + 1, max_keepalive_connections=cfg.concurrency + 1)
-    # Without TCP_NODELAY a request's body waits behind its headers for the server's delayed ACK (~40 ms).
-    transport = httpx.AsyncHTTPTransport(
-        limits=limits,
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        verify=cfg.base_url.startswith("https://"),  # loading CA certificates for plain HTTP costs ~0.2 s
-    )
+    # One connection per worker plus the /tokenize check; aiohttp sets TCP_NODELAY, so a body never waits
+    # behind its headers for the server's delayed ACK.
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency + 1)
     progress = tqdm(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
     )
     writer = ResultWriter(out_dir / RESULTS_FILE)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
-    async with httpx.AsyncClient(base_url=cfg.base_url, headers=headers, transport=transport) as client:
-        runner = Runner(cfg, client, writer, stats, progress if cfg.progress else None)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        runner = Runner(cfg, session, headers, writer, stats, progress if cfg.progress else None)
 
         async def produce() -> None:
             samples = iter_suite(suite_dir, chat=cfg.chat)
             seen: set[str] = set()
             checked: set[int] = set()
             while True:
-                sample = await asyncio.to_thread(next, samples, None)
+                # Read on the loop: a line costs about a millisecond per 100K tokens, less than a thread hop.
+                sample = next(samples, None)
                 if sample is None:
                     break
                 sid = str(sample["id"])

@@ -1,0 +1,108 @@
+"""Reading suite lines the way the runner does: the prompt's own JSON text, found without decoding the line."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import orjson
+import pytest
+
+from longctx.client import EvalConfig, SuiteError, build_request, iter_suite, raw_string_field
+
+# Texts that trip a naive scan: escaped quotes and backslashes in every position, a fake key inside the text,
+# a backslash at the very end, non-ASCII and control characters.
+HOSTILE = [
+    "",
+    'plain "quoted" text',
+    "ends with a backslash \\",
+    'two backslashes then a quote \\\\" and more',
+    '", "prompt": "not me',
+    '\\", "prompt": "not me either\\',
+    "line\nbreak\ttab\u0001control",
+    "caf\u00e9 \u4e2d\u6587 \U0001f600 \u2028",
+    '{"prompt": "nested text"}',
+]
+
+
+def _line(prompt: str, *, separators: tuple[str, str], ensure_ascii: bool, prompt_first: bool) -> bytes:
+    fields = {
+        "id": "s-1",
+        "task": "niah_single_1",
+        "details": {"prompt": "a decoy: a nested key of the same name"},
+        "messages": [{"role": "user", "content": prompt + ' "prompt": "'}],
+    }
+    items = [("prompt", prompt), *fields.items()] if prompt_first else [*fields.items(), ("prompt", prompt)]
+    return json.dumps(dict(items), separators=separators, ensure_ascii=ensure_ascii).encode()
+
+
+@pytest.mark.parametrize("prompt", HOSTILE)
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":"), (" ,  ", " :  ")])
+@pytest.mark.parametrize("ensure_ascii", [False, True])
+@pytest.mark.parametrize("prompt_first", [False, True])
+def test_raw_prompt_is_the_top_level_prompt_as_written(prompt, separators, ensure_ascii, prompt_first):
+    line = _line(prompt, separators=separators, ensure_ascii=ensure_ascii, prompt_first=prompt_first)
+    raw = raw_string_field(line, "prompt")
+    assert raw is not None and raw in line
+    assert json.loads(raw) == prompt
+
+
+def test_raw_prompt_survives_random_escapes():
+    rng = random.Random(7)
+    alphabet = ['"', "\\", ",", ":", "{", "}", "[", "]", " ", "a", "\n", "\u00e9", "prompt"]
+    for _ in range(300):
+        prompt = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        line = orjson.dumps({"details": {"prompt": prompt[::-1]}, "prompt": prompt, "x": [prompt]})
+        assert json.loads(raw_string_field(line, "prompt")) == prompt
+
+
+def test_no_top_level_string_prompt():
+    assert raw_string_field(b'{"details": {"prompt": "nested only"}}', "prompt") is None
+    assert raw_string_field(b'{"prompt": 12, "x": "\\"prompt\\": \\"y\\""}', "prompt") is None
+
+
+def test_completion_body_carries_the_prompt_bytes_unchanged(tmp_path):
+    prompt = 'Text with "quotes", a backslash \\ and caf\u00e9.\nQuestion?'
+    line = {
+        "id": "t-1k-00000",
+        "task": "niah_single_1",
+        "length": 1024,
+        "references": ["42"],
+        "max_new_tokens": 16,
+        "seed": 3,
+        "prompt": prompt,
+        "messages": [{"role": "user", "content": "the chat form"}],
+    }
+    (tmp_path / "niah_single_1").mkdir()
+    (tmp_path / "niah_single_1" / "1k.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n")
+    [sample] = iter_suite(tmp_path)
+    assert "messages" not in sample  # never decoded in completion mode
+    route, body = build_request(sample, EvalConfig(endpoint="http://127.0.0.1:9/v1", model="m"))
+    assert route == "/v1/completions"
+    sent = json.loads(body)
+    assert sent["prompt"] == prompt and sent["max_tokens"] == 16 and sent["seed"] == 3
+    [chat_sample] = iter_suite(tmp_path, chat=True)
+    assert "prompt_json" not in chat_sample and chat_sample["messages"][0]["content"] == "the chat form"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"id": "a", "prompt": "unterminated}', r"1k\.jsonl:1: not valid JSON"),
+        ('["a list"]', r"1k\.jsonl:1: expected a JSON object"),
+        (
+            '{"id": "a", "task": "t", "length": 1, "references": ["x"], "max_new_tokens": 1, "prompt": 5}',
+            r"1k\.jsonl:1: field 'prompt' must be a string",
+        ),
+        (
+            '{"id": "a", "task": "t", "length": 1, "references": [], "max_new_tokens": 1, "prompt": "p"}',
+            r"1k\.jsonl:1: field 'references' must be a non-empty list",
+        ),
+        ('{"id": "a", "prompt": "p\xff"}', r"1k\.jsonl:1: not valid JSON"),
+    ],
+)
+def test_bad_lines_name_the_file_line_and_field(tmp_path, text, message):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "1k.jsonl").write_bytes(text.encode("latin-1") + b"\n")
+    with pytest.raises(SuiteError, match=message):
+        list(iter_suite(tmp_path))
