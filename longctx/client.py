@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ from longctx.atomic import write_atomic
 from longctx.scoring import metric_name, score_sample
 
 log = logging.getLogger(__name__)
+
+Buffer = bytes | mmap.mmap
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -159,8 +161,12 @@ def read_suite_meta(suite_dir: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of a JSONL file through mmap: megabyte lines without buffer regrowth."""
+def _lines(path: Path) -> Iterator[tuple[int, mmap.mmap, int, int]]:
+    """(line number, file map, start, end) of each line of a JSONL file.
+
+    Lines are read in place from the map, never copied out whole: a 1M-token line holds megabytes twice over
+    (prompt and messages), and only the prompt is ever copied.
+    """
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             return
@@ -170,7 +176,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 end = mm.find(b"\n", pos)
                 end = size if end < 0 else end
                 lineno += 1
-                yield lineno, mm[pos:end]
+                yield lineno, mm, pos, end
                 pos = end + 1
 
 
@@ -189,7 +195,7 @@ _AFTER_KEY = re.compile(rb'\s*:\s*"')
 _BACKSLASH = 0x5C
 
 
-def _string_end(line: bytes, start: int) -> int:
+def _string_end(line: Buffer, start: int) -> int:
     """Index of the quote that closes the JSON string whose first character is at `start`.
 
     A quote closes the string unless an odd number of backslashes precede it; `bytes.find` jumps from quote to
@@ -208,20 +214,22 @@ def _string_end(line: bytes, start: int) -> int:
         pos = quote + 1
 
 
-def raw_string_field(line: bytes, key: str) -> bytes | None:
-    """The JSON text (quotes and escapes as written) of the top-level string `key` of a valid JSON object line.
+def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = None) -> bytes | None:
+    """The JSON text (quotes and escapes as written) of the top-level string `key` of a valid JSON object line,
+    `line[start:end]` of a bytes object or a file map.
 
     Sending a prompt's own JSON text saves decoding megabytes of it into a `str` and encoding them back for the
     request. In valid JSON an unescaped `"` always delimits a string, so `"key"` after `{` or `,` and before
     `: "` is a key with a string value; it is at the top level when the line up to it, closed with `}`, is
     itself a JSON object. None when the line has no such top-level string.
     """
+    end = len(line) if end is None else end
     needle = b'"' + key.encode() + b'"'
-    pos = 0
-    while (at := line.find(needle, pos)) >= 0:
+    pos = start
+    while (at := line.find(needle, pos, end)) >= 0:
         pos = at + len(needle)
-        value = _AFTER_KEY.match(line, pos)
-        before = line[:at].rstrip()
+        value = _AFTER_KEY.match(line, pos, end)
+        before = line[start:at].rstrip()
         if value is None or not before or before[-1:] not in (b"{", b","):
             continue
         head = before + b"}" if before[-1:] == b"{" else before[:-1] + b"}"
@@ -230,8 +238,8 @@ def raw_string_field(line: bytes, key: str) -> bytes | None:
                 continue
         except orjson.JSONDecodeError:
             continue  # a key of a nested object
-        start = value.end()
-        return line[start - 1 : _string_end(line, start) + 1]
+        first = value.end()
+        return line[first - 1 : _string_end(line, first) + 1]
     return None
 
 
@@ -253,13 +261,14 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
     """
     parser = simdjson.Parser()
     for path in suite_files(suite_dir):
-        for lineno, raw in _lines(path):
-            if not raw.strip():
-                continue
+        for lineno, mm, start, end in _lines(path):
             where = f"{path}:{lineno}"
             try:
-                doc = parser.parse(raw)
+                with memoryview(mm) as whole, whole[start:end] as line:
+                    doc = parser.parse(line)
             except ValueError as exc:  # UnicodeDecodeError included
+                if not mm[start:end].strip():
+                    continue  # a blank line
                 raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
             try:
                 if not isinstance(doc, simdjson.Object):
@@ -278,7 +287,7 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
             if chat and not isinstance(sample["messages"], list):
                 raise SuiteError(f"{where}: field 'messages' must be a list of messages")
             if not chat:
-                sample["prompt_json"] = raw_string_field(raw, "prompt")
+                sample["prompt_json"] = raw_string_field(mm, "prompt", start, end)
                 if sample["prompt_json"] is None:
                     raise SuiteError(f"{where}: field 'prompt' must be a string")
             sample["_where"] = where
@@ -358,23 +367,45 @@ def read_results(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any
 
 
 class ResultWriter:
-    """The single writer of results.jsonl: one whole line per write, flushed and fsynced before moving on.
+    """The single writer of results.jsonl: each row is one whole line written with one `write(2)`.
 
-    `thread` is the one thread the runner writes from, so lines never interleave and keep their order.
+    What `write(2)` returned is the kernel's, so a run killed at any point leaves every line written before it,
+    whole. Against a machine crash the file is also fsynced at most every `sync_every` seconds, on a thread of
+    its own so the disk never stalls the requests, and again on close.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._fh = path.open("ab")
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-writer")
+    def __init__(self, path: Path, sync_every: float = 1.0) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._sync_every = sync_every
+        self._last_sync = time.monotonic()
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-fsync")
+        self._syncing: Future[None] | None = None
 
     def write(self, row: dict[str, Any]) -> None:
-        self._fh.write(orjson.dumps(row) + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        written = os.write(self._fd, line)
+        while written < len(line):  # only a full disk or a quota cuts a regular file's write short
+            written += os.write(self._fd, line[written:])
+        if time.monotonic() - self._last_sync >= self._sync_every:
+            self._sync_in_background()
+
+    def _sync_in_background(self) -> None:
+        if self._syncing is not None:
+            if not self._syncing.done():
+                return
+            self._syncing.result()  # an fsync error (disk gone) surfaces here
+        self._last_sync = time.monotonic()
+        self._syncing = self._syncer.submit(os.fsync, self._fd)
 
     def close(self) -> None:
-        self.thread.shutdown(wait=True)
-        self._fh.close()
+        self._syncer.shutdown(wait=True)
+        try:
+            if self._syncing is not None:
+                self._syncing.result()
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
 
 
 def _json_bytes(payload: Any) -> bytes:
@@ -516,7 +547,6 @@ class Runner:
         self.stats = stats
         self.progress = progress
         self.started = time.monotonic()
-        self.pending_writes: set[asyncio.Future] = set()
 
     async def post(self, route: str, body: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
         """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError."""
@@ -610,19 +640,8 @@ class Runner:
         return row
 
     def record(self, row: dict[str, Any]) -> None:
-        """Hand the row to the writer's thread and move on; it is counted once it is on disk.
-
-        The fsync happens off the event loop, so it stalls neither the requests in flight nor the next one; a
-        sample whose line was not yet written when the run was killed is simply sent again by the next run.
-        """
-        future = asyncio.get_running_loop().run_in_executor(self.writer.thread, self.writer.write, row)
-        self.pending_writes.add(future)
-        future.add_done_callback(lambda done: self._written(row, done))
-
-    def _written(self, row: dict[str, Any], future: asyncio.Future) -> None:
-        self.pending_writes.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            return  # raised by `flush`
+        """Append the row to the results file and count it; a sample killed before this is sent again next run."""
+        self.writer.write(row)
         self.stats.sent += 1
         if row["status"] == "ok":
             self.stats.ok += 1
@@ -639,11 +658,6 @@ class Runner:
         if self.progress is not None:
             self._refresh()
             self.progress.update(1)
-
-    async def flush(self) -> None:
-        """Wait for every handed-over row to be written; a write error (disk full, ...) is raised here."""
-        if self.pending_writes:
-            await asyncio.gather(*list(self.pending_writes))
 
     async def check_tokenize(self, sample: dict[str, Any]) -> None:
         """Compare the server's token count of a prompt with the suite's; warn when they disagree."""
@@ -684,6 +698,48 @@ class Runner:
             log.warning(message)
 
 
+class _Feed:
+    """The samples still to send, shared by the workers: each takes the next one when it is free.
+
+    Reading is synchronous (a line costs about a millisecond per 100K tokens), so workers never interleave
+    inside it; they only wait for the server's /tokenize check on the first sample of each length.
+    """
+
+    def __init__(
+        self,
+        samples: Iterator[dict[str, Any]],
+        cfg: EvalConfig,
+        done: set[str],
+        stats: RunStats,
+        runner: Runner,
+    ) -> None:
+        self.samples, self.cfg, self.done, self.stats, self.runner = samples, cfg, done, stats, runner
+        self.seen: set[str] = set()
+        self.checked: set[int] = set()
+
+    async def next(self) -> dict[str, Any] | None:
+        cfg = self.cfg
+        for sample in self.samples:
+            sid = str(sample["id"])
+            if sid in self.seen:
+                raise SuiteError(f"{sample['_where']}: sample id {sid!r} appears twice in the suite")
+            self.seen.add(sid)
+            if cfg.tasks is not None and sample["task"] not in cfg.tasks:
+                continue
+            length = int(sample["length"])
+            if cfg.lengths is not None and length not in cfg.lengths:
+                continue
+            self.stats.samples += 1
+            if sid in self.done:
+                self.stats.skipped_done += 1
+                continue
+            if cfg.check_tokenize and length not in self.checked:
+                self.checked.add(length)
+                await self.runner.check_tokenize(sample)
+            return sample
+        return None
+
+
 async def _run(
     suite_dir: Path, out_dir: Path, cfg: EvalConfig, done: set[str], total: int, stats: RunStats
 ) -> None:
@@ -700,59 +756,26 @@ async def _run(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
     )
     writer = ResultWriter(out_dir / RESULTS_FILE)
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         runner = Runner(cfg, session, headers, writer, stats, progress if cfg.progress else None)
 
-        async def produce() -> None:
-            samples = iter_suite(suite_dir, chat=cfg.chat)
-            seen: set[str] = set()
-            checked: set[int] = set()
-            while True:
-                # Read on the loop: a line costs about a millisecond per 100K tokens, less than a thread hop.
-                sample = next(samples, None)
-                if sample is None:
-                    break
-                sid = str(sample["id"])
-                if sid in seen:
-                    raise SuiteError(f"{sample['_where']}: sample id {sid!r} appears twice in the suite")
-                seen.add(sid)
-                if cfg.tasks is not None and sample["task"] not in cfg.tasks:
-                    continue
-                if cfg.lengths is not None and int(sample["length"]) not in cfg.lengths:
-                    continue
-                stats.samples += 1
-                if sid in done:
-                    stats.skipped_done += 1
-                    continue
-                if cfg.check_tokenize and int(sample["length"]) not in checked:
-                    checked.add(int(sample["length"]))
-                    await runner.check_tokenize(sample)
-                await queue.put(sample)
+        feed = _Feed(iter_suite(suite_dir, chat=cfg.chat), cfg, done, stats, runner)
 
         async def work() -> None:
-            while (sample := await queue.get()) is not None:
+            while (sample := await feed.next()) is not None:
                 runner.record(await runner.send(sample))
 
         workers = [asyncio.create_task(work()) for _ in range(cfg.concurrency)]
-        producer = asyncio.create_task(produce())
         try:
-            # A worker that dies (endpoint refuses everything) must stop the producer too.
-            pending = {producer, *workers}
-            while producer in pending:
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    task.result()
-            for _ in workers:
-                await queue.put(None)
-            for task in workers:
-                await task
-            await runner.flush()
+            # A worker that fails (the endpoint refuses everything, a bad suite line) stops the others.
+            finished, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in finished:
+                task.result()
         finally:
-            for task in (producer, *workers):
+            for task in workers:
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(producer, *workers, return_exceptions=True)
+                await asyncio.gather(*workers, return_exceptions=True)
             writer.close()
             progress.close()
 
