@@ -170,14 +170,15 @@ def _lines(path: Path) -> Iterator[tuple[int, mmap.mmap, int, int]]:
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             return
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            pos, lineno, size = 0, 0, len(mm)
-            while pos < size:
-                end = mm.find(b"\n", pos)
-                end = size if end < 0 else end
-                lineno += 1
-                yield lineno, mm, pos, end
-                pos = end + 1
+        # Not closed here: the prompts handed out are views of it, and it goes when the last of them does.
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    pos, lineno, size = 0, 0, len(mm)
+    while pos < size:
+        end = mm.find(b"\n", pos)
+        end = size if end < 0 else end
+        lineno += 1
+        yield lineno, mm, pos, end
+        pos = end + 1
 
 
 # Fields the runner reads from a line besides the prompt or the messages; the rest (haystack provenance, notes,
@@ -214,7 +215,7 @@ def _string_end(line: Buffer, start: int) -> int:
         pos = quote + 1
 
 
-def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = None) -> bytes | None:
+def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = None) -> memoryview | None:
     """The JSON text (quotes and escapes as written) of the top-level string `key` of a valid JSON object line,
     `line[start:end]` of a bytes object or a file map.
 
@@ -239,7 +240,7 @@ def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = N
         except orjson.JSONDecodeError:
             continue  # a key of a nested object
         first = value.end()
-        return line[first - 1 : _string_end(line, first) + 1]
+        return memoryview(line)[first - 1 : _string_end(line, first) + 1]
     return None
 
 
@@ -256,7 +257,7 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
     """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line.
 
     Each line is validated whole by simdjson, but only the fields the runner uses are read out of it. In
-    completion mode the prompt stays in its JSON form (`prompt_json`, bytes) to be sent as is, and the messages
+    completion mode the prompt stays in its JSON form (`prompt_json`, a view of the file) to be sent as is; the messages
     are never decoded; in chat mode the messages are decoded and the prompt is not.
     """
     parser = simdjson.Parser()
@@ -446,24 +447,24 @@ def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
         "seed": seed,
         "stream": False,
     }
-    if cfg.chat:
-        messages, continue_final = chat_messages(sample)
-        body["messages"] = messages
-        if continue_final:
-            body["add_generation_prompt"] = False
-            body["continue_final_message"] = True
-        route = "/v1/chat/completions"
-    else:
-        route = "/v1/completions"
-        body["prompt"] = _prompt_field(sample)
+    if not cfg.chat:
+        body.update(cfg.extra_body)
+        return "/v1/completions", _with_prompt(body, sample)
+    messages, continue_final = chat_messages(sample)
+    body["messages"] = messages
+    if continue_final:
+        body["add_generation_prompt"] = False
+        body["continue_final_message"] = True
     body.update(cfg.extra_body)
-    return route, orjson.dumps(body)
+    return "/v1/chat/completions", orjson.dumps(body)
 
 
-def _prompt_field(sample: dict[str, Any]) -> Any:
-    """The prompt for a request body: its JSON text as read from the suite, or the string itself."""
+def _with_prompt(body: dict[str, Any], sample: dict[str, Any]) -> bytes:
+    """`body` as JSON with the sample's prompt added last: its JSON text as the suite wrote it, copied once."""
     raw = sample.get("prompt_json")
-    return orjson.Fragment(raw) if raw is not None else sample["prompt"]
+    if raw is None or "prompt" in body:
+        return orjson.dumps({"prompt": sample["prompt"], **body} if raw is None else body)
+    return b"".join((orjson.dumps(body)[:-1], b',"prompt":', raw, b"}"))
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -675,7 +676,7 @@ class Runner:
             )
         check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": int(expected)}
         try:
-            content = orjson.dumps(body if cfg.chat else {**body, "prompt": _prompt_field(sample)})
+            content = orjson.dumps(body) if cfg.chat else _with_prompt(body, sample)
             status, reply = await self.post("/tokenize", content, cfg.request_timeout(int(expected)))
             server_count = _reply_count(reply) if status == 200 else None
         except (*_TRANSIENT, ValueError, AttributeError) as exc:
