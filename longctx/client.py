@@ -31,6 +31,7 @@ import tenacity
 
 from longctx.atomic import write_atomic
 from longctx.scoring import metric_name, score_sample
+from longctx.suite import OFFSETS_FILE, OFFSETS_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +254,105 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def read_offsets(suite_dir: Path) -> dict[str, Any]:
+    """The builder's offsets.json (where each line's prompt and messages sit), or {} when missing or unreadable."""
+    path = suite_dir / OFFSETS_FILE
+    try:
+        index = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("%s: ignored (%s); suite lines are read and validated in full", path, exc)
+        return {}
+    if not isinstance(index, dict) or index.get("format") != OFFSETS_FORMAT or index.get("version") != 1:
+        return {}
+    files = index.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _fresh_rows(path: Path, entry: Any) -> list[list[int | None]] | None:
+    """The offset rows of a file that is still the one the builder wrote (same size and modification time)."""
+    if not isinstance(entry, dict):
+        return None
+    stat = path.stat()
+    if entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
+        log.info("%s changed since the suite was built: its lines are read and validated in full", path)
+        return None
+    rows = entry.get("lines")
+    return rows if isinstance(rows, list) else None
+
+
+_STAND_INS = {b'""': (0x22, 0x22), b"[]": (0x5B, 0x5D)}  # what each big value becomes, how it is bounded
+
+
+def _indexed_lines(
+    path: Path, rows: list[Any], chat: bool
+) -> Iterator[tuple[str, dict[str, Any] | None, memoryview | None, Any]]:
+    """(where, fields, prompt view, messages) of each line of a file the builder indexed.
+
+    Only the small fields around the prompt and the messages are parsed (the two values stand in as "" and
+    []); the prompt stays a view of the file, and the messages are decoded in chat mode only. A row that does
+    not fit the file yields no fields.
+    """
+    with path.open("rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
+    view = memoryview(mm)
+    for lineno, row in enumerate(rows, 1):
+        where = f"{path}:{lineno}"
+        try:
+            start, end, p0, p1, m0, m1 = row
+            cuts = sorted(
+                (a, b, stand_in) for a, b, stand_in in ((p0, p1, b'""'), (m0, m1, b"[]")) if a is not None
+            )
+            pieces, pos = [], start
+            for a, b, stand_in in cuts:
+                first, last = _STAND_INS[stand_in]
+                if not (pos <= a < b <= end and mm[a] == first and mm[b - 1] == last):
+                    raise ValueError(where)
+                pieces += [view[pos:a], stand_in]
+                pos = b
+            if not (pos <= end <= len(mm)) or (end < len(mm) and mm[end] != 0x0A):
+                raise ValueError(where)
+            pieces.append(view[pos:end])
+            fields = orjson.loads(b"".join(pieces))
+            messages = orjson.loads(view[m0:m1]) if chat and m0 is not None else None
+        except (TypeError, ValueError, IndexError):
+            yield where, None, None, None
+            continue
+        yield where, fields, (view[p0:p1] if p0 is not None else None), messages
+
+
 def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line.
 
-    Each line is validated whole by simdjson, but only the fields the runner uses are read out of it. In
-    completion mode the prompt stays in its JSON form (`prompt_json`, a view of the file) to be sent as is; the messages
-    are never decoded; in chat mode the messages are decoded and the prompt is not.
+    In completion mode the prompt stays in its JSON form (`prompt_json`, a view of the file) to be sent as is,
+    and the messages are never decoded; in chat mode the messages are decoded and the prompt is not. For a
+    file the builder indexed in offsets.json (and that has not changed since), only the small fields are
+    parsed; any other line is validated whole by simdjson, and only the fields the runner uses are read out.
     """
+    offsets = read_offsets(suite_dir)
     parser = simdjson.Parser()
     for path in suite_files(suite_dir):
+        rel = path.relative_to(suite_dir).as_posix()
+        rows = _fresh_rows(path, offsets.get(rel)) if rel in offsets else None
+        if rows is not None:
+            for where, fields, prompt, messages in _indexed_lines(path, rows, chat):
+                if fields is None or not isinstance(fields, dict):
+                    raise SuiteError(
+                        f"{where}: the line does not match {suite_dir / OFFSETS_FILE}; rebuild the suite or "
+                        f"delete that file"
+                    )
+                sample = {name: fields[name] for name in _USED_FIELDS if name in fields}
+                _check_sample(where, sample, set(fields), chat)
+                if chat:
+                    sample["messages"] = messages
+                    if not isinstance(messages, list):
+                        raise SuiteError(f"{where}: field 'messages' must be a list of messages")
+                else:
+                    sample["prompt_json"] = prompt
+                sample["_where"] = where
+                yield sample
+            continue
         for lineno, mm, start, end in _lines(path):
             where = f"{path}:{lineno}"
             try:
@@ -280,11 +371,7 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     sample["messages"] = _plain(doc["messages"])
             finally:
                 del doc  # the parser refuses the next line while a lazy view of this one lives
-            for name in (*REQUIRED_FIELDS, "messages" if chat else "prompt"):
-                if name not in keys:
-                    raise SuiteError(f"{where}: field {name!r} is missing")
-            if not isinstance(sample["references"], list) or not sample["references"]:
-                raise SuiteError(f"{where}: field 'references' must be a non-empty list")
+            _check_sample(where, sample, keys, chat)
             if chat and not isinstance(sample["messages"], list):
                 raise SuiteError(f"{where}: field 'messages' must be a list of messages")
             if not chat:
@@ -293,6 +380,14 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     raise SuiteError(f"{where}: field 'prompt' must be a string")
             sample["_where"] = where
             yield sample
+
+
+def _check_sample(where: str, sample: dict[str, Any], keys: set[str], chat: bool) -> None:
+    for name in (*REQUIRED_FIELDS, "messages" if chat else "prompt"):
+        if name not in keys:
+            raise SuiteError(f"{where}: field {name!r} is missing")
+    if not isinstance(sample["references"], list) or not sample["references"]:
+        raise SuiteError(f"{where}: field 'references' must be a non-empty list")
 
 
 def count_suite_lines(

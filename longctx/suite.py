@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from longctx.atomic import write_atomic
 
 SUITE_FORMAT = "longtrove.longctx-suite"
 SUITE_VERSION = 1
+OFFSETS_FILE = "offsets.json"
+OFFSETS_FORMAT = "longtrove.longctx-offsets"
 DEFAULT_LENGTHS = tuple(1 << p for p in range(12, 21))  # 4k .. 1m
 DEFAULT_DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
 
@@ -125,7 +129,36 @@ def _init_worker(cfg: SuiteConfig) -> None:
     _WORKER["ctx"] = _context(cfg)
 
 
-def _build(job: Job) -> str:
+Span = tuple[int, int]
+
+
+def encode_line(line: dict[str, Any]) -> tuple[bytes, Span | None, Span | None]:
+    """The sample as one JSONL line (`json.dumps(line, ensure_ascii=False)`, UTF-8) and the byte spans of its
+    `prompt` and `messages` values in it.
+
+    The spans let the runner send a prompt straight from the file and parse only the small fields around it
+    (see `offsets.json`). They are known by construction: the two values are serialized on their own and put
+    in place of unique placeholders.
+    """
+    big = [k for k in ("prompt", "messages") if k in line]
+    marks = {k: f"\x00{uuid.uuid4().hex}" for k in big}
+    text = json.dumps({k: marks.get(k, v) for k, v in line.items()}, ensure_ascii=False)
+    spans: dict[str, Span] = {}
+    pieces: list[bytes] = []
+    size = 0
+    for key in sorted(big, key=lambda k: text.index(json.dumps(marks[k]))):
+        mark = json.dumps(marks[key])
+        head, text = text.split(mark)
+        value = json.dumps(line[key], ensure_ascii=False).encode("utf-8")
+        pieces += [head.encode("utf-8"), value]
+        size += len(pieces[-2])
+        spans[key] = (size, size + len(value))
+        size += len(value)
+    pieces.append(text.encode("utf-8"))
+    return b"".join(pieces), spans.get("prompt"), spans.get("messages")
+
+
+def _build(job: Job) -> tuple[bytes, Span | None, Span | None]:
     from longctx.tasks import TASKS, build_sample
 
     ctx = _WORKER["ctx"]
@@ -135,10 +168,10 @@ def _build(job: Job) -> str:
         raise ValueError(
             f"{job.task} at {job.length} tokens, sample {job.index} (seed {job.seed}): {exc}"
         ) from exc
-    return json.dumps(line, ensure_ascii=False)
+    return encode_line(line)
 
 
-def _results(cfg: SuiteConfig, jobs: Sequence[Job]) -> Iterator[str]:
+def _results(cfg: SuiteConfig, jobs: Sequence[Job]) -> Iterator[tuple[bytes, Span | None, Span | None]]:
     if cfg.workers <= 1:
         _init_worker(cfg)
         yield from map(_build, jobs)
@@ -167,13 +200,15 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
     # A rebuilt suite must not look finished before it is: drop the old suite.json first, and the files of
     # an older suite that this one will not rewrite (a reader globbing <task>/<length>.jsonl would mix them in).
     (out / "suite.json").unlink(missing_ok=True)
+    (out / OFFSETS_FILE).unlink(missing_ok=True)
     jobs = plan(cfg)
     keep = {f"{j.task}/{format_length(j.length)}.jsonl" for j in jobs}
     for old in out.glob("*/*.jsonl"):
         if old.parent.name in TASKS and f"{old.parent.name}/{old.name}" not in keep:
             old.unlink()
     files: list[dict[str, Any]] = []
-    current: list[str] = []
+    offsets: dict[str, Any] = {}
+    current: list[tuple[bytes, Span | None, Span | None]] = []
     key: tuple[str, int] | None = None
     bar = tqdm(total=len(jobs), desc="longctx build", unit="sample", disable=not progress)
 
@@ -181,8 +216,9 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         assert key is not None
         task, length = key
         rel = f"{task}/{format_length(length)}.jsonl"
-        data = ("\n".join(current) + "\n").encode("utf-8")
+        data = b"".join(line + b"\n" for line, _, _ in current)
         write_atomic(out / rel, data)
+        offsets[rel] = _file_offsets(out / rel, current)
         files.append(
             {
                 "task": task,
@@ -227,8 +263,25 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         "chat": ctx_tok["chat_template"] and cfg.chat,
         "files": files,
     }
+    index = {"format": OFFSETS_FORMAT, "version": 1, "files": offsets}
+    write_atomic(out / OFFSETS_FILE, json.dumps(index, separators=(",", ":")).encode("utf-8") + b"\n")
     write_atomic(out / "suite.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return meta
+
+
+def _file_offsets(path: Path, lines: Sequence[tuple[bytes, Span | None, Span | None]]) -> dict[str, Any]:
+    """Where each line and its prompt and messages sit in the file just written, with the file's size and
+    modification time: an edited or replaced file no longer matches, and is read and validated in full."""
+    rows: list[list[int | None]] = []
+    start = 0
+    for line, prompt, messages in lines:
+        row: list[int | None] = [start, start + len(line)]
+        for span in (prompt, messages):
+            row += [start + span[0], start + span[1]] if span else [None, None]
+        rows.append(row)
+        start += len(line) + 1
+    stat = os.stat(path)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "lines": rows}
 
 
 def _tokenizer_meta(cfg: SuiteConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from longctx.suite import SuiteConfig, build_suite, plan, read_suite, resolve_tasks, sample_seed
+from longctx.suite import OFFSETS_FILE, SuiteConfig, build_suite, plan, read_suite, resolve_tasks, sample_seed
 from pipelines.cli import app
 from tests.conftest import CL100K_OFFLINE
 
@@ -52,14 +52,43 @@ def built(tmp_path_factory: pytest.TempPathFactory, chat_tokenizer_dir: Path) ->
     return base / "one", base / "two"
 
 
+def _offsets_without_times(folder: Path) -> dict:
+    index = json.loads((folder / OFFSETS_FILE).read_text())
+    for entry in index["files"].values():
+        entry.pop("mtime_ns")
+    return index
+
+
 def test_same_arguments_give_byte_identical_files_with_one_or_two_workers(built: tuple[Path, Path]) -> None:
     one, two = built
     files = tree(one)
-    assert files == tree(two)
+    others = tree(two)
+    # offsets.json records each file's modification time, which differs from build to build; the rest is equal.
+    assert {k: v for k, v in files.items() if k != OFFSETS_FILE} == {
+        k: v for k, v in others.items() if k != OFFSETS_FILE
+    }
+    assert _offsets_without_times(one) == _offsets_without_times(two)
     assert sorted(files) == sorted(
-        ["suite.json"] + [f"{t}/{n}.jsonl" for t in ("niah_single_1", "vt", "fwe") for n in ("4k", "5000")]
+        ["suite.json", OFFSETS_FILE]
+        + [f"{t}/{n}.jsonl" for t in ("niah_single_1", "vt", "fwe") for n in ("4k", "5000")]
     )
     assert not [p for p in one.rglob(".*")]  # no temporary files left behind
+
+
+def test_offsets_point_at_each_prompt_and_messages(built: tuple[Path, Path]) -> None:
+    one, _ = built
+    index = json.loads((one / OFFSETS_FILE).read_text())
+    assert index["format"] == "longtrove.longctx-offsets" and len(index["files"]) == 6
+    for rel, entry in index["files"].items():
+        data = (one / rel).read_bytes()
+        assert entry["size"] == len(data) and entry["mtime_ns"] == (one / rel).stat().st_mtime_ns
+        lines = data.split(b"\n")[:-1]
+        assert len(entry["lines"]) == len(lines)
+        for (start, end, p0, p1, m0, m1), line in zip(entry["lines"], lines, strict=True):
+            assert data[start:end] == line
+            sample = json.loads(line)
+            assert json.loads(data[p0:p1]) == sample["prompt"]
+            assert json.loads(data[m0:m1]) == sample["messages"]
 
 
 def test_lines_and_suite_json_describe_the_samples(

@@ -8,7 +8,8 @@ import random
 import orjson
 import pytest
 
-from longctx.client import EvalConfig, SuiteError, build_request, iter_suite, raw_string_field
+from longctx.client import EvalConfig, SuiteError, build_request, iter_suite, raw_string_field, suite_files
+from longctx.suite import OFFSETS_FILE
 
 # Texts that trip a naive scan: escaped quotes and backslashes in every position, a fake key inside the text,
 # a backslash at the very end, non-ASCII and control characters.
@@ -106,3 +107,74 @@ def test_bad_lines_name_the_file_line_and_field(tmp_path, text, message):
     (tmp_path / "t" / "1k.jsonl").write_bytes(text.encode("latin-1") + b"\n")
     with pytest.raises(SuiteError, match=message):
         list(iter_suite(tmp_path))
+
+
+# ----------------------------------------------------------------------------- suites with the builder's offsets
+
+
+@pytest.fixture(scope="module")
+def built_suite(tmp_path_factory, chat_tokenizer_dir):
+    from tests.longctx.test_eval_support import make_suite
+
+    return make_suite(
+        tmp_path_factory.mktemp("built"),
+        str(chat_tokenizer_dir),
+        lengths=[1024, 2048],
+        depths=[0.0, 50.0, 100.0],
+        tasks=("niah_single_1", "niah_multivalue"),
+    )
+
+
+def _read(suite, *, chat):
+    return [
+        {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in s.items() if k != "_where"}
+        for s in iter_suite(suite, chat=chat)
+    ]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_offsets_give_the_same_samples_as_reading_lines_in_full(built_suite, tmp_path, chat):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built_suite, copy)
+    (copy / OFFSETS_FILE).unlink()
+    fast, full = _read(built_suite, chat=chat), _read(copy, chat=chat)
+    assert len(fast) == 12 and fast == full
+    for sample, line in zip(
+        fast, [json.loads(x) for p in suite_files(built_suite) for x in p.open()], strict=True
+    ):
+        if chat:
+            assert sample["messages"] == line["messages"] and "prompt_json" not in sample
+        else:
+            assert json.loads(sample["prompt_json"]) == line["prompt"] and "messages" not in sample
+
+
+def test_a_file_changed_after_the_build_is_validated_in_full(built_suite, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built_suite, copy)  # copytree keeps modification times: the offsets still apply
+    target = copy / "niah_multivalue" / "2k.jsonl"
+    lines = target.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"prompt": "', b'"prompt": "\\q', 1)  # an invalid escape, offsets shift
+    target.write_bytes(b"\n".join(lines))
+    with pytest.raises(SuiteError, match=r"niah_multivalue/2k\.jsonl:2: not valid JSON"):
+        list(iter_suite(copy))
+
+
+def test_offsets_that_do_not_fit_the_file_are_an_error_naming_the_line(built_suite, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built_suite, copy)
+    index = json.loads((copy / OFFSETS_FILE).read_text())
+    index["files"]["niah_multivalue/1k.jsonl"]["lines"][2][2] += 7  # the prompt's start, off by a few bytes
+    (copy / OFFSETS_FILE).write_text(json.dumps(index))
+    stat = (built_suite / "niah_multivalue" / "1k.jsonl").stat()
+    os.utime(copy / "niah_multivalue" / "1k.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(
+        SuiteError, match=r"niah_multivalue/1k\.jsonl:3: the line does not match .*offsets\.json"
+    ):
+        list(iter_suite(copy))
