@@ -2,7 +2,7 @@
 
 The reference server runs in another process (`longtrove longctx serve-reference`, reading the last 4,096
 tokens of each prompt with the real cl100k tokenizer), so the CPU measured here is the runner's alone: reading
-the suite, building and sending the requests, parsing the answers, fsyncing each result line and scoring.
+the suite, building and sending the requests, parsing the answers, writing each result line and scoring.
 The anchor, measured in the same run against the same server and prompts, is lm-evaluation-harness's
 `local-completions` client (`LocalCompletionsAPI.generate_until`, text prompts, same concurrency).
 

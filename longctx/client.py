@@ -1,10 +1,15 @@
 """A resilient runner that sends a long-context suite to an OpenAI-compatible endpoint and records answers.
 
 Built for hours-long runs with prompts of up to a million tokens against endpoints that time out, rate-limit and
-restart: every response is appended to `results.jsonl` as one whole line as soon as it arrives (flushed and
-fsynced), a rerun sends only the samples without a final result, transient failures are retried with
-exponential backoff and jitter, and a prompt the server rejects as too long is recorded as such instead of
-being retried forever. Sampling parameters are always sent explicitly (greedy), never left to server defaults.
+restart: every response is appended to `results.jsonl` as one whole line as soon as it arrives (one write(2),
+fsynced in the background), a rerun sends only the samples without a final result, transient failures are
+retried with exponential backoff and jitter, and a prompt the server rejects as too long is recorded as such
+instead of being retried forever. Sampling parameters are always sent explicitly (greedy), never left to server
+defaults.
+
+The runner stays far cheaper than the server: prompts go from the suite file into the request body in one copy,
+never decoded into Python strings, and for a suite built by `longctx.suite` (with its offsets.json) only the few
+small fields of each line are parsed.
 """
 
 from __future__ import annotations
