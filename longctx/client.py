@@ -198,8 +198,11 @@ _USED_FIELDS = (
     "depth",
     "answer_prefix",
 )
-_AFTER_KEY = re.compile(rb'\s*:\s*"')
+_COLON = re.compile(rb"\s*:\s*")
 _BACKSLASH = 0x5C
+_QUOTE = 0x22
+_INTEGER = re.compile(rb"-?\d+\s*")
+_NUMBER_END = re.compile(rb"[,}]|$")
 
 
 def _string_end(line: Buffer, start: int) -> int:
@@ -221,23 +224,21 @@ def _string_end(line: Buffer, start: int) -> int:
         pos = quote + 1
 
 
-def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = None) -> memoryview | None:
-    """The JSON text (quotes and escapes as written) of the top-level string `key` of a valid JSON object line,
-    `line[start:end]` of a bytes object or a file map.
+def top_level_value(line: Buffer, key: str, start: int = 0, end: int | None = None) -> int | None:
+    """Where the value of the top-level `key` starts in the valid JSON object `line[start:end]` (bytes or a
+    file map), found without parsing the rest; None when the object has no such key.
 
-    Sending a prompt's own JSON text saves decoding megabytes of it into a `str` and encoding them back for the
-    request. In valid JSON an unescaped `"` always delimits a string, so `"key"` after `{` or `,` and before
-    `: "` is a key with a string value; it is at the top level when the line up to it, closed with `}`, is
-    itself a JSON object. None when the line has no such top-level string.
+    In valid JSON an unescaped `"` always delimits a string, so `"key"` right after `{` or `,` and before `:` is
+    a key; it is at the top level when the object up to it, closed with `}`, is itself a JSON object.
     """
     end = len(line) if end is None else end
     needle = b'"' + key.encode() + b'"'
     pos = start
     while (at := line.find(needle, pos, end)) >= 0:
         pos = at + len(needle)
-        value = _AFTER_KEY.match(line, pos, end)
+        colon = _COLON.match(line, pos, end)
         before = line[start:at].rstrip()
-        if value is None or not before or before[-1:] not in (b"{", b","):
+        if colon is None or not before or before[-1:] not in (b"{", b","):
             continue
         head = before + b"}" if before[-1:] == b"{" else before[:-1] + b"}"
         try:
@@ -245,9 +246,20 @@ def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = N
                 continue
         except orjson.JSONDecodeError:
             continue  # a key of a nested object
-        first = value.end()
-        return memoryview(line)[first - 1 : _string_end(line, first) + 1]
+        return colon.end()
     return None
+
+
+def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = None) -> memoryview | None:
+    """The JSON text (quotes and escapes as written) of the top-level string `key` of the valid JSON object
+    `line[start:end]`; None when there is no such key or its value is not a string.
+
+    Sending a prompt's own JSON text saves decoding megabytes of it into a `str` and encoding them back.
+    """
+    first = top_level_value(line, key, start, end)
+    if first is None or first >= (len(line) if end is None else end) or line[first] != _QUOTE:
+        return None
+    return memoryview(line)[first : _string_end(line, first + 1) + 1]
 
 
 def _plain(value: Any) -> Any:
@@ -607,7 +619,11 @@ class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
 
 
 def _reply_count(reply: bytes) -> int:
-    """`count` of a /tokenize reply, without turning the token list that comes with it into Python ints."""
+    """`count` of a /tokenize reply, read without parsing the token list that comes with it (vLLM sends both)."""
+    at = top_level_value(reply, "count") if reply.lstrip()[:1] == b"{" else None
+    number = _INTEGER.fullmatch(reply, at, _NUMBER_END.search(reply, at).start()) if at is not None else None
+    if number is not None:
+        return int(number.group())  # everything before it was parsed: it is the top-level count
     doc = simdjson.Parser().parse(reply)
     return int(doc.get("count", -1)) if isinstance(doc, simdjson.Object) else -1
 
