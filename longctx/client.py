@@ -875,7 +875,8 @@ async def _run(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
     )
     writer = ResultWriter(out_dir / RESULTS_FILE)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as with requests and httpx.
+    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
         runner = Runner(cfg, session, headers, writer, stats, progress if cfg.progress else None)
 
         feed = _Feed(iter_suite(suite_dir, chat=cfg.chat), cfg, done, stats, runner)
