@@ -8,8 +8,9 @@ import random
 import orjson
 import pytest
 
-from longctx.client import EvalConfig, SuiteError, build_request, iter_suite, raw_string_field, suite_files
+from longctx.client import EvalConfig, build_request
 from longctx.suite import OFFSETS_FILE
+from longctx.suite_reader import SuiteError, iter_suite, raw_string_field, suite_files
 
 # Texts that trip a naive scan: escaped quotes and backslashes in every position, a fake key inside the text,
 # a backslash at the very end, non-ASCII and control characters.
@@ -181,7 +182,8 @@ def test_offsets_that_do_not_fit_the_file_are_an_error_naming_the_line(built_sui
 
 
 def test_top_level_value_skips_nested_keys_of_the_same_name():
-    from longctx.client import _reply_count, top_level_value
+    from longctx.client import _reply_count
+    from longctx.suite_reader import top_level_value
 
     reply = b'{"meta": {"count": 3}, "tokens": [1, 2, 3], "count" : 131072}'
     assert reply[top_level_value(reply, "count") :] == b"131072}"
