@@ -27,6 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
@@ -305,6 +307,15 @@ def _with_prompt(body: dict[str, Any], sample: dict[str, Any]) -> bytes:
     return b"".join((orjson.dumps(body)[:-1], b',"prompt":', raw, b"}"))
 
 
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment sets for `url` (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as requests and httpx use
+    it; looked up once per run, since aiohttp's own per-request lookup (`trust_env`) costs more than a request."""
+    parts = urlsplit(url)
+    if not parts.hostname or proxy_bypass(parts.hostname):
+        return None
+    return getproxies().get(parts.scheme)
+
+
 def _retry_after(headers: Any) -> float | None:
     value = headers.get("retry-after")
     if value is None:
@@ -390,6 +401,7 @@ class Runner:
         self.cfg = cfg
         self.session = session
         self.headers = headers
+        self.proxy = proxy_for(cfg.base_url)
         self.writer = writer
         self.stats = stats
         self.progress = progress
@@ -398,7 +410,7 @@ class Runner:
     async def post(self, route: str, body: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
         """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError."""
         async with self.session.post(
-            self.cfg.base_url + route, data=body, headers=self.headers, timeout=timeout
+            self.cfg.base_url + route, data=body, headers=self.headers, timeout=timeout, proxy=self.proxy
         ) as response:
             status, content = response.status, await response.read()
             if status == 429 or status == 408 or status >= 500:
@@ -605,8 +617,7 @@ async def _run(
         total=total, desc="longctx eval", unit="sample", disable=not cfg.progress, dynamic_ncols=True
     )
     writer = ResultWriter(out_dir / RESULTS_FILE)
-    # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as with requests and httpx.
-    async with aiohttp.ClientSession(connector=connector, trust_env=True) as session:
+    async with aiohttp.ClientSession(connector=connector) as session:
         runner = Runner(cfg, session, headers, writer, stats, progress if cfg.progress else None)
 
         feed = _Feed(iter_suite(suite_dir, chat=cfg.chat), cfg, done, stats, runner)

@@ -233,3 +233,16 @@ def test_a_results_folder_refuses_another_model_or_mode(niah_suite, cl100k, tmp_
         with pytest.raises(EndpointError, match="completion mode"):
             run_eval(niah_suite, tmp_path, _cfg(server.url, chat=True, lengths=(1024,)))
         assert sum(server.stats.requests.values()) == len(DEPTHS)
+
+
+def test_proxy_settings_come_from_the_environment(monkeypatch):
+    from longctx.client import proxy_for
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("http://gpu-node:8000/v1") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert proxy_for("http://gpu-node:8000/v1") == "http://proxy.internal:3128"
+    assert proxy_for("http://127.0.0.1:8000/v1") is None
+    assert proxy_for("https://api.example.com/v1") is None  # no HTTPS_PROXY set
