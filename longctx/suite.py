@@ -218,7 +218,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         rel = f"{task}/{format_length(length)}.jsonl"
         data = b"".join(line + b"\n" for line, _, _ in current)
         write_atomic(out / rel, data)
-        offsets[rel] = _file_offsets(out / rel, current)
+        offsets[rel] = offsets_entry(out / rel, _line_rows(current))
         files.append(
             {
                 "task": task,
@@ -263,25 +263,34 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         "chat": ctx_tok["chat_template"] and cfg.chat,
         "files": files,
     }
-    index = {"format": OFFSETS_FORMAT, "version": 1, "files": offsets}
-    write_atomic(out / OFFSETS_FILE, json.dumps(index, separators=(",", ":")).encode("utf-8") + b"\n")
+    write_offsets(out, offsets)
     write_atomic(out / "suite.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return meta
 
 
-def _file_offsets(path: Path, lines: Sequence[tuple[bytes, Span | None, Span | None]]) -> dict[str, Any]:
-    """Where each line and its prompt and messages sit in the file just written, with the file's size and
-    modification time: an edited or replaced file no longer matches, and is read and validated in full."""
-    rows: list[list[int | None]] = []
+def _line_rows(lines: Sequence[tuple[bytes, Span | None, Span | None]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     start = 0
-    for line, prompt, messages in lines:
-        row: list[int | None] = [start, start + len(line)]
-        for span in (prompt, messages):
-            row += [start + span[0], start + span[1]] if span else [None, None]
+    for number, (line, prompt, messages) in enumerate(lines, 1):
+        row: dict[str, Any] = {"line": number, "start": start, "end": start + len(line)}
+        for name, span in (("prompt", prompt), ("messages", messages)):
+            if span is not None:
+                row[name] = [start + span[0], start + span[1]]
         rows.append(row)
         start += len(line) + 1
+    return rows
+
+
+def offsets_entry(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """offsets.json's entry for one file: where each line and its `prompt` and `messages` values sit, with the
+    file's size and modification time, so that an edited or replaced file no longer matches."""
     stat = os.stat(path)
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "lines": rows}
+
+
+def write_offsets(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    index = {"format": OFFSETS_FORMAT, "version": 1, "files": files}
+    write_atomic(folder / OFFSETS_FILE, json.dumps(index, separators=(",", ":")).encode("utf-8") + b"\n")
 
 
 def _tokenizer_meta(cfg: SuiteConfig) -> dict[str, Any]:

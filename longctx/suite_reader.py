@@ -183,7 +183,7 @@ def read_offsets(suite_dir: Path) -> dict[str, Any]:
     return files if isinstance(files, dict) else {}
 
 
-def _fresh_rows(path: Path, entry: Any) -> list[list[int | None]] | None:
+def _fresh_rows(path: Path, entry: Any) -> list[dict[str, Any]] | None:
     """The offset rows of a file that is still the one the builder wrote (same size and modification time)."""
     if not isinstance(entry, dict):
         return None
@@ -210,10 +210,12 @@ def _indexed_lines(
     with path.open("rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
     view = memoryview(mm)
-    for lineno, row in enumerate(rows, 1):
-        where = f"{path}:{lineno}"
+    for number, row in enumerate(rows, 1):
+        where = f"{path}:{row.get('line', number) if isinstance(row, dict) else number}"
         try:
-            start, end, p0, p1, m0, m1 = row
+            start, end = row["start"], row["end"]
+            p0, p1 = row.get("prompt") or (None, None)
+            m0, m1 = row.get("messages") or (None, None)
             cuts = sorted(
                 (a, b, stand_in) for a, b, stand_in in ((p0, p1, b'""'), (m0, m1, b"[]")) if a is not None
             )
@@ -229,7 +231,7 @@ def _indexed_lines(
             pieces.append(view[pos:end])
             fields = orjson.loads(b"".join(pieces))
             messages = orjson.loads(view[m0:m1]) if chat and m0 is not None else None
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
             yield where, None, None, None
             continue
         yield where, fields, (view[p0:p1] if p0 is not None else None), messages
@@ -252,8 +254,8 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
             for where, fields, prompt, messages in _indexed_lines(path, rows, chat):
                 if fields is None or not isinstance(fields, dict):
                     raise SuiteError(
-                        f"{where}: the line does not match {suite_dir / OFFSETS_FILE}; rebuild the suite or "
-                        f"delete that file"
+                        f"{where}: the line does not match {suite_dir / OFFSETS_FILE}; run `longtrove longctx "
+                        f"index {suite_dir}` or delete that file"
                     )
                 sample = {name: fields[name] for name in _USED_FIELDS if name in fields}
                 _check_sample(where, sample, set(fields), chat)
@@ -261,6 +263,8 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     sample["messages"] = messages
                     if not isinstance(messages, list):
                         raise SuiteError(f"{where}: field 'messages' must be a list of messages")
+                elif prompt is None:
+                    raise SuiteError(f"{where}: field 'prompt' must be a string")
                 else:
                     sample["prompt_json"] = prompt
                 sample["_where"] = where
@@ -301,3 +305,58 @@ def _check_sample(where: str, sample: dict[str, Any], keys: set[str], chat: bool
             raise SuiteError(f"{where}: field {name!r} is missing")
     if not isinstance(sample["references"], list) or not sample["references"]:
         raise SuiteError(f"{where}: field 'references' must be a non-empty list")
+
+
+_STRUCTURE = re.compile(rb'["\[\]{}]')
+
+
+def container_end(line: Buffer, start: int, end: int | None = None) -> int:
+    """Index just past the JSON array or object that opens at `start` in valid JSON, stepping over its
+    strings with `bytes.find` rather than byte by byte."""
+    end = len(line) if end is None else end
+    depth, pos = 0, start
+    while (m := _STRUCTURE.search(line, pos, end)) is not None:
+        char = line[m.start()]
+        if char == _QUOTE:
+            pos = _string_end(line, m.start() + 1) + 1
+            continue
+        depth += 1 if char in (0x5B, 0x7B) else -1
+        pos = m.start() + 1
+        if depth == 0:
+            return pos
+    raise ValueError("unterminated array or object")
+
+
+def index_suite(suite_dir: Path) -> dict[str, Any]:
+    """Validate every line of a suite and write its offsets.json, as `longctx.suite` does for the suites it
+    builds: afterwards `longctx eval` parses only the small fields of each line. Returns the files' entries."""
+    from longctx.suite import offsets_entry, write_offsets
+
+    parser = simdjson.Parser()
+    files: dict[str, dict[str, Any]] = {}
+    for path in suite_files(suite_dir):
+        rows: list[dict[str, Any]] = []
+        for lineno, mm, start, end in _lines(path):
+            where = f"{path}:{lineno}"
+            try:
+                with memoryview(mm) as whole, whole[start:end] as line:
+                    doc = parser.parse(line)
+            except ValueError as exc:
+                if not mm[start:end].strip():
+                    continue
+                raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
+            is_object = isinstance(doc, simdjson.Object)
+            del doc
+            if not is_object:
+                raise SuiteError(f"{where}: expected a JSON object")
+            row: dict[str, Any] = {"line": lineno, "start": start, "end": end}
+            prompt = top_level_value(mm, "prompt", start, end)
+            if prompt is not None and mm[prompt] == _QUOTE:
+                row["prompt"] = [prompt, _string_end(mm, prompt + 1) + 1]
+            messages = top_level_value(mm, "messages", start, end)
+            if messages is not None and mm[messages] == 0x5B:
+                row["messages"] = [messages, container_end(mm, messages, end)]
+            rows.append(row)
+        files[path.relative_to(suite_dir).as_posix()] = offsets_entry(path, rows)
+    write_offsets(suite_dir, files)
+    return files

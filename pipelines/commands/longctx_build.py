@@ -128,9 +128,26 @@ def export_lm_eval_command(
     typer.echo(f"wrote {len(summary['tasks'])} lm-eval tasks to {out}; run:\n{summary['command']}")
 
 
+def index_command(
+    suite: Annotated[Path, typer.Argument(help="A suite folder: <task>/<length>.jsonl files.")],
+) -> None:
+    """Validate every line of SUITE and write SUITE/offsets.json, which `longctx eval` uses to read only the
+    small fields of each line (`longctx build` writes it already; use this for suites made elsewhere or edited)."""
+    from longctx.suite_reader import SuiteError, index_suite
+
+    try:
+        files = index_suite(suite)
+    except SuiteError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    lines = sum(len(entry["lines"]) for entry in files.values())
+    typer.echo(f"indexed {lines} lines in {len(files)} files -> {suite / 'offsets.json'}")
+
+
 def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     """Attach this module's commands to the app."""
     longctx_app.command("build")(build_command)
+    longctx_app.command("index")(index_command)
     export_app = typer.Typer(help="Export a built suite for evaluation harnesses.", no_args_is_help=True)
     export_app.command("lm-eval")(export_lm_eval_command)
     longctx_app.add_typer(export_app, name="export")

@@ -84,9 +84,10 @@ def test_offsets_point_at_each_prompt_and_messages(built: tuple[Path, Path]) -> 
         assert entry["size"] == len(data) and entry["mtime_ns"] == (one / rel).stat().st_mtime_ns
         lines = data.split(b"\n")[:-1]
         assert len(entry["lines"]) == len(lines)
-        for (start, end, p0, p1, m0, m1), line in zip(entry["lines"], lines, strict=True):
-            assert data[start:end] == line
+        for number, (row, line) in enumerate(zip(entry["lines"], lines, strict=True), 1):
+            assert row["line"] == number and data[row["start"] : row["end"]] == line
             sample = json.loads(line)
+            (p0, p1), (m0, m1) = row["prompt"], row["messages"]
             assert json.loads(data[p0:p1]) == sample["prompt"]
             assert json.loads(data[m0:m1]) == sample["messages"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from longctx.client import EvalConfig, build_request
 from longctx.suite import OFFSETS_FILE
-from longctx.suite_reader import SuiteError, iter_suite, raw_string_field, suite_files
+from longctx.suite_reader import SuiteError, index_suite, iter_suite, raw_string_field, suite_files
 
 # Texts that trip a naive scan: escaped quotes and backslashes in every position, a fake key inside the text,
 # a backslash at the very end, non-ASCII and control characters.
@@ -171,7 +171,9 @@ def test_offsets_that_do_not_fit_the_file_are_an_error_naming_the_line(built_sui
     copy = tmp_path / "copy"
     shutil.copytree(built_suite, copy)
     index = json.loads((copy / OFFSETS_FILE).read_text())
-    index["files"]["niah_multivalue/1k.jsonl"]["lines"][2][2] += 7  # the prompt's start, off by a few bytes
+    index["files"]["niah_multivalue/1k.jsonl"]["lines"][2]["prompt"][0] += (
+        7  # the prompt's start, a few bytes off
+    )
     (copy / OFFSETS_FILE).write_text(json.dumps(index))
     stat = (built_suite / "niah_multivalue" / "1k.jsonl").stat()
     os.utime(copy / "niah_multivalue" / "1k.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -190,3 +192,63 @@ def test_top_level_value_skips_nested_keys_of_the_same_name():
     assert _reply_count(reply) == 131072
     assert _reply_count(orjson.dumps({"count": 12, "tokens": list(range(1000))})) == 12
     assert top_level_value(b'{"meta": {"count": 3}}', "count") is None
+
+
+def test_index_makes_a_suite_from_elsewhere_read_like_a_built_one(tmp_path):
+    """Other key orders and separators, messages first, a blank line: indexed, then read through the offsets."""
+    rng = random.Random(3)
+    folder = tmp_path / "foreign"
+    (folder / "niah_single_1").mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        prompt = "".join(rng.choice(['"', "\\", "a", " ", "\u00e9", "\n", "{", "]"]) for _ in range(200))
+        sample = {
+            "messages": [{"role": "user", "content": prompt[::-1]}, {"role": "assistant", "content": "A:"}],
+            "id": f"n-1k-{i:05d}",
+            "details": {"prompt": "decoy", "messages": ["decoy"]},
+            "task": "niah_single_1",
+            "length": 1024,
+            "references": [str(i)],
+            "max_new_tokens": 8,
+            "prompt": prompt,
+        }
+        seps = [(", ", ": "), (",", ":")][i % 2]
+        lines.append(json.dumps(sample, separators=seps, ensure_ascii=bool(i % 3)))
+    lines.insert(3, "")
+    (folder / "niah_single_1" / "1k.jsonl").write_text("\n".join(lines) + "\n")
+    full = {chat: _read(folder, chat=chat) for chat in (False, True)}
+    files = index_suite(folder)
+    rows = files["niah_single_1/1k.jsonl"]["lines"]
+    assert [row["line"] for row in rows] == [1, 2, 3, 5, 6, 7]  # the blank line 4 is skipped, numbers kept
+    assert all("prompt" in row and "messages" in row for row in rows)
+    for chat in (False, True):
+        assert _read(folder, chat=chat) == full[chat]
+    index = json.loads((folder / OFFSETS_FILE).read_text())
+    index["files"]["niah_single_1/1k.jsonl"]["lines"][4]["messages"][1] -= 1
+    (folder / OFFSETS_FILE).write_text(json.dumps(index))
+    with pytest.raises(SuiteError, match=r"1k\.jsonl:6: the line does not match"):
+        list(iter_suite(folder, chat=True))
+
+
+def test_index_command_reindexes_an_edited_suite(built_suite, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built_suite, copy)
+    target = copy / "niah_single_1" / "1k.jsonl"
+    target.write_bytes(target.read_bytes().replace(b'"depth": 50.0', b'"depth": 50.00', 1))
+    before = json.loads((copy / OFFSETS_FILE).read_text())["files"]["niah_single_1/1k.jsonl"]
+    assert before["size"] != target.stat().st_size  # stale: read in full until re-indexed
+    result = CliRunner().invoke(app, ["longctx", "index", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "indexed 12 lines in 4 files" in result.output
+    after = json.loads((copy / OFFSETS_FILE).read_text())["files"]["niah_single_1/1k.jsonl"]
+    assert after["size"] == target.stat().st_size and after["mtime_ns"] == target.stat().st_mtime_ns
+    assert _read(copy, chat=False) == _read(built_suite, chat=False)
+    (copy / "niah_single_1" / "2k.jsonl").write_text('{"id": "x"}\n{broken\n')
+    result = CliRunner().invoke(app, ["longctx", "index", str(copy)])
+    assert result.exit_code == 2 and "2k.jsonl:2: not valid JSON" in result.output
