@@ -192,7 +192,17 @@ def _fresh_rows(path: Path, entry: Any) -> list[dict[str, Any]] | None:
         log.info("%s changed since the suite was built: its lines are read and validated in full", path)
         return None
     rows = entry.get("lines")
-    return rows if isinstance(rows, list) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict) and isinstance(row.get("start"), int) and isinstance(row.get("end"), int)
+        for row in rows
+    ):
+        log.warning(
+            "%s: its entry in %s is not understood; its lines are read and validated in full",
+            path,
+            OFFSETS_FILE,
+        )
+        return None
+    return rows
 
 
 _STAND_INS = {b'""': (0x22, 0x22), b"[]": (0x5B, 0x5D)}  # what each big value becomes, how it is bounded

@@ -252,3 +252,18 @@ def test_index_command_reindexes_an_edited_suite(built_suite, tmp_path):
     (copy / "niah_single_1" / "2k.jsonl").write_text('{"id": "x"}\n{broken\n')
     result = CliRunner().invoke(app, ["longctx", "index", str(copy)])
     assert result.exit_code == 2 and "2k.jsonl:2: not valid JSON" in result.output
+
+
+def test_offsets_in_a_shape_not_understood_fall_back_to_full_validation(built_suite, tmp_path, caplog):
+    import logging
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built_suite, copy)
+    index = json.loads((copy / OFFSETS_FILE).read_text())
+    for entry in index["files"].values():
+        entry["lines"] = [[row["start"], row["end"]] for row in entry["lines"]]  # another layout
+    (copy / OFFSETS_FILE).write_text(json.dumps(index))
+    with caplog.at_level(logging.WARNING):
+        assert _read(copy, chat=False) == _read(built_suite, chat=False)
+    assert "not understood" in caplog.text
