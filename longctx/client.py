@@ -256,17 +256,29 @@ def _json_bytes(payload: Any) -> bytes:
 # --------------------------------------------------------------------------------------------------- requests
 
 
-def chat_messages(sample: dict[str, Any]) -> tuple[list[dict[str, str]], bool]:
-    """The messages to send and whether the last one is an assistant prefill to continue.
+def chat_messages(sample: dict[str, Any]) -> tuple[Any, bool]:
+    """The messages to send (a list, or the suite's own JSON text as an `orjson.Fragment`) and whether the last
+    one is an assistant prefill to continue.
 
     vLLM continues a final assistant message when `continue_final_message` is true (and
     `add_generation_prompt` false); the answer prefix becomes that message so the model's output follows it, the
     way RULER and lm-eval put the prefix right before the generation.
     """
+    prefix = sample.get("answer_prefix") or ""
+    raw, roles = sample.get("messages_json"), sample.get("message_roles")
+    if raw is not None and roles is not None:
+        # Plain messages as the suite wrote them, never decoded; an answer prefix is appended to their JSON.
+        if roles and roles[-1] == "assistant":
+            return orjson.Fragment(bytes(raw)), True
+        if prefix.strip():
+            opening = bytes(raw[:-1]).rstrip()  # the list without its closing bracket
+            comma = b"," if roles else b""
+            prefill = orjson.dumps({"role": "assistant", "content": prefix})
+            return orjson.Fragment(opening + comma + prefill + b"]"), True
+        return orjson.Fragment(bytes(raw)), False
     messages = [{"role": m["role"], "content": m["content"]} for m in sample["messages"]]
     if messages and messages[-1]["role"] == "assistant":
         return messages, True
-    prefix = sample.get("answer_prefix") or ""
     if prefix.strip():
         return [*messages, {"role": "assistant", "content": prefix}], True
     return messages, False

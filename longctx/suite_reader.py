@@ -211,11 +211,11 @@ _STAND_INS = {b'""': (0x22, 0x22), b"[]": (0x5B, 0x5D)}  # what each big value b
 def _indexed_lines(
     path: Path, rows: list[Any], chat: bool
 ) -> Iterator[tuple[str, dict[str, Any] | None, memoryview | None, Any]]:
-    """(where, fields, prompt view, messages) of each line of a file the builder indexed.
+    """(where, fields, prompt view, messages view) of each line of a file the builder indexed.
 
     Only the small fields around the prompt and the messages are parsed (the two values stand in as "" and
-    []); the prompt stays a view of the file, and the messages are decoded in chat mode only. A row that does
-    not fit the file yields no fields.
+    []); both stay views of the file (the messages only in chat mode). A row that does not fit the file yields
+    no fields.
     """
     with path.open("rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
@@ -240,7 +240,7 @@ def _indexed_lines(
                 raise ValueError(where)
             pieces.append(view[pos:end])
             fields = orjson.loads(b"".join(pieces))
-            messages = orjson.loads(view[m0:m1]) if chat and m0 is not None else None
+            messages = view[m0:m1] if chat and m0 is not None else None
         except (TypeError, ValueError, IndexError, KeyError, AttributeError):
             yield where, None, None, None
             continue
@@ -251,12 +251,13 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
     """Yield the suite's samples lazily (a 1M-token suite does not fit in memory), validating each line.
 
     In completion mode the prompt stays in its JSON form (`prompt_json`, a view of the file) to be sent as is,
-    and the messages are never decoded; in chat mode the messages are decoded and the prompt is not. For a
+    and the messages are never decoded; in chat mode the messages do (`messages_json`, with `message_roles`
+    read from them) unless they hold more than plain role and content, and the prompt is never read. For a
     file the builder indexed in offsets.json (and that has not changed since), only the small fields are
     parsed; any other line is validated whole by simdjson, and only the fields the runner uses are read out.
     """
     offsets = read_offsets(suite_dir)
-    parser = simdjson.Parser()
+    parser, messages_parser = simdjson.Parser(), simdjson.Parser()
     for path in suite_files(suite_dir):
         rel = path.relative_to(suite_dir).as_posix()
         rows = _fresh_rows(path, offsets.get(rel)) if rel in offsets else None
@@ -270,9 +271,17 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                 sample = {name: fields[name] for name in _USED_FIELDS if name in fields}
                 _check_sample(where, sample, set(fields), chat)
                 if chat:
-                    sample["messages"] = messages
-                    if not isinstance(messages, list):
+                    if messages is None:
                         raise SuiteError(f"{where}: field 'messages' must be a list of messages")
+                    doc = messages_parser.parse(messages)
+                    try:
+                        roles = message_roles(doc)
+                        if roles is None:
+                            sample["messages"] = _plain(doc)
+                        else:
+                            sample["messages_json"], sample["message_roles"] = messages, roles
+                    finally:
+                        del doc
                 elif prompt is None:
                     raise SuiteError(f"{where}: field 'prompt' must be a string")
                 else:
@@ -295,11 +304,18 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                 keys = set(doc.keys())
                 sample = {name: _plain(doc[name]) for name in _USED_FIELDS if name in keys}
                 if chat and "messages" in keys:
-                    sample["messages"] = _plain(doc["messages"])
+                    roles = message_roles(doc["messages"])
+                    if roles is None:
+                        sample["messages"] = _plain(doc["messages"])
+                    else:
+                        at = top_level_value(mm, "messages", start, end)
+                        assert at is not None  # the key is there: simdjson found it
+                        sample["messages_json"] = memoryview(mm)[at : container_end(mm, at, end)]
+                        sample["message_roles"] = roles
             finally:
                 del doc  # the parser refuses the next line while a lazy view of this one lives
             _check_sample(where, sample, keys, chat)
-            if chat and not isinstance(sample["messages"], list):
+            if chat and not isinstance(sample.get("messages", []), list):
                 raise SuiteError(f"{where}: field 'messages' must be a list of messages")
             if not chat:
                 sample["prompt_json"] = raw_string_field(mm, "prompt", start, end)
@@ -307,6 +323,22 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     raise SuiteError(f"{where}: field 'prompt' must be a string")
             sample["_where"] = where
             yield sample
+
+
+def message_roles(messages: Any) -> list[str] | None:
+    """The roles of a (lazy, simdjson) list of plain `{"role", "content"}` messages, read without decoding any
+    content; None for anything else, which is then decoded and sent the slower way."""
+    if not isinstance(messages, simdjson.Array):
+        return None
+    roles: list[str] = []
+    for message in messages:
+        if not isinstance(message, simdjson.Object) or set(message.keys()) != {"role", "content"}:
+            return None
+        role = message["role"]
+        if not isinstance(role, str):
+            return None
+        roles.append(role)
+    return roles
 
 
 def _check_sample(where: str, sample: dict[str, Any], keys: set[str], chat: bool) -> None:

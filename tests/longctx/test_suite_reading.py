@@ -84,7 +84,10 @@ def test_completion_body_carries_the_prompt_bytes_unchanged(tmp_path):
     sent = json.loads(body)
     assert sent["prompt"] == prompt and sent["max_tokens"] == 16 and sent["seed"] == 3
     [chat_sample] = iter_suite(tmp_path, chat=True)
-    assert "prompt_json" not in chat_sample and chat_sample["messages"][0]["content"] == "the chat form"
+    assert (
+        "prompt_json" not in chat_sample and "messages" not in chat_sample
+    )  # kept as JSON text, not decoded
+    assert json.loads(bytes(chat_sample["messages_json"])) == line["messages"]
 
 
 @pytest.mark.parametrize(
@@ -146,7 +149,8 @@ def test_offsets_give_the_same_samples_as_reading_lines_in_full(built_suite, tmp
         fast, [json.loads(x) for p in suite_files(built_suite) for x in p.open()], strict=True
     ):
         if chat:
-            assert sample["messages"] == line["messages"] and "prompt_json" not in sample
+            assert json.loads(sample["messages_json"]) == line["messages"] and "prompt_json" not in sample
+            assert sample["message_roles"] == [m["role"] for m in line["messages"]]
         else:
             assert json.loads(sample["prompt_json"]) == line["prompt"] and "messages" not in sample
 
@@ -267,3 +271,55 @@ def test_offsets_in_a_shape_not_understood_fall_back_to_full_validation(built_su
     with caplog.at_level(logging.WARNING):
         assert _read(copy, chat=False) == _read(built_suite, chat=False)
     assert "not understood" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("messages", "prefix", "sent", "continued"),
+    [
+        # the builder's form: the answer prefix is already the last, assistant, message
+        ([{"role": "user", "content": 'Q "x"?'}, {"role": "assistant", "content": "A:"}], "A:", None, True),
+        # a user message last: the answer prefix is appended as the assistant message to continue
+        (
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "Q\\?"}],
+            " Answer:",
+            [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "Q\\?"},
+                {"role": "assistant", "content": " Answer:"},
+            ],
+            True,
+        ),
+        ([], "A:", [{"role": "assistant", "content": "A:"}], True),
+        ([{"role": "user", "content": "Q"}], "", None, False),
+        # more than role and content: decoded, and only role and content are sent
+        (
+            [{"role": "user", "content": "Q", "name": "x"}],
+            "A:",
+            [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A:"}],
+            True,
+        ),
+    ],
+)
+@pytest.mark.parametrize("indexed", [False, True])
+def test_chat_body_messages(tmp_path, messages, prefix, sent, continued, indexed):
+    line = {
+        "id": "t-1k-00000",
+        "task": "niah_single_1",
+        "length": 1024,
+        "references": ["42"],
+        "max_new_tokens": 16,
+        "prompt": "the completion form",
+        "messages": messages,
+        "answer_prefix": prefix,
+    }
+    (tmp_path / "niah_single_1").mkdir()
+    (tmp_path / "niah_single_1" / "1k.jsonl").write_text(json.dumps(line) + "\n")
+    if indexed:
+        index_suite(tmp_path)
+    [sample] = iter_suite(tmp_path, chat=True)
+    route, body = build_request(sample, EvalConfig(endpoint="http://127.0.0.1:9/v1", model="m", chat=True))
+    request = json.loads(body)
+    assert route == "/v1/chat/completions" and "prompt" not in request
+    assert request["messages"] == (messages if sent is None else sent)
+    assert request.get("continue_final_message", False) is continued
+    assert request.get("add_generation_prompt", True) is not continued
