@@ -273,7 +273,10 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                 if chat:
                     if messages is None:
                         raise SuiteError(f"{where}: field 'messages' must be a list of messages")
-                    doc = messages_parser.parse(messages)
+                    try:
+                        doc = messages_parser.parse(messages)
+                    except ValueError as exc:
+                        raise SuiteError(f"{where}: field 'messages' is not valid JSON ({exc})") from exc
                     try:
                         roles = message_roles(doc)
                         if roles is None:
