@@ -216,7 +216,6 @@ class ResultWriter:
     """
 
     def __init__(self, path: Path, sync_every: float = 1.0) -> None:
-        self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._sync_every = sync_every
         self._last_sync = time.monotonic()
@@ -367,16 +366,15 @@ class _BackoffHonouringRetryAfter(tenacity.wait.wait_base):
         return wait
 
 
-_INTEGER = re.compile(rb"-?\d+\s*")
-_NUMBER_END = re.compile(rb"[,}]|$")
+_INTEGER = re.compile(rb"(-?\d+)\s*(?:[,}]|$)")  # a whole integer value
 
 
 def _reply_count(reply: bytes) -> int:
     """`count` of a /tokenize reply, read without parsing the token list that comes with it (vLLM sends both)."""
     at = top_level_value(reply, "count") if reply.lstrip()[:1] == b"{" else None
-    number = _INTEGER.fullmatch(reply, at, _NUMBER_END.search(reply, at).start()) if at is not None else None
+    number = _INTEGER.match(reply, at) if at is not None else None
     if number is not None:
-        return int(number.group())  # everything before it was parsed: it is the top-level count
+        return int(number.group(1))  # everything before it was parsed: it is the top-level count
     doc = simdjson.Parser().parse(reply)
     return int(doc.get("count", -1)) if isinstance(doc, simdjson.Object) else -1
 

@@ -152,10 +152,16 @@ def raw_string_field(line: Buffer, key: str, start: int = 0, end: int | None = N
 
     Sending a prompt's own JSON text saves decoding megabytes of it into a `str` and encoding them back.
     """
+    span = _string_span(line, key, start, end)
+    return None if span is None else memoryview(line)[span[0] : span[1]]
+
+
+def _string_span(line: Buffer, key: str, start: int, end: int | None) -> tuple[int, int] | None:
+    """Where the top-level string `key` (quotes included) sits in the valid JSON object `line[start:end]`."""
     first = top_level_value(line, key, start, end)
     if first is None or first >= (len(line) if end is None else end) or line[first] != _QUOTE:
         return None
-    return memoryview(line)[first : _string_end(line, first + 1) + 1]
+    return first, _string_end(line, first + 1) + 1
 
 
 def _plain(value: Any) -> Any:
@@ -221,7 +227,7 @@ def _indexed_lines(
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
     view = memoryview(mm)
     for number, row in enumerate(rows, 1):
-        where = f"{path}:{row.get('line', number) if isinstance(row, dict) else number}"
+        where = f"{path}:{row.get('line', number)}"
         try:
             start, end = row["start"], row["end"]
             p0, p1 = row.get("prompt") or (None, None)
@@ -278,11 +284,8 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     except ValueError as exc:
                         raise SuiteError(f"{where}: field 'messages' is not valid JSON ({exc})") from exc
                     try:
-                        roles = message_roles(doc)
-                        if roles is None:
-                            sample["messages"] = _plain(doc)
-                        else:
-                            sample["messages_json"], sample["message_roles"] = messages, roles
+                        if _take_messages(sample, doc):
+                            sample["messages_json"] = messages
                     finally:
                         del doc
                 elif prompt is None:
@@ -294,27 +297,14 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
             continue
         for lineno, mm, start, end in _lines(path):
             where = f"{path}:{lineno}"
+            doc = _parse_line(parser, mm, start, end, where)
+            if doc is None:
+                continue  # a blank line
             try:
-                with memoryview(mm) as whole, whole[start:end] as line:
-                    doc = parser.parse(line)
-            except ValueError as exc:  # UnicodeDecodeError included
-                if not mm[start:end].strip():
-                    continue  # a blank line
-                raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
-            try:
-                if not isinstance(doc, simdjson.Object):
-                    raise SuiteError(f"{where}: expected a JSON object")
                 keys = set(doc.keys())
                 sample = {name: _plain(doc[name]) for name in _USED_FIELDS if name in keys}
-                if chat and "messages" in keys:
-                    roles = message_roles(doc["messages"])
-                    if roles is None:
-                        sample["messages"] = _plain(doc["messages"])
-                    else:
-                        at = top_level_value(mm, "messages", start, end)
-                        assert at is not None  # the key is there: simdjson found it
-                        sample["messages_json"] = memoryview(mm)[at : container_end(mm, at, end)]
-                        sample["message_roles"] = roles
+                if chat and "messages" in keys and _take_messages(sample, doc["messages"]):
+                    sample["messages_json"] = _messages_view(mm, start, end)
             finally:
                 del doc  # the parser refuses the next line while a lazy view of this one lives
             _check_sample(where, sample, keys, chat)
@@ -326,6 +316,39 @@ def iter_suite(suite_dir: Path, *, chat: bool = False) -> Iterator[dict[str, Any
                     raise SuiteError(f"{where}: field 'prompt' must be a string")
             sample["_where"] = where
             yield sample
+
+
+def _parse_line(parser: simdjson.Parser, mm: mmap.mmap, start: int, end: int, where: str) -> Any:
+    """The line as a lazy simdjson object, validated whole; None for a blank line. Release it (`del`) before
+    parsing the next line: the parser refuses while a view of the last one lives."""
+    try:
+        with memoryview(mm) as whole, whole[start:end] as line:
+            doc = parser.parse(line)
+    except ValueError as exc:  # UnicodeDecodeError included
+        if not mm[start:end].strip():
+            return None
+        raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, simdjson.Object):
+        del doc
+        raise SuiteError(f"{where}: expected a JSON object")
+    return doc
+
+
+def _take_messages(sample: dict[str, Any], messages: Any) -> bool:
+    """Whether the (lazy) messages are plain role/content ones, which stay JSON text: their roles go in
+    `message_roles` and the caller adds their text as `messages_json`. Anything else is decoded into `messages`."""
+    roles = message_roles(messages)
+    if roles is None:
+        sample["messages"] = _plain(messages)
+        return False
+    sample["message_roles"] = roles
+    return True
+
+
+def _messages_view(mm: mmap.mmap, start: int, end: int) -> memoryview:
+    at = top_level_value(mm, "messages", start, end)
+    assert at is not None  # the key is there: simdjson found it
+    return memoryview(mm)[at : container_end(mm, at, end)]
 
 
 def message_roles(messages: Any) -> list[str] | None:
@@ -382,22 +405,14 @@ def index_suite(suite_dir: Path) -> dict[str, Any]:
     for path in suite_files(suite_dir):
         rows: list[dict[str, Any]] = []
         for lineno, mm, start, end in _lines(path):
-            where = f"{path}:{lineno}"
-            try:
-                with memoryview(mm) as whole, whole[start:end] as line:
-                    doc = parser.parse(line)
-            except ValueError as exc:
-                if not mm[start:end].strip():
-                    continue
-                raise SuiteError(f"{where}: not valid JSON ({exc})") from exc
-            is_object = isinstance(doc, simdjson.Object)
+            doc = _parse_line(parser, mm, start, end, f"{path}:{lineno}")
+            if doc is None:
+                continue  # a blank line
             del doc
-            if not is_object:
-                raise SuiteError(f"{where}: expected a JSON object")
             row: dict[str, Any] = {"line": lineno, "start": start, "end": end}
-            prompt = top_level_value(mm, "prompt", start, end)
-            if prompt is not None and mm[prompt] == _QUOTE:
-                row["prompt"] = [prompt, _string_end(mm, prompt + 1) + 1]
+            prompt = _string_span(mm, "prompt", start, end)
+            if prompt is not None:
+                row["prompt"] = list(prompt)
             messages = top_level_value(mm, "messages", start, end)
             if messages is not None and mm[messages] == 0x5B:
                 row["messages"] = [messages, container_end(mm, messages, end)]
