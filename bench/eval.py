@@ -116,6 +116,13 @@ def measure_runner(suite: Path, url: str, concurrency: int, work: Path, *, chat:
     }
 
 
+def cpu_share(ours: dict) -> tuple[float, str]:
+    """The runner's CPU per request as a share of a request's wall time, and the words that say so."""
+    share = 100 * ours["cpu_ms"] / ours["latency_ms"]
+    text = f"CPU {ours['cpu_ms']:7.2f} ms/req = {share:5.2f}% of the {ours['latency_ms']:.0f} ms request wall time"
+    return share, text
+
+
 def median_run(runs: list[dict]) -> dict:
     """Each figure's median over the runs (outputs from the first run, scores are the same in all)."""
     out = dict(runs[0])
@@ -206,11 +213,10 @@ def main() -> None:
                         if not args.no_anchor:
                             anchors.append(measure_anchor(rows, url, c, length))
                     ours = median_run(runs)
-                    share = 100 * ours["cpu_ms"] / ours["latency_ms"]
+                    share, cost = cpu_share(ours)
                     line = (
-                        f"eval {label(length):>5} c={c:<2} runner: {ours['rps']:7.2f} req/s, "
-                        f"CPU {ours['cpu_ms']:7.2f} ms/req = {share:5.2f}% of the {ours['latency_ms']:.0f} ms "
-                        f"request wall time (score {ours['score']:.1f})"
+                        f"eval {label(length):>5} c={c:<2} runner: {ours['rps']:7.2f} req/s, {cost} "
+                        f"(score {ours['score']:.1f})"
                     )
                     if not args.no_anchor:
                         anchor = median_run(anchors)
@@ -234,21 +240,17 @@ def main() -> None:
                     suite, plain, ignore=shutil.ignore_patterns("offsets.json"), copy_function=os.link
                 )
                 ours = median_run([measure_runner(plain, url, 1, work) for _ in range(args.repeat)])
-                share = 100 * ours["cpu_ms"] / ours["latency_ms"]
                 print(
                     f"eval {label(length):>5} c=1  runner, suite without offsets.json (lines validated in full): "
-                    f"CPU {ours['cpu_ms']:7.2f} ms/req = {share:5.2f}% of the {ours['latency_ms']:.0f} ms request "
-                    f"wall time",
+                    f"{cpu_share(ours)[1]}",
                     flush=True,
                 )
                 # --chat sends the messages to /v1/chat/completions (the reference server renders them first).
                 ours = median_run(
                     [measure_runner(suite, url, 1, work, chat=True) for _ in range(args.repeat)]
                 )
-                share = 100 * ours["cpu_ms"] / ours["latency_ms"]
                 print(
-                    f"eval {label(length):>5} c=1  runner --chat: CPU {ours['cpu_ms']:7.2f} ms/req = {share:5.2f}% "
-                    f"of the {ours['latency_ms']:.0f} ms request wall time (score {ours['score']:.1f})",
+                    f"eval {label(length):>5} c=1  runner --chat: {cpu_share(ours)[1]} (score {ours['score']:.1f})",
                     flush=True,
                 )
     finally:

@@ -63,20 +63,26 @@ def test_no_top_level_string_prompt():
     assert raw_string_field(b'{"prompt": 12, "x": "\\"prompt\\": \\"y\\""}', "prompt") is None
 
 
-def test_completion_body_carries_the_prompt_bytes_unchanged(tmp_path):
-    prompt = 'Text with "quotes", a backslash \\ and caf\u00e9.\nQuestion?'
+def _one_line_suite(folder, **fields) -> dict:
+    """A suite of one niah_single_1 line at 1K: the required fields, then `fields`."""
     line = {
         "id": "t-1k-00000",
         "task": "niah_single_1",
         "length": 1024,
         "references": ["42"],
         "max_new_tokens": 16,
-        "seed": 3,
-        "prompt": prompt,
-        "messages": [{"role": "user", "content": "the chat form"}],
+        **fields,
     }
-    (tmp_path / "niah_single_1").mkdir()
-    (tmp_path / "niah_single_1" / "1k.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n")
+    (folder / "niah_single_1").mkdir()
+    (folder / "niah_single_1" / "1k.jsonl").write_text(json.dumps(line, ensure_ascii=False) + "\n")
+    return line
+
+
+def test_completion_body_carries_the_prompt_bytes_unchanged(tmp_path):
+    prompt = 'Text with "quotes", a backslash \\ and caf\u00e9.\nQuestion?'
+    line = _one_line_suite(
+        tmp_path, seed=3, prompt=prompt, messages=[{"role": "user", "content": "the chat form"}]
+    )
     [sample] = iter_suite(tmp_path)
     assert "messages" not in sample  # never decoded in completion mode
     route, body = build_request(sample, EvalConfig(endpoint="http://127.0.0.1:9/v1", model="m"))
@@ -302,18 +308,7 @@ def test_offsets_in_a_shape_not_understood_fall_back_to_full_validation(built_su
 )
 @pytest.mark.parametrize("indexed", [False, True])
 def test_chat_body_messages(tmp_path, messages, prefix, sent, continued, indexed):
-    line = {
-        "id": "t-1k-00000",
-        "task": "niah_single_1",
-        "length": 1024,
-        "references": ["42"],
-        "max_new_tokens": 16,
-        "prompt": "the completion form",
-        "messages": messages,
-        "answer_prefix": prefix,
-    }
-    (tmp_path / "niah_single_1").mkdir()
-    (tmp_path / "niah_single_1" / "1k.jsonl").write_text(json.dumps(line) + "\n")
+    _one_line_suite(tmp_path, prompt="the completion form", messages=messages, answer_prefix=prefix)
     if indexed:
         index_suite(tmp_path)
     [sample] = iter_suite(tmp_path, chat=True)
