@@ -90,7 +90,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             bool, typer.Option(help="count and skip jsonl lines that are not JSON objects (default: stop)")
         ] = False,
     ) -> None:
-        """Tokenize and pack text datasets into Arrow shards plus index.json (see README, Shard format)."""
+        """Tokenize and pack text datasets into Arrow shards plus index.json (see docs/shards.md, Shard format)."""
         from pydantic import ValidationError
 
         from pipelines.executor import RankFailedError
