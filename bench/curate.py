@@ -41,7 +41,7 @@ def documents_read(rows) -> int:
 
 
 def run_dask(recipe) -> tuple[float, int, int]:
-    from pipelines.recipe import run_recipe
+    from pipelines.runner import run_recipe
 
     start = time.perf_counter()
     rows = run_recipe(recipe, progress=False)
@@ -53,7 +53,8 @@ def run_local(recipe) -> tuple[float, int, int]:
 
     from datatrove.utils.stats import PipelineStats
 
-    from pipelines.recipe import build_stages, make_executors, step_counts
+    from pipelines.runner import make_executors, step_counts
+    from pipelines.stages import build_stages
 
     stages = build_stages(recipe)
     executors = make_executors(recipe, stages, kind="local")

@@ -126,7 +126,8 @@ def trl_bfd(sizes: np.ndarray, seq_len: int, batch: int = 1000) -> dict[str, flo
 
 
 def run_ours(corpus: Path, tokenizer: Path, out: Path, client, workers: int, seq_len: int) -> dict:
-    from pipelines.steps import ShardsConfig, TokenizeAndPack, input_readers, run_pack
+    from pipelines.inputs import input_readers
+    from pipelines.steps import ShardsConfig, TokenizeAndPack, run_pack
 
     shutil.rmtree(out, ignore_errors=True)
     config = ShardsConfig(output_folder=str(out), tokenizer=str(tokenizer), seq_len=seq_len, eos=EOS)

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.recipe import DEFAULT_RECIPE, StepCount, load_recipe, run_recipe
+from pipelines.recipe import DEFAULT_RECIPE, load_recipe
+from pipelines.runner import StepCount, run_recipe
 
 # (name, "module:function"), run in order after curation; each function takes a DemoContext.
 DEMO_STAGES: list[tuple[str, str]] = [
-    ("shards", "pipelines.steps:demo_stage"),
+    ("shards", "pipelines.shards_demo:demo_stage"),
     ("longctx", "pipelines.longctx_demo:demo_stage"),
 ]
 
@@ -120,7 +121,7 @@ def recipe_keeps(recipe: Any) -> Callable[[str], bool]:
     from datatrove.data import Document
     from datatrove.pipeline.filters.base_filter import get_filter_result
 
-    from pipelines.recipe import build_filters
+    from pipelines.stages import build_filters
 
     filters = build_filters(recipe)
 

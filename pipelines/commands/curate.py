@@ -9,7 +9,7 @@ import typer
 
 
 def print_counts(rows: list[Any], title: str = "Curation") -> None:
-    """A table of per-step kept/dropped counts (rows are pipelines.recipe.StepCount)."""
+    """A table of per-step kept/dropped counts (rows are pipelines.runner.StepCount)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -38,7 +38,8 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
     ) -> None:
         """Run a curation recipe (read, filter, exact and MinHash dedup, write parquet) on Dask."""
         from pipelines.executor import RankFailedError
-        from pipelines.recipe import RecipeError, load_recipe, run_recipe
+        from pipelines.recipe import RecipeError, load_recipe
+        from pipelines.runner import run_recipe
 
         overrides: dict[str, Any] = {}
         if output:

@@ -94,7 +94,8 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from pipelines.executor import RankFailedError
-        from pipelines.steps import InputError, ShardsConfig, pack_inputs
+        from pipelines.inputs import InputError
+        from pipelines.steps import ShardsConfig, pack_inputs
 
         try:
             # absolute paths: workers of a remote scheduler do not share this shell's working directory

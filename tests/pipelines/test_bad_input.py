@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.executor import RankFailedError
-from pipelines.recipe import RecipeError, parse_recipe, read_curated, run_recipe
+from pipelines.recipe import RecipeError, parse_recipe
+from pipelines.runner import read_curated, run_recipe
 from tests.pipelines.conftest import simple_recipe, write_jsonl
 
 GOOD = [{"id": f"good-{i}", "text": f"Good document number {i}, with a few words of text."} for i in range(6)]

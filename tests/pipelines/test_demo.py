@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pipelines import demo
 from pipelines.cli import app
-from pipelines.recipe import read_curated
+from pipelines.runner import read_curated
 
 
 def count_curated(ctx: demo.DemoContext) -> dict:

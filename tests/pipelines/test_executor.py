@@ -13,7 +13,9 @@ from datatrove.data import Document
 from datatrove.pipeline.writers import ParquetWriter
 
 from pipelines.executor import DaskPipelineExecutor, RankFailedError, staging_root
-from pipelines.recipe import build_stages, make_executors, parse_recipe
+from pipelines.recipe import parse_recipe
+from pipelines.runner import make_executors
+from pipelines.stages import build_stages
 from tests.pipelines.conftest import write_jsonl
 
 DOCS_PER_RANK = 240

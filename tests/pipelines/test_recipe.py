@@ -13,14 +13,9 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.demo import _near_copy, real_texts, recipe_keeps
-from pipelines.recipe import (
-    DEFAULT_RECIPE,
-    RecipeError,
-    build_stages,
-    load_recipe,
-    parse_recipe,
-    read_curated,
-)
+from pipelines.recipe import DEFAULT_RECIPE, RecipeError, load_recipe, parse_recipe
+from pipelines.runner import read_curated
+from pipelines.stages import build_stages
 from tests.pipelines.conftest import simple_recipe, write_jsonl
 
 
@@ -194,7 +189,7 @@ def test_huggingface_dataset_input(tmp_path, dask_client):
             },
         },
     )
-    from pipelines.recipe import run_recipe
+    from pipelines.runner import run_recipe
 
     recipe = parse_recipe(data)
     rows = run_recipe(recipe, client=dask_client, progress=False)
@@ -233,7 +228,7 @@ def test_language_filter_with_a_local_model(tmp_path, dask_client, prose_docs):
         tmp_path,
         filters=[{"language": {"languages": ["en"], "threshold": 0.5, "model_path": str(model_path)}}],
     )
-    from pipelines.recipe import run_recipe
+    from pipelines.runner import run_recipe
 
     recipe = parse_recipe(data)
     rows = run_recipe(recipe, client=dask_client, progress=False)

@@ -62,7 +62,8 @@ def _expected(tok, prose_texts: list[str], corpus: Path) -> dict[str, str]:
 def test_ranks_on_dask_cover_every_token_once_and_rerun_is_byte_identical(
     tmp_path: Path, corpus: Path, bpe_tokenizer_path: Path, prose_texts: list[str], dask_client
 ) -> None:
-    from pipelines.steps import ShardsConfig, TokenizeAndPack, input_readers, run_pack
+    from pipelines.inputs import input_readers
+    from pipelines.steps import ShardsConfig, TokenizeAndPack, run_pack
     from tokenization import load_tokenizer
 
     def pack(out: Path) -> dict:
@@ -285,7 +286,7 @@ def test_demo_stage_packs_the_curated_documents(tmp_path: Path, prose_texts: lis
 
     import pyarrow as pa
 
-    from pipelines.steps import DEMO_SEQ_LEN, demo_stage
+    from pipelines.shards_demo import DEMO_SEQ_LEN, demo_stage
 
     curated = tmp_path / "curated"
     curated.mkdir()
