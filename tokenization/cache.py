@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tokenization.textprep import TextPreparer
+
 if TYPE_CHECKING:
     from tokenization.loading import _JsonEngine
 
@@ -41,7 +43,7 @@ def _versions() -> dict[str, Any]:
     import tokenizers
 
     code = hashlib.sha256()
-    for module in ("fastpath.py", "cache.py", "fingerprint.py"):
+    for module in ("fastpath.py", "textprep.py", "cache.py", "fingerprint.py"):
         code.update((Path(__file__).parent / module).read_bytes())
     return {
         "format": CACHE_FORMAT,
@@ -132,7 +134,6 @@ def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
     if fast_arrays is not None:
         import tiktoken
 
-        from tokenization.fastpath import TextPreparer
         from tokenization.tokenizer import SENTINEL_SPECIAL
 
         blob, ends, ranks, rank_to_id = fast_arrays

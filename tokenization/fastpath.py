@@ -10,7 +10,7 @@ A tokenizer.json qualifies when tiktoken can reproduce it exactly:
   Qwen 2, Mistral Tekken, cl100k-style), or a lone `ByteLevel(use_regex=True)` (GPT-2's regex);
 - the normalizer is absent or only Unicode normalization forms (Qwen 2 uses NFC), applied in Python first;
 - non-special added tokens (Qwen 2.5's tool-call markup, whitespace runs) have no lstrip/rstrip/single_word:
-  they are cut out of the text in Python exactly as tokenizers does (see `TextPreparer`); special ones are
+  they are cut out of the text in Python exactly as tokenizers does (see `tokenization.textprep`); special ones are
   plain text here, by policy.
 
 Structural checks cannot catch everything (the two regex engines; tie-breaking between merges that make the
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tokenization.fingerprint import normalize_merges
+from tokenization.textprep import AddedSpec, TextPreparer
 
 if TYPE_CHECKING:
     from tokenization.tokenizer import Tokenizer
@@ -38,33 +38,6 @@ if TYPE_CHECKING:
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 _UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}
-
-
-@dataclass(frozen=True)
-class AddedSpec:
-    """An added token's content and the flags that decide how tokenizers matches it in text."""
-
-    content: str
-    special: bool = False
-    normalized: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
-    single_word: bool = False
-
-    @classmethod
-    def of(cls, token: Any) -> AddedSpec:
-        """From a `tokenizers.AddedToken` (or anything with the same attributes)."""
-        return cls(
-            content=token.content,
-            special=bool(token.special),
-            normalized=bool(token.normalized),
-            lstrip=bool(token.lstrip),
-            rstrip=bool(token.rstrip),
-            single_word=bool(token.single_word),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class FastPathRefused(Exception):
@@ -235,82 +208,6 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
             "added": [[int(i), AddedSpec.of(t).as_dict()] for i, t in sorted(added_tokens.items())],
         },
     }
-
-
-class TextPreparer:
-    """What `tokenizers` does to a text before its pre-tokenizer, replayed in Python for the tiktoken engine.
-
-    In order: non-special added tokens with normalized=False are cut out of the raw text (leftmost-longest;
-    special tokens take part in the matching but are skipped, which leaves them as text); each remaining piece
-    is Unicode-normalized; added tokens with normalized=True are cut out of the normalized pieces; a ByteLevel
-    pre-tokenizer with add_prefix_space=True prepends a space. `split(text)` returns the pieces to encode
-    (str) and the ids of the added tokens found (int), in order.
-    """
-
-    def __init__(self, forms: Sequence[str], prefix_space: bool, added: Any) -> None:
-        from tokenization.tokenizer import unicode_normalizer
-
-        self.normalize = unicode_normalizer(forms) if forms else None
-        self.prefix_space = prefix_space
-        tokens = [(int(i), t) for i, t in added]
-        self.has_added = any(not t.special for _, t in tokens)
-        self._raw = self._matcher([(i, t.content, t.special) for i, t in tokens if not t.normalized])
-        norm = self.normalize or (lambda text: text)
-        self._normalized = self._matcher([(i, norm(t.content), t.special) for i, t in tokens if t.normalized])
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> TextPreparer:
-        """From the JSON-able `preparer_spec` that `convert` returns (and the disk cache stores)."""
-        added = [(i, AddedSpec(**fields)) for i, fields in spec["added"]]
-        return cls(spec["forms"], spec["prefix_space"], added)
-
-    def _matcher(self, tokens: list[tuple[int, str, bool]]) -> tuple[Any, dict[str, int | None]] | None:
-        import re
-
-        tokens = [t for t in tokens if t[1]]
-        if not self.has_added or not tokens:
-            return None
-        # Longest first: at the leftmost position where any token matches, Python's alternation then takes
-        # the longest, which is tokenizers' LeftmostLongest rule. Special tokens map to None (skipped).
-        ordered = sorted(tokens, key=lambda t: (-len(t[1]), t[1]))
-        pattern = re.compile("|".join(re.escape(content) for _, content, _ in ordered))
-        return pattern, {content: (None if special else i) for i, content, special in ordered}
-
-    @staticmethod
-    def _cut(text: str, matcher: tuple[Any, dict[str, int | None]] | None) -> list[str | int]:
-        if matcher is None:
-            return [text]
-        pattern, ids = matcher
-        out: list[str | int] = []
-        cursor = 0
-        for m in pattern.finditer(text):
-            token_id = ids[m.group()]
-            if token_id is None:
-                continue
-            if cursor < m.start():
-                out.append(text[cursor : m.start()])
-            out.append(token_id)
-            cursor = m.end()
-        if cursor < len(text) or not out:
-            out.append(text[cursor:])
-        return out
-
-    def simple(self, text: str) -> str:
-        """The text to encode when there are no non-special added tokens."""
-        if self.normalize is not None:
-            text = self.normalize(text)
-        if self.prefix_space and not text.startswith(" "):
-            text = " " + text
-        return text
-
-    def split(self, text: str) -> list[str | int]:
-        out: list[str | int] = []
-        for part in self._cut(text, self._raw):
-            if isinstance(part, int):
-                out.append(part)
-            else:
-                out.extend(self._cut(self.normalize(part) if self.normalize else part, self._normalized))
-        return out
 
 
 def stress_texts() -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 from tokenization.chat import read_tokenizer_config
 from tokenization.errors import TokenizerError
 from tokenization.fingerprint import tiktoken_fingerprint, tokenizer_json_fingerprint
+from tokenization.textprep import AddedSpec
 from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -162,7 +163,7 @@ def _json_engine(raw: str, where: str) -> _JsonEngine:
 
 def _build_engine(raw: str, where: str, key: str) -> _JsonEngine:
     from tokenization import cache
-    from tokenization.fastpath import AddedSpec, build_fast_encoding, stress_failure
+    from tokenization.fastpath import build_fast_encoding, stress_failure
 
     data = _parse_tokenizer_json(raw, where)
     hf = _text_mode_hf(raw, where)

@@ -10,7 +10,6 @@ configuration (`eos_token=`, `bos_token=`) and are added by whoever packs docume
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     import tiktoken
     import tokenizers
 
-    from tokenization.fastpath import TextPreparer
+    from tokenization.textprep import TextPreparer
 
 
 _NO_SPECIAL: frozenset[str] = frozenset()
@@ -387,16 +386,3 @@ def _clean_texts(texts: Sequence[str]) -> list[str]:
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         out.append(text)
     return out
-
-
-def unicode_normalizer(forms: Sequence[str]) -> Callable[[str], str]:
-    """A normalizer applying the given Unicode normalization forms in order (NFC, NFD, NFKC, NFKD)."""
-    forms = tuple(forms)
-
-    def normalize(text: str) -> str:
-        for form in forms:
-            if not unicodedata.is_normalized(form, text):
-                text = unicodedata.normalize(form, text)
-        return text
-
-    return normalize
