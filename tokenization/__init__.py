@@ -16,8 +16,8 @@ tiktoken's native encoder when that is proved to give the same ids as `tokenizer
 `tokenization.fastpath`); conversions are cached on disk (see `tokenization.cache`).
 """
 
-from tokenization.errors import TokenizerError
-from tokenization.fastpath import FastPathWarning, stress_texts
+from tokenization.errors import FastPathWarning, TokenizerError
+from tokenization.fastpath import stress_texts
 from tokenization.loading import load_tokenizer
 from tokenization.tokenizer import Tokenizer, smallest_dtype
 

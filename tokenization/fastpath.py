@@ -21,18 +21,15 @@ first text whose ids differ from `tokenizers`' sends the tokenizer back to `toke
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tokenization.fingerprint import normalize_merges
 from tokenization.textprep import AddedSpec, TextPreparer
-
-if TYPE_CHECKING:
-    from tokenization.tokenizer import Tokenizer
+from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer, proof_failure
 
 # The regex of GPT-2, which a ByteLevel pre-tokenizer with use_regex=True applies.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -42,10 +39,6 @@ _UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}
 
 class FastPathRefused(Exception):
     """The tokenizer.json has something tiktoken cannot run exactly; the message says what."""
-
-
-class FastPathWarning(UserWarning):
-    """The fast path was refused after it had been expected to work, or lost on a verification text."""
 
 
 @lru_cache(maxsize=1)
@@ -295,46 +288,11 @@ def stress_texts() -> list[str]:
     return texts
 
 
-def first_difference(
-    tok: Tokenizer, texts: Sequence[str], fast: Sequence[np.ndarray] | None = None
-) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
-    if len(texts) == 0:
-        return None
-    if fast is None:
-        fast = tok._encode_tiktoken(texts)
-    slow = tok._encode_hf(texts)
-    for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        if a.shape != b.shape or not np.array_equal(a, b):
-            return i, a, b
-    return None
-
-
-def _describe(text: str, fast: np.ndarray, slow: np.ndarray) -> str:
-    n = min(len(fast), len(slow))
-    at = int(np.argmax(fast[:n] != slow[:n])) if n and np.any(fast[:n] != slow[:n]) else n
-    return (
-        f"{text[:80]!r}{'...' if len(text) > 80 else ''} (first differing token at position {at}: "
-        f"tiktoken {fast[at : at + 3].tolist()} vs tokenizers {slow[at : at + 3].tolist()})"
-    )
-
-
-def fall_back(tok: Tokenizer, reason: str) -> None:
-    """Send `tok` back to the `tokenizers` engine, with a warning that says why."""
-    tok._tt = None
-    tok._rank_to_id = None
-    tok._preparer = None
-    tok.fast_path_reason = reason
-    warnings.warn(f"{tok.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3)
-
-
 def build_fast_encoding(
     data: Mapping[str, Any], added_tokens: Mapping[int, Any]
 ) -> tuple[Any, dict[str, Any], str | None]:
     """(tiktoken.Encoding, conversion params, None), or (None, {}, reason) when tiktoken cannot run it."""
     import tiktoken
-
-    from tokenization.tokenizer import SENTINEL_SPECIAL
 
     try:
         params = convert(data, added_tokens)
@@ -355,23 +313,6 @@ def build_fast_encoding(
 
 def stress_failure(hf: Any, raw: str, encoding: Any, params: Mapping[str, Any]) -> str | None:
     """None when the converted encoding gives `hf`'s ids on the whole stress set, else why not (the text)."""
-    from tokenization.tokenizer import Tokenizer
-
     probe = Tokenizer(name="stress", fingerprint="", hf=hf, hf_json=raw, num_threads=1)
-    attach_fast_path(probe, encoding, params)
-    texts = stress_texts()
-    found = first_difference(probe, texts)
-    if found is None:
-        return None
-    index, fast, slow = found
-    return f"ids differ from tokenizers on stress set text #{index}: {_describe(texts[index], fast, slow)}"
-
-
-def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -> None:
-    """Make `tok` encode ordinary text with the converted tiktoken encoding."""
-    tok._tt = encoding
-    tok._rank_to_id = params["rank_to_id"]
-    prep = params["preparer"]
-    identity = prep.normalize is None and not prep.prefix_space and not prep.has_added
-    tok._preparer = None if identity else prep
-    tok.fast_path_reason = None
+    probe.use_fast_path(encoding, rank_to_id=params["rank_to_id"], preparer=params["preparer"])
+    return proof_failure(probe, stress_texts(), what="stress set")

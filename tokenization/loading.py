@@ -204,11 +204,11 @@ def _tokenizer_from_engine(
     if engine.fast is None:
         tok.fast_path_reason = engine.fast_reason
         return tok
-    from tokenization.fastpath import attach_fast_path, fall_back
-
-    attach_fast_path(tok, engine.fast, engine.fast_params)
+    tok.use_fast_path(
+        engine.fast, rank_to_id=engine.fast_params["rank_to_id"], preparer=engine.fast_params["preparer"]
+    )
     if engine.stress_failure is not None:
-        fall_back(tok, engine.stress_failure)
+        tok.fall_back(engine.stress_failure)
     return tok
 
 

@@ -10,6 +10,7 @@ configuration (`eos_token=`, `bos_token=`) and are added by whoever packs docume
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tokenization.chat import render_chat_template, select_chat_template, special_token_strings
-from tokenization.errors import TokenizerError
+from tokenization.errors import FastPathWarning, TokenizerError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -275,8 +276,6 @@ class Tokenizer:
 
     def _encode_verifying(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Encode, proving the fast path on the leading texts until `verify_chars` characters were checked."""
-        from tokenization.fastpath import first_difference
-
         take, budget = 0, self.verify_chars
         while take < len(texts) and budget > 0:
             budget -= len(texts[take])
@@ -314,17 +313,36 @@ class Tokenizer:
         """
         if self._tt is None or not self._is_json:
             return False
-        from tokenization.fastpath import _describe, fall_back, first_difference
-
-        texts = list(texts)
-        found = first_difference(self, texts)
-        if found is None:
+        failure = proof_failure(self, texts, what=what)
+        if failure is None:
             return True
-        index, fast, slow = found
-        fall_back(
-            self, f"ids differ from tokenizers on {what} text #{index}: {_describe(texts[index], fast, slow)}"
-        )
+        self.fall_back(failure)
         return False
+
+    # ------------------------------------------------------------------ the fast path's switches
+    def use_fast_path(
+        self, encoding: tiktoken.Encoding, *, rank_to_id: np.ndarray | None, preparer: TextPreparer
+    ) -> None:
+        """Encode ordinary text with `encoding`, a proved tiktoken conversion of this tokenizer.json.
+
+        The loader calls it (see `tokenization.fastpath`): `rank_to_id` maps tiktoken's ranks to ids when they
+        differ, `preparer` replays the added tokens, normalizer and prefix space that tiktoken does not know.
+        """
+        self._tt = encoding
+        self._rank_to_id = rank_to_id
+        identity = preparer.normalize is None and not preparer.prefix_space and not preparer.has_added
+        self._preparer = None if identity else preparer
+        self.fast_path_reason = None
+
+    def fall_back(self, reason: str) -> None:
+        """Go back to the `tokenizers` engine for good, with a warning that says why."""
+        self._tt = None
+        self._rank_to_id = None
+        self._preparer = None
+        self.fast_path_reason = reason
+        warnings.warn(
+            f"{self.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3
+        )
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(
@@ -386,3 +404,41 @@ def _clean_texts(texts: Sequence[str]) -> list[str]:
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         out.append(text)
     return out
+
+
+# ---------------------------------------------------------------------- proof of the fast path
+def first_difference(
+    tok: Tokenizer, texts: Sequence[str], fast: Sequence[np.ndarray] | None = None
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
+    if len(texts) == 0:
+        return None
+    if fast is None:
+        fast = tok._encode_tiktoken(texts)
+    slow = tok._encode_hf(texts)
+    for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return i, a, b
+    return None
+
+
+def describe_difference(text: str, fast: np.ndarray, slow: np.ndarray) -> str:
+    """The text (cut at 80 characters) and the first ids where the two engines part."""
+    n = min(len(fast), len(slow))
+    at = int(np.argmax(fast[:n] != slow[:n])) if n and np.any(fast[:n] != slow[:n]) else n
+    return (
+        f"{text[:80]!r}{'...' if len(text) > 80 else ''} (first differing token at position {at}: "
+        f"tiktoken {fast[at : at + 3].tolist()} vs tokenizers {slow[at : at + 3].tolist()})"
+    )
+
+
+def proof_failure(tok: Tokenizer, texts: Sequence[str], *, what: str) -> str | None:
+    """None when the fast path gives `tokenizers`' ids on every text, else why not, naming the first text."""
+    texts = list(texts)
+    found = first_difference(tok, texts)
+    if found is None:
+        return None
+    index, fast, slow = found
+    return (
+        f"ids differ from tokenizers on {what} text #{index}: {describe_difference(texts[index], fast, slow)}"
+    )
