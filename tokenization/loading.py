@@ -197,6 +197,7 @@ def _tokenizer_from_engine(
         chat_template_name=options.get("chat_template_name"),
         source=source,
         num_threads=options.get("num_threads"),
+        rebuild=restore_tokenizer,
     )
     if not fast:
         tok.fast_path_reason = "fast path disabled by the caller"
@@ -219,8 +220,8 @@ def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
     return _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
 
 
-def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
-    """Rebuild a pickled Tokenizer (see Tokenizer.__reduce__)."""
+def restore_tokenizer(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
+    """Rebuild a pickled Tokenizer (see Tokenizer.__reduce__): `kind` "json" or "tiktoken", its text or name."""
     options = {"chat_template_name": state["chat_template_name"], "num_threads": state["num_threads"]}
     if kind == "json":
         engine = _json_engine(payload, state["source"])
@@ -234,7 +235,7 @@ def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
     else:
         tok = _load_tiktoken(payload, **options)
     tok.configure_special(**state["special"])
-    if tok.backend == "tiktoken" and tok._is_json:
+    if tok.fast_path_on:
         tok.verify_chars = int(state.get("verify_chars", 0))
     return tok
 
@@ -266,11 +267,12 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
         name=enc.name,
         fingerprint=_tiktoken_fp(enc),
         tiktoken_encoding=ordinary,
+        tiktoken_with_special=enc,
         special_tokens=special,
         source=f"tiktoken:{enc.name}",
         num_threads=options.get("num_threads"),
+        rebuild=restore_tokenizer,
     )
-    tok._tt_full = enc
     return tok
 
 
@@ -333,7 +335,7 @@ def load_tokenizer(
     tok.configure_special(eos_token=eos_token, bos_token=bos_token, pad_token=pad_token)
     if verify_sample is not None:
         tok.verify_sample(verify_sample)
-    if tok.backend == "tiktoken" and tok._is_json:
+    if tok.fast_path_on:
         tok.verify_chars = max(0, int(verify_chars))
     return tok
 

@@ -81,11 +81,13 @@ class Tokenizer:
         hf_json: str | None = None,
         vocab_size: int | None = None,
         tiktoken_encoding: tiktoken.Encoding | None = None,
+        tiktoken_with_special: tiktoken.Encoding | None = None,
         special_tokens: Mapping[str, int] | None = None,
         config: Mapping[str, Any] | None = None,
         chat_template_name: str | None = None,
         source: str = "",
         num_threads: int | None = None,
+        rebuild: Callable[[str, str, dict[str, Any]], Tokenizer] | None = None,
     ) -> None:
         if hf is None and tiktoken_encoding is None:
             raise ValueError("a Tokenizer needs a tokenizers.Tokenizer or a tiktoken.Encoding")
@@ -106,7 +108,8 @@ class Tokenizer:
         self._hf_special: tokenizers.Tokenizer | None = None
         # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
         self._tt = tiktoken_encoding
-        self._tt_full = tiktoken_encoding  # with special tokens, for decode and allow_special
+        # With special tokens, for decode and allow_special (a tiktoken encoding's ordinary twin may have none).
+        self._tt_full = tiktoken_with_special or tiktoken_encoding
         self._rank_to_id: np.ndarray | None = None
         self._preparer: TextPreparer | None = None  # normalizer, added tokens, prefix space (fast path)
         self.fast_path_reason: str | None = None
@@ -126,12 +129,19 @@ class Tokenizer:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_size = 0
+        # How a pickled copy is rebuilt in another process: the loader's function, given (kind, payload, state).
+        self._rebuild = rebuild
 
     # ------------------------------------------------------------------ properties
     @property
     def backend(self) -> str:
         """Which engine encodes ordinary text: "tiktoken" or "tokenizers"."""
         return "tiktoken" if self._tt is not None else "tokenizers"
+
+    @property
+    def fast_path_on(self) -> bool:
+        """True when a tokenizer.json runs on the tiktoken engine (the fast path, which verification proves)."""
+        return self._tt is not None and self._is_json
 
     @property
     def _hf(self) -> tokenizers.Tokenizer | None:
@@ -371,7 +381,8 @@ class Tokenizer:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Picklable for Dask and multiprocessing: rebuilt from the tokenizer.json text (or the tiktoken name)
-        # through the loader's cache, so a worker process converts a tokenizer once, not once per task.
+        # by the loader's `rebuild` (through its cache), so a worker process converts a tokenizer once, not
+        # once per task.
         state = {
             "name": self.name,
             "source": self.source,
@@ -383,13 +394,13 @@ class Tokenizer:
             "fast_path_reason": self.fast_path_reason,
             "verify_chars": self.verify_chars,
         }
-        from tokenization.loading import _restore
-
+        if self._rebuild is None:
+            raise TypeError(f"{self.name}: only a Tokenizer made by load_tokenizer can be pickled")
         if self._is_json:
             assert self._hf_json is not None
-            return _restore, ("json", self._hf_json, state)
+            return self._rebuild, ("json", self._hf_json, state)
         assert self._tt_full is not None
-        return _restore, ("tiktoken", self._tt_full.name, state)
+        return self._rebuild, ("tiktoken", self._tt_full.name, state)
 
 
 def _clean_texts(texts: Sequence[str]) -> list[str]:
