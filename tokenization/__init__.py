@@ -16,13 +16,14 @@ tiktoken's native encoder when that is proved to give the same ids as `tokenizer
 `tokenization.fastpath`); conversions are cached on disk (see `tokenization.cache`).
 """
 
-from tokenization.errors import FastPathWarning, TokenizerError
+from tokenization.errors import FastPathWarning, SpecialTokenIdWarning, TokenizerError
 from tokenization.fastpath import stress_texts
 from tokenization.loading import load_tokenizer
 from tokenization.tokenizer import Tokenizer, smallest_dtype
 
 __all__ = [
     "FastPathWarning",
+    "SpecialTokenIdWarning",
     "Tokenizer",
     "TokenizerError",
     "load_tokenizer",

@@ -45,7 +45,7 @@ def _versions() -> dict[str, Any]:
     import tokenizers
 
     code = hashlib.sha256()
-    for module in ("fastpath.py", "textprep.py", "engine.py", "cache.py", "fingerprint.py"):
+    for module in ("fastpath.py", "textprep.py", "engine.py", "special_ids.py", "cache.py", "fingerprint.py"):
         code.update((Path(__file__).parent / module).read_bytes())
     return {
         "format": CACHE_FORMAT,
@@ -72,6 +72,7 @@ def save_engine(key: str, engine: JsonEngine) -> None:
         "vocab_size": engine.vocab_size,
         "fast_reason": engine.fast_reason,
         "stress_failure": engine.stress_failure,
+        "special_id_mismatches": engine.special_id_mismatches,
     }
     arrays: dict[str, np.ndarray] = {}
     if engine.fast is not None:
@@ -130,6 +131,7 @@ def load_engine(key: str, raw: str, where: str) -> JsonEngine | None:
         vocab_size=int(header["vocab_size"]),
         fast_reason=header["fast_reason"],
         stress_failure=header["stress_failure"],
+        special_id_mismatches=header["special_id_mismatches"],
     )
     if fast_arrays is not None:
         import tiktoken

@@ -15,6 +15,7 @@ from typing import Any
 from tokenization.errors import TokenizerError
 from tokenization.fastpath import build_fast_encoding, stress_failure
 from tokenization.fingerprint import tokenizer_json_fingerprint
+from tokenization.special_ids import declared_in_tokenizer_json, id_mismatches
 from tokenization.textprep import AddedSpec
 
 
@@ -50,6 +51,8 @@ class JsonEngine:
     fast_params: dict[str, Any] = field(default_factory=dict)
     fast_reason: str | None = None  # why not, structurally
     stress_failure: str | None = None  # why not, on the stress set
+    # [token, where, declared id, assigned id] of special tokens whose declared id tokenizers does not give
+    special_id_mismatches: list[list[Any]] = field(default_factory=list)
     hf_obj: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,6 +65,7 @@ class JsonEngine:
 
 
 def text_mode_hf(raw: str, where: str) -> Any:
+    """A tokenizers.Tokenizer that encodes special-token strings as text and never pads or truncates."""
     from tokenizers import Tokenizer as HFTokenizer
 
     try:
@@ -85,6 +89,7 @@ def build_engine(raw: str, where: str) -> JsonEngine:
         fingerprint=tokenizer_json_fingerprint(data, {i: a.as_dict() for i, a in added.items()}),
         special={a.content: i for i, a in added.items() if a.special},
         vocab_size=int(hf.get_vocab_size(with_added_tokens=True)),
+        special_id_mismatches=id_mismatches(declared_in_tokenizer_json(data), hf.token_to_id),
         hf_obj=hf,
     )
     engine.fast, engine.fast_params, engine.fast_reason = build_fast_encoding(data, added)

@@ -12,3 +12,7 @@ class TokenizerError(ValueError):
 
 class FastPathWarning(UserWarning):
     """The fast path was refused after it had been expected to work, or lost on a verification text."""
+
+
+class SpecialTokenIdWarning(UserWarning):
+    """A tokenizer's files declare a special-token id that `tokenizers` does not assign (see `special_ids`)."""

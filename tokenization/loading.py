@@ -18,8 +18,9 @@ from typing import Any
 from tokenization import cache
 from tokenization.chat import read_tokenizer_config
 from tokenization.engine import JsonEngine
-from tokenization.errors import TokenizerError
+from tokenization.errors import SpecialTokenIdWarning, TokenizerError
 from tokenization.fingerprint import tiktoken_fingerprint
+from tokenization.special_ids import declared_in_tokenizer_config, describe_mismatches, id_mismatches
 from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -115,7 +116,13 @@ def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
     engine = cache.engine_for(_read_text(path), str(path))
     config = read_tokenizer_config(path.parent)
     fast = options.pop("fast", True)
-    return _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
+    tok = _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
+    mismatches = engine.special_id_mismatches + id_mismatches(
+        declared_in_tokenizer_config(config), tok.token_to_id
+    )
+    if mismatches:
+        warnings.warn(describe_mismatches(str(path), mismatches), SpecialTokenIdWarning, stacklevel=3)
+    return tok
 
 
 def restore_tokenizer(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
