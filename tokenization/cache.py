@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from tokenization.engine import JsonEngine, build_engine
+from tokenization.fastpath import fast_encoding
 from tokenization.textprep import TextPreparer
-from tokenization.tokenizer import SENTINEL_SPECIAL
 
 CACHE_FORMAT = 1
 
@@ -134,17 +134,10 @@ def load_engine(key: str, raw: str, where: str) -> JsonEngine | None:
         special_id_mismatches=header["special_id_mismatches"],
     )
     if fast_arrays is not None:
-        import tiktoken
-
         blob, ends, ranks, rank_to_id = fast_arrays
         starts = np.concatenate([[0], ends[:-1]]).tolist()
         mergeable = {blob[a:b]: r for a, b, r in zip(starts, ends.tolist(), ranks.tolist(), strict=True)}
-        engine.fast = tiktoken.Encoding(
-            name="longtrove-fast-path",
-            pat_str=header["pat_str"],
-            mergeable_ranks=mergeable,
-            special_tokens={SENTINEL_SPECIAL: max(mergeable.values()) + 1},
-        )
+        engine.fast = fast_encoding(header["pat_str"], mergeable)
         engine.fast_params = {
             "pat_str": header["pat_str"],
             "rank_to_id": None if rank_to_id is None else rank_to_id.astype(np.uint32),

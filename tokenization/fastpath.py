@@ -29,7 +29,7 @@ import numpy as np
 
 from tokenization.fingerprint import normalize_merges
 from tokenization.textprep import AddedSpec, TextPreparer
-from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer, proof_failure
+from tokenization.tokenizer import Tokenizer, ordinary_encoding, proof_failure
 
 # The regex of GPT-2, which a ByteLevel pre-tokenizer with use_regex=True applies.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -288,20 +288,18 @@ def stress_texts() -> list[str]:
     return texts
 
 
+def fast_encoding(pat_str: str, mergeable_ranks: dict[bytes, int]) -> Any:
+    """The tiktoken.Encoding of a conversion (built here, or again from the disk cache's ranks)."""
+    return ordinary_encoding("longtrove-fast-path", pat_str, mergeable_ranks)
+
+
 def build_fast_encoding(
     data: Mapping[str, Any], added_tokens: Mapping[int, Any]
 ) -> tuple[Any, dict[str, Any], str | None]:
     """(tiktoken.Encoding, conversion params, None), or (None, {}, reason) when tiktoken cannot run it."""
-    import tiktoken
-
     try:
         params = convert(data, added_tokens)
-        encoding = tiktoken.Encoding(
-            name="longtrove-fast-path",
-            pat_str=params["pat_str"],
-            mergeable_ranks=params["mergeable_ranks"],
-            special_tokens={SENTINEL_SPECIAL: max(params["mergeable_ranks"].values()) + 1},
-        )
+        encoding = fast_encoding(params["pat_str"], params["mergeable_ranks"])
     except FastPathRefused as exc:
         return None, {}, str(exc)
     except ValueError as exc:  # tiktoken's regex engine rejected the pattern

@@ -21,7 +21,7 @@ from tokenization.engine import JsonEngine
 from tokenization.errors import SpecialTokenIdWarning, TokenizerError
 from tokenization.fingerprint import tiktoken_fingerprint
 from tokenization.special_ids import declared_in_tokenizer_config, describe_mismatches, id_mismatches
-from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer
+from tokenization.tokenizer import Tokenizer, ordinary_encoding
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZER_FILES = ("tokenizer.json",)
@@ -159,14 +159,7 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
     # `encode` with no special token allowed treats every special-token string as text; an encoding without
     # special tokens gets a never-allowed one (see SENTINEL_SPECIAL).
     ordinary = (
-        enc
-        if special
-        else tiktoken.Encoding(
-            name=f"{enc.name}-ordinary",
-            pat_str=enc._pat_str,
-            mergeable_ranks=enc._mergeable_ranks,
-            special_tokens={SENTINEL_SPECIAL: enc.max_token_value + 1},
-        )
+        enc if special else ordinary_encoding(f"{enc.name}-ordinary", enc._pat_str, enc._mergeable_ranks)
     )
     tok = Tokenizer(
         name=enc.name,

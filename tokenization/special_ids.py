@@ -10,7 +10,7 @@ uses are always the assigned ones; the difference is reported so that it can be 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 # (token string, where it is declared, declared id)
@@ -44,17 +44,23 @@ def _post_processor_ids(processor: Mapping[str, Any]) -> Iterator[tuple[str, int
                 yield pair[0], pair[1]
 
 
+def _special_entries(entries: Iterable[tuple[Any, Any]], where: str) -> list[Declared]:
+    """Declarations of the special ones among (raw id, added-token object) pairs; malformed ones are skipped."""
+    declared: list[Declared] = []
+    for raw_id, token in entries:
+        token_id = _as_id(raw_id)
+        is_special = (
+            isinstance(token, Mapping) and token.get("special") and isinstance(token.get("content"), str)
+        )
+        if is_special and token_id is not None:
+            declared.append((token["content"], where, token_id))
+    return declared
+
+
 def declared_in_tokenizer_json(data: Mapping[str, Any]) -> list[Declared]:
     """Ids declared for special tokens in a parsed tokenizer.json: `added_tokens` and the post-processor."""
-    declared: list[Declared] = []
-    for token in data.get("added_tokens") or []:
-        if not (
-            isinstance(token, Mapping) and token.get("special") and isinstance(token.get("content"), str)
-        ):
-            continue
-        token_id = _as_id(token.get("id"))
-        if token_id is not None:
-            declared.append((token["content"], "tokenizer.json added_tokens", token_id))
+    added = [(t.get("id"), t) for t in data.get("added_tokens") or [] if isinstance(t, Mapping)]
+    declared = _special_entries(added, "tokenizer.json added_tokens")
     processor = data.get("post_processor")
     if isinstance(processor, Mapping):
         for content, raw_id in _post_processor_ids(processor):
@@ -66,19 +72,10 @@ def declared_in_tokenizer_json(data: Mapping[str, Any]) -> list[Declared]:
 
 def declared_in_tokenizer_config(config: Mapping[str, Any]) -> list[Declared]:
     """Ids declared for special tokens in tokenizer_config.json's `added_tokens_decoder`."""
-    declared: list[Declared] = []
     decoder = config.get("added_tokens_decoder")
     if not isinstance(decoder, Mapping):
-        return declared
-    for raw_id, token in decoder.items():
-        token_id = _as_id(raw_id)
-        if not (
-            isinstance(token, Mapping) and token.get("special") and isinstance(token.get("content"), str)
-        ):
-            continue
-        if token_id is not None:
-            declared.append((token["content"], "tokenizer_config.json added_tokens_decoder", token_id))
-    return declared
+        return []
+    return _special_entries(decoder.items(), "tokenizer_config.json added_tokens_decoder")
 
 
 def id_mismatches(declared: list[Declared], assigned: Callable[[str], int | None]) -> list[list[Any]]:

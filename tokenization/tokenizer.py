@@ -34,6 +34,18 @@ _NO_SPECIAL: frozenset[str] = frozenset()
 SENTINEL_SPECIAL = "<|longtrove-never-allowed|>"
 
 
+def ordinary_encoding(name: str, pat_str: str, mergeable_ranks: dict[bytes, int]) -> tiktoken.Encoding:
+    """A tiktoken encoding for ordinary text: its one special token is `SENTINEL_SPECIAL`, never allowed."""
+    import tiktoken
+
+    return tiktoken.Encoding(
+        name=name,
+        pat_str=pat_str,
+        mergeable_ranks=mergeable_ranks,
+        special_tokens={SENTINEL_SPECIAL: max(mergeable_ranks.values()) + 1},
+    )
+
+
 def smallest_dtype(vocab_size: int) -> np.dtype:
     """The narrowest unsigned dtype that holds every id of a vocabulary of `vocab_size` entries."""
     if vocab_size <= 0:
