@@ -121,7 +121,7 @@ class Tokenizer:
         # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
         self._tt = tiktoken_encoding
         # With special tokens, for decode and allow_special (a tiktoken encoding's ordinary twin may have none).
-        self._tt_full = tiktoken_with_special or tiktoken_encoding
+        self._tt_full = tiktoken_encoding if tiktoken_with_special is None else tiktoken_with_special
         self._rank_to_id: np.ndarray | None = None
         self._preparer: TextPreparer | None = None  # normalizer, added tokens, prefix space (fast path)
         self.fast_path_reason: str | None = None
@@ -345,9 +345,9 @@ class Tokenizer:
     def use_fast_path(
         self, encoding: tiktoken.Encoding, *, rank_to_id: np.ndarray | None, preparer: TextPreparer
     ) -> None:
-        """Encode ordinary text with `encoding`, a proved tiktoken conversion of this tokenizer.json.
+        """Encode ordinary text with `encoding`, a tiktoken conversion of this tokenizer.json.
 
-        The loader calls it (see `tokenization.fastpath`): `rank_to_id` maps tiktoken's ranks to ids when they
+        The loader and the stress proof call it (see `tokenization.fastpath`): `rank_to_id` maps tiktoken's ranks to ids when they
         differ, `preparer` replays the added tokens, normalizer and prefix space that tiktoken does not know.
         """
         self._tt = encoding
