@@ -14,15 +14,22 @@ Special-token strings inside texts are encoded as plain text (data cannot forge 
 `eos_id`/`bos_id`/`pad_id` are None unless named when loading. A byte-level BPE tokenizer.json runs on
 tiktoken's native encoder when that is proved to give the same ids as `tokenizers` (see
 `tokenization.fastpath`); conversions are cached on disk (see `tokenization.cache`).
+
+The modules, from the bottom up; each imports only modules listed before it:
+errors, fingerprint, chat, textprep (what `tokenizers` does to text before pre-tokenizing), special_ids ->
+tokenizer (the `Tokenizer` and the proof that its fast path equals `tokenizers`) -> fastpath (tokenizer.json to
+tiktoken) -> engine (one tokenizer.json, loaded once per content) -> cache (engines in memory and on disk) ->
+loading (`load_tokenizer`).
 """
 
-from tokenization.errors import TokenizerError
-from tokenization.fastpath import FastPathWarning, stress_texts
+from tokenization.errors import FastPathWarning, SpecialTokenIdWarning, TokenizerError
+from tokenization.fastpath import stress_texts
 from tokenization.loading import load_tokenizer
 from tokenization.tokenizer import Tokenizer, smallest_dtype
 
 __all__ = [
     "FastPathWarning",
+    "SpecialTokenIdWarning",
     "Tokenizer",
     "TokenizerError",
     "load_tokenizer",

@@ -1,4 +1,4 @@
-"""A disk cache of tokenizer.json conversions, so that each worker process loads a tokenizer in a blink.
+"""Caches of tokenizer.json engines, in memory and on disk, so that each worker process loads a tokenizer in a blink.
 
 Converting a 100k-vocabulary tokenizer.json (parse, fingerprint, ranks, stress proof against `tokenizers`)
 takes seconds; a pipeline loads it once per worker process. The result is a pure function of the file's
@@ -6,6 +6,7 @@ content and of the tiktoken/tokenizers versions, so it is kept under `$LONGTROVE
 `~/.cache/longtrove/tokenizers`; set it to an empty string to disable) as one `.npz` per content hash:
 numpy arrays for the ranks and a JSON header for the rest. No pickle: a cache file is data, never code.
 Files are written to a temporary name and renamed; an unreadable or stale file is ignored and rebuilt.
+`engine_for(raw, where)` is the way in: the process's own few engines first, then the disk, then a build.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from tokenization.loading import _JsonEngine
+from tokenization.engine import JsonEngine, build_engine
+from tokenization.fastpath import fast_encoding
+from tokenization.textprep import TextPreparer
 
 CACHE_FORMAT = 1
 
@@ -41,7 +45,7 @@ def _versions() -> dict[str, Any]:
     import tokenizers
 
     code = hashlib.sha256()
-    for module in ("fastpath.py", "cache.py", "fingerprint.py"):
+    for module in ("fastpath.py", "textprep.py", "engine.py", "special_ids.py", "cache.py", "fingerprint.py"):
         code.update((Path(__file__).parent / module).read_bytes())
     return {
         "format": CACHE_FORMAT,
@@ -56,7 +60,7 @@ def _path(key: str) -> Path | None:
     return None if folder is None else folder / f"{key}.npz"
 
 
-def save_engine(key: str, engine: _JsonEngine) -> None:
+def save_engine(key: str, engine: JsonEngine) -> None:
     """Store what `load_engine` needs; failures (read-only home, full disk) only cost the next load time."""
     path = _path(key)
     if path is None:
@@ -68,6 +72,7 @@ def save_engine(key: str, engine: _JsonEngine) -> None:
         "vocab_size": engine.vocab_size,
         "fast_reason": engine.fast_reason,
         "stress_failure": engine.stress_failure,
+        "special_id_mismatches": engine.special_id_mismatches,
     }
     arrays: dict[str, np.ndarray] = {}
     if engine.fast is not None:
@@ -96,7 +101,7 @@ def save_engine(key: str, engine: _JsonEngine) -> None:
         return
 
 
-def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
+def load_engine(key: str, raw: str, where: str) -> JsonEngine | None:
     """The cached engine for this content, or None (absent, unreadable, or made by other versions)."""
     path = _path(key)
     if path is None or not path.is_file():
@@ -118,9 +123,7 @@ def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
             )
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
-    from tokenization.loading import _JsonEngine
-
-    engine = _JsonEngine(
+    engine = JsonEngine(
         raw=raw,
         where=where,
         fingerprint=header["fingerprint"],
@@ -128,22 +131,13 @@ def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
         vocab_size=int(header["vocab_size"]),
         fast_reason=header["fast_reason"],
         stress_failure=header["stress_failure"],
+        special_id_mismatches=header["special_id_mismatches"],
     )
     if fast_arrays is not None:
-        import tiktoken
-
-        from tokenization.fastpath import TextPreparer
-        from tokenization.tokenizer import SENTINEL_SPECIAL
-
         blob, ends, ranks, rank_to_id = fast_arrays
         starts = np.concatenate([[0], ends[:-1]]).tolist()
         mergeable = {blob[a:b]: r for a, b, r in zip(starts, ends.tolist(), ranks.tolist(), strict=True)}
-        engine.fast = tiktoken.Encoding(
-            name="longtrove-fast-path",
-            pat_str=header["pat_str"],
-            mergeable_ranks=mergeable,
-            special_tokens={SENTINEL_SPECIAL: max(mergeable.values()) + 1},
-        )
+        engine.fast = fast_encoding(header["pat_str"], mergeable)
         engine.fast_params = {
             "pat_str": header["pat_str"],
             "rank_to_id": None if rank_to_id is None else rank_to_id.astype(np.uint32),
@@ -151,3 +145,32 @@ def load_engine(key: str, raw: str, where: str) -> _JsonEngine | None:
             "preparer": TextPreparer.from_spec(header["preparer_spec"]),
         }
     return engine
+
+
+_ENGINES: OrderedDict[str, JsonEngine] = OrderedDict()
+_ENGINES_MAX = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(raw: str, where: str) -> JsonEngine:
+    """The engine of a tokenizer.json's text: kept in this process, else from disk, else built and stored."""
+    key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    with _ENGINES_LOCK:
+        if key in _ENGINES:
+            _ENGINES.move_to_end(key)
+            return _ENGINES[key]
+    engine = load_engine(key, raw, where)
+    if engine is None:
+        engine = build_engine(raw, where)
+        save_engine(key, engine)
+    with _ENGINES_LOCK:
+        _ENGINES[key] = engine
+        while len(_ENGINES) > _ENGINES_MAX:
+            _ENGINES.popitem(last=False)
+    return engine
+
+
+def forget_engines_in_memory() -> None:
+    """Drop this process's engines, so the next load reads the disk cache as a new worker process would."""
+    with _ENGINES_LOCK:
+        _ENGINES.clear()

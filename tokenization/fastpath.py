@@ -10,7 +10,7 @@ A tokenizer.json qualifies when tiktoken can reproduce it exactly:
   Qwen 2, Mistral Tekken, cl100k-style), or a lone `ByteLevel(use_regex=True)` (GPT-2's regex);
 - the normalizer is absent or only Unicode normalization forms (Qwen 2 uses NFC), applied in Python first;
 - non-special added tokens (Qwen 2.5's tool-call markup, whitespace runs) have no lstrip/rstrip/single_word:
-  they are cut out of the text in Python exactly as tokenizers does (see `TextPreparer`); special ones are
+  they are cut out of the text in Python exactly as tokenizers does (see `tokenization.textprep`); special ones are
   plain text here, by policy.
 
 Structural checks cannot catch everything (the two regex engines; tie-breaking between merges that make the
@@ -21,18 +21,15 @@ first text whose ids differ from `tokenizers`' sends the tokenizer back to `toke
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tokenization.fingerprint import normalize_merges
-
-if TYPE_CHECKING:
-    from tokenization.tokenizer import Tokenizer
+from tokenization.textprep import AddedSpec, TextPreparer
+from tokenization.tokenizer import Tokenizer, ordinary_encoding, proof_failure
 
 # The regex of GPT-2, which a ByteLevel pre-tokenizer with use_regex=True applies.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -40,39 +37,8 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 _UNICODE_FORMS = {"NFC", "NFD", "NFKC", "NFKD"}
 
 
-@dataclass(frozen=True)
-class AddedSpec:
-    """An added token's content and the flags that decide how tokenizers matches it in text."""
-
-    content: str
-    special: bool = False
-    normalized: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
-    single_word: bool = False
-
-    @classmethod
-    def of(cls, token: Any) -> AddedSpec:
-        """From a `tokenizers.AddedToken` (or anything with the same attributes)."""
-        return cls(
-            content=token.content,
-            special=bool(token.special),
-            normalized=bool(token.normalized),
-            lstrip=bool(token.lstrip),
-            rstrip=bool(token.rstrip),
-            single_word=bool(token.single_word),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class FastPathRefused(Exception):
     """The tokenizer.json has something tiktoken cannot run exactly; the message says what."""
-
-
-class FastPathWarning(UserWarning):
-    """The fast path was refused after it had been expected to work, or lost on a verification text."""
 
 
 @lru_cache(maxsize=1)
@@ -237,82 +203,6 @@ def convert(data: Mapping[str, Any], added_tokens: Mapping[int, Any]) -> dict[st
     }
 
 
-class TextPreparer:
-    """What `tokenizers` does to a text before its pre-tokenizer, replayed in Python for the tiktoken engine.
-
-    In order: non-special added tokens with normalized=False are cut out of the raw text (leftmost-longest;
-    special tokens take part in the matching but are skipped, which leaves them as text); each remaining piece
-    is Unicode-normalized; added tokens with normalized=True are cut out of the normalized pieces; a ByteLevel
-    pre-tokenizer with add_prefix_space=True prepends a space. `split(text)` returns the pieces to encode
-    (str) and the ids of the added tokens found (int), in order.
-    """
-
-    def __init__(self, forms: Sequence[str], prefix_space: bool, added: Any) -> None:
-        from tokenization.tokenizer import unicode_normalizer
-
-        self.normalize = unicode_normalizer(forms) if forms else None
-        self.prefix_space = prefix_space
-        tokens = [(int(i), t) for i, t in added]
-        self.has_added = any(not t.special for _, t in tokens)
-        self._raw = self._matcher([(i, t.content, t.special) for i, t in tokens if not t.normalized])
-        norm = self.normalize or (lambda text: text)
-        self._normalized = self._matcher([(i, norm(t.content), t.special) for i, t in tokens if t.normalized])
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> TextPreparer:
-        """From the JSON-able `preparer_spec` that `convert` returns (and the disk cache stores)."""
-        added = [(i, AddedSpec(**fields)) for i, fields in spec["added"]]
-        return cls(spec["forms"], spec["prefix_space"], added)
-
-    def _matcher(self, tokens: list[tuple[int, str, bool]]) -> tuple[Any, dict[str, int | None]] | None:
-        import re
-
-        tokens = [t for t in tokens if t[1]]
-        if not self.has_added or not tokens:
-            return None
-        # Longest first: at the leftmost position where any token matches, Python's alternation then takes
-        # the longest, which is tokenizers' LeftmostLongest rule. Special tokens map to None (skipped).
-        ordered = sorted(tokens, key=lambda t: (-len(t[1]), t[1]))
-        pattern = re.compile("|".join(re.escape(content) for _, content, _ in ordered))
-        return pattern, {content: (None if special else i) for i, content, special in ordered}
-
-    @staticmethod
-    def _cut(text: str, matcher: tuple[Any, dict[str, int | None]] | None) -> list[str | int]:
-        if matcher is None:
-            return [text]
-        pattern, ids = matcher
-        out: list[str | int] = []
-        cursor = 0
-        for m in pattern.finditer(text):
-            token_id = ids[m.group()]
-            if token_id is None:
-                continue
-            if cursor < m.start():
-                out.append(text[cursor : m.start()])
-            out.append(token_id)
-            cursor = m.end()
-        if cursor < len(text) or not out:
-            out.append(text[cursor:])
-        return out
-
-    def simple(self, text: str) -> str:
-        """The text to encode when there are no non-special added tokens."""
-        if self.normalize is not None:
-            text = self.normalize(text)
-        if self.prefix_space and not text.startswith(" "):
-            text = " " + text
-        return text
-
-    def split(self, text: str) -> list[str | int]:
-        out: list[str | int] = []
-        for part in self._cut(text, self._raw):
-            if isinstance(part, int):
-                out.append(part)
-            else:
-                out.extend(self._cut(self.normalize(part) if self.normalize else part, self._normalized))
-        return out
-
-
 def stress_texts() -> list[str]:
     """A fixed set of texts where byte-level BPE engines are known to disagree if they are not equivalent."""
     texts = [
@@ -398,55 +288,18 @@ def stress_texts() -> list[str]:
     return texts
 
 
-def first_difference(
-    tok: Tokenizer, texts: Sequence[str], fast: Sequence[np.ndarray] | None = None
-) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
-    if len(texts) == 0:
-        return None
-    if fast is None:
-        fast = tok._encode_tiktoken(texts)
-    slow = tok._encode_hf(texts)
-    for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        if a.shape != b.shape or not np.array_equal(a, b):
-            return i, a, b
-    return None
-
-
-def _describe(text: str, fast: np.ndarray, slow: np.ndarray) -> str:
-    n = min(len(fast), len(slow))
-    at = int(np.argmax(fast[:n] != slow[:n])) if n and np.any(fast[:n] != slow[:n]) else n
-    return (
-        f"{text[:80]!r}{'...' if len(text) > 80 else ''} (first differing token at position {at}: "
-        f"tiktoken {fast[at : at + 3].tolist()} vs tokenizers {slow[at : at + 3].tolist()})"
-    )
-
-
-def fall_back(tok: Tokenizer, reason: str) -> None:
-    """Send `tok` back to the `tokenizers` engine, with a warning that says why."""
-    tok._tt = None
-    tok._rank_to_id = None
-    tok._preparer = None
-    tok.fast_path_reason = reason
-    warnings.warn(f"{tok.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3)
+def fast_encoding(pat_str: str, mergeable_ranks: dict[bytes, int]) -> Any:
+    """The tiktoken.Encoding of a conversion (built here, or again from the disk cache's ranks)."""
+    return ordinary_encoding("longtrove-fast-path", pat_str, mergeable_ranks)
 
 
 def build_fast_encoding(
     data: Mapping[str, Any], added_tokens: Mapping[int, Any]
 ) -> tuple[Any, dict[str, Any], str | None]:
     """(tiktoken.Encoding, conversion params, None), or (None, {}, reason) when tiktoken cannot run it."""
-    import tiktoken
-
-    from tokenization.tokenizer import SENTINEL_SPECIAL
-
     try:
         params = convert(data, added_tokens)
-        encoding = tiktoken.Encoding(
-            name="longtrove-fast-path",
-            pat_str=params["pat_str"],
-            mergeable_ranks=params["mergeable_ranks"],
-            special_tokens={SENTINEL_SPECIAL: max(params["mergeable_ranks"].values()) + 1},
-        )
+        encoding = fast_encoding(params["pat_str"], params["mergeable_ranks"])
     except FastPathRefused as exc:
         return None, {}, str(exc)
     except ValueError as exc:  # tiktoken's regex engine rejected the pattern
@@ -458,23 +311,6 @@ def build_fast_encoding(
 
 def stress_failure(hf: Any, raw: str, encoding: Any, params: Mapping[str, Any]) -> str | None:
     """None when the converted encoding gives `hf`'s ids on the whole stress set, else why not (the text)."""
-    from tokenization.tokenizer import Tokenizer
-
     probe = Tokenizer(name="stress", fingerprint="", hf=hf, hf_json=raw, num_threads=1)
-    attach_fast_path(probe, encoding, params)
-    texts = stress_texts()
-    found = first_difference(probe, texts)
-    if found is None:
-        return None
-    index, fast, slow = found
-    return f"ids differ from tokenizers on stress set text #{index}: {_describe(texts[index], fast, slow)}"
-
-
-def attach_fast_path(tok: Tokenizer, encoding: Any, params: Mapping[str, Any]) -> None:
-    """Make `tok` encode ordinary text with the converted tiktoken encoding."""
-    tok._tt = encoding
-    tok._rank_to_id = params["rank_to_id"]
-    prep = params["preparer"]
-    identity = prep.normalize is None and not prep.prefix_space and not prep.has_added
-    tok._preparer = None if identity else prep
-    tok.fast_path_reason = None
+    probe.use_fast_path(encoding, rank_to_id=params["rank_to_id"], preparer=params["preparer"])
+    return proof_failure(probe, stress_texts(), what="stress set")

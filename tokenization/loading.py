@@ -8,22 +8,20 @@ Face hub id (downloaded when online; read from the local hub cache when offline)
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenization import cache
 from tokenization.chat import read_tokenizer_config
-from tokenization.errors import TokenizerError
-from tokenization.fingerprint import tiktoken_fingerprint, tokenizer_json_fingerprint
-from tokenization.tokenizer import SENTINEL_SPECIAL, Tokenizer
+from tokenization.engine import JsonEngine
+from tokenization.errors import SpecialTokenIdWarning, TokenizerError
+from tokenization.fingerprint import tiktoken_fingerprint
+from tokenization.special_ids import declared_in_tokenizer_config, describe_mismatches, id_mismatches
+from tokenization.tokenizer import Tokenizer, ordinary_encoding
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZER_FILES = ("tokenizer.json",)
@@ -84,106 +82,8 @@ def _read_text(path: Path) -> str:
         raise TokenizerError(f"{path}: cannot read ({exc.strerror})") from exc
 
 
-def _parse_tokenizer_json(raw: str, where: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise TokenizerError(
-            f"{where}: not a tokenizer.json (invalid JSON at line {exc.lineno}: {exc.msg})"
-        ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise TokenizerError(
-            f"{where}: not a tokenizer.json (no 'model' object; expected the Hugging Face format)"
-        )
-    return data
-
-
-@dataclass
-class _JsonEngine:
-    """What loading a tokenizer.json costs (parse, fingerprint, conversion, stress proof), done once per content.
-
-    The `tokenizers` engine itself is built lazily when the fast path came from the disk cache: a worker
-    process that only encodes never pays for it.
-    """
-
-    raw: str
-    where: str
-    fingerprint: str
-    special: dict[str, int]
-    vocab_size: int
-    fast: Any = None  # tiktoken.Encoding when the fast path converts
-    fast_params: dict[str, Any] = field(default_factory=dict)
-    fast_reason: str | None = None  # why not, structurally
-    stress_failure: str | None = None  # why not, on the stress set
-    hf_obj: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def hf(self) -> Any:
-        """tokenizers.Tokenizer in text mode: special added tokens are not matched in text."""
-        with self.lock:
-            if self.hf_obj is None:
-                self.hf_obj = _text_mode_hf(self.raw, self.where)
-            return self.hf_obj
-
-
-def _text_mode_hf(raw: str, where: str) -> Any:
-    from tokenizers import Tokenizer as HFTokenizer
-
-    try:
-        hf = HFTokenizer.from_str(raw)
-    except Exception as exc:
-        raise TokenizerError(f"{where}: the tokenizers library cannot load it ({exc})") from exc
-    hf.encode_special_tokens = True
-    hf.no_padding()
-    hf.no_truncation()
-    return hf
-
-
-_ENGINES: OrderedDict[str, _JsonEngine] = OrderedDict()
-_ENGINES_MAX = 8
-_ENGINES_LOCK = threading.Lock()
-
-
-def _json_engine(raw: str, where: str) -> _JsonEngine:
-    key = hashlib.sha256(raw.encode("utf-8")).hexdigest()
-    with _ENGINES_LOCK:
-        if key in _ENGINES:
-            _ENGINES.move_to_end(key)
-            return _ENGINES[key]
-    from tokenization import cache
-
-    engine = cache.load_engine(key, raw, where) or _build_engine(raw, where, key)
-    with _ENGINES_LOCK:
-        _ENGINES[key] = engine
-        while len(_ENGINES) > _ENGINES_MAX:
-            _ENGINES.popitem(last=False)
-    return engine
-
-
-def _build_engine(raw: str, where: str, key: str) -> _JsonEngine:
-    from tokenization import cache
-    from tokenization.fastpath import AddedSpec, build_fast_encoding, stress_failure
-
-    data = _parse_tokenizer_json(raw, where)
-    hf = _text_mode_hf(raw, where)
-    added = {int(i): AddedSpec.of(t) for i, t in hf.get_added_tokens_decoder().items()}
-    engine = _JsonEngine(
-        raw=raw,
-        where=where,
-        fingerprint=tokenizer_json_fingerprint(data, {i: a.as_dict() for i, a in added.items()}),
-        special={a.content: i for i, a in added.items() if a.special},
-        vocab_size=int(hf.get_vocab_size(with_added_tokens=True)),
-        hf_obj=hf,
-    )
-    engine.fast, engine.fast_params, engine.fast_reason = build_fast_encoding(data, added)
-    if engine.fast is not None:
-        engine.stress_failure = stress_failure(hf, raw, engine.fast, engine.fast_params)
-    cache.save_engine(key, engine)
-    return engine
-
-
 def _tokenizer_from_engine(
-    engine: _JsonEngine, name: str, source: str, config: dict[str, Any], fast: bool, **options: Any
+    engine: JsonEngine, name: str, source: str, config: dict[str, Any], fast: bool, **options: Any
 ) -> Tokenizer:
     tok = Tokenizer(
         name=name,
@@ -196,6 +96,7 @@ def _tokenizer_from_engine(
         chat_template_name=options.get("chat_template_name"),
         source=source,
         num_threads=options.get("num_threads"),
+        rebuild=restore_tokenizer,
     )
     if not fast:
         tok.fast_path_reason = "fast path disabled by the caller"
@@ -203,26 +104,32 @@ def _tokenizer_from_engine(
     if engine.fast is None:
         tok.fast_path_reason = engine.fast_reason
         return tok
-    from tokenization.fastpath import attach_fast_path, fall_back
-
-    attach_fast_path(tok, engine.fast, engine.fast_params)
+    tok.use_fast_path(
+        engine.fast, rank_to_id=engine.fast_params["rank_to_id"], preparer=engine.fast_params["preparer"]
+    )
     if engine.stress_failure is not None:
-        fall_back(tok, engine.stress_failure)
+        tok.fall_back(engine.stress_failure)
     return tok
 
 
 def _load_json_tokenizer(path: Path, name: str, **options: Any) -> Tokenizer:
-    engine = _json_engine(_read_text(path), str(path))
+    engine = cache.engine_for(_read_text(path), str(path))
     config = read_tokenizer_config(path.parent)
     fast = options.pop("fast", True)
-    return _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
+    tok = _tokenizer_from_engine(engine, name, str(path), config, fast, **options)
+    mismatches = engine.special_id_mismatches + id_mismatches(
+        declared_in_tokenizer_config(config), tok.token_to_id
+    )
+    if mismatches:
+        warnings.warn(describe_mismatches(str(path), mismatches), SpecialTokenIdWarning, stacklevel=3)
+    return tok
 
 
-def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
-    """Rebuild a pickled Tokenizer (see Tokenizer.__reduce__)."""
+def restore_tokenizer(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
+    """Rebuild a pickled Tokenizer (see Tokenizer.__reduce__): `kind` "json" or "tiktoken", its text or name."""
     options = {"chat_template_name": state["chat_template_name"], "num_threads": state["num_threads"]}
     if kind == "json":
-        engine = _json_engine(payload, state["source"])
+        engine = cache.engine_for(payload, state["source"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the side that pickled it has warned already
             tok = _tokenizer_from_engine(
@@ -233,7 +140,7 @@ def _restore(kind: str, payload: str, state: dict[str, Any]) -> Tokenizer:
     else:
         tok = _load_tiktoken(payload, **options)
     tok.configure_special(**state["special"])
-    if tok.backend == "tiktoken" and tok._is_json:
+    if tok.fast_path_on:
         tok.verify_chars = int(state.get("verify_chars", 0))
     return tok
 
@@ -252,24 +159,18 @@ def _load_tiktoken(name: str, **options: Any) -> Tokenizer:
     # `encode` with no special token allowed treats every special-token string as text; an encoding without
     # special tokens gets a never-allowed one (see SENTINEL_SPECIAL).
     ordinary = (
-        enc
-        if special
-        else tiktoken.Encoding(
-            name=f"{enc.name}-ordinary",
-            pat_str=enc._pat_str,
-            mergeable_ranks=enc._mergeable_ranks,
-            special_tokens={SENTINEL_SPECIAL: enc.max_token_value + 1},
-        )
+        enc if special else ordinary_encoding(f"{enc.name}-ordinary", enc._pat_str, enc._mergeable_ranks)
     )
     tok = Tokenizer(
         name=enc.name,
         fingerprint=_tiktoken_fp(enc),
         tiktoken_encoding=ordinary,
+        tiktoken_with_special=enc,
         special_tokens=special,
         source=f"tiktoken:{enc.name}",
         num_threads=options.get("num_threads"),
+        rebuild=restore_tokenizer,
     )
-    tok._tt_full = enc
     return tok
 
 
@@ -332,7 +233,7 @@ def load_tokenizer(
     tok.configure_special(eos_token=eos_token, bos_token=bos_token, pad_token=pad_token)
     if verify_sample is not None:
         tok.verify_sample(verify_sample)
-    if tok.backend == "tiktoken" and tok._is_json:
+    if tok.fast_path_on:
         tok.verify_chars = max(0, int(verify_chars))
     return tok
 

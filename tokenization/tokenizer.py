@@ -10,7 +10,7 @@ configuration (`eos_token=`, `bos_token=`) and are added by whoever packs docume
 from __future__ import annotations
 
 import os
-import unicodedata
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tokenization.chat import render_chat_template, select_chat_template, special_token_strings
-from tokenization.errors import TokenizerError
+from tokenization.errors import FastPathWarning, TokenizerError
 
 if TYPE_CHECKING:
     import tiktoken
     import tokenizers
 
-    from tokenization.fastpath import TextPreparer
+    from tokenization.textprep import TextPreparer
 
 
 _NO_SPECIAL: frozenset[str] = frozenset()
@@ -32,6 +32,18 @@ _NO_SPECIAL: frozenset[str] = frozenset()
 # tiktoken's `encode` scans for special tokens with a regex; with none registered that regex is empty and
 # matches at every position, so engines built here register one token that is never allowed.
 SENTINEL_SPECIAL = "<|longtrove-never-allowed|>"
+
+
+def ordinary_encoding(name: str, pat_str: str, mergeable_ranks: dict[bytes, int]) -> tiktoken.Encoding:
+    """A tiktoken encoding for ordinary text: its one special token is `SENTINEL_SPECIAL`, never allowed."""
+    import tiktoken
+
+    return tiktoken.Encoding(
+        name=name,
+        pat_str=pat_str,
+        mergeable_ranks=mergeable_ranks,
+        special_tokens={SENTINEL_SPECIAL: max(mergeable_ranks.values()) + 1},
+    )
 
 
 def smallest_dtype(vocab_size: int) -> np.dtype:
@@ -81,11 +93,13 @@ class Tokenizer:
         hf_json: str | None = None,
         vocab_size: int | None = None,
         tiktoken_encoding: tiktoken.Encoding | None = None,
+        tiktoken_with_special: tiktoken.Encoding | None = None,
         special_tokens: Mapping[str, int] | None = None,
         config: Mapping[str, Any] | None = None,
         chat_template_name: str | None = None,
         source: str = "",
         num_threads: int | None = None,
+        rebuild: Callable[[str, str, dict[str, Any]], Tokenizer] | None = None,
     ) -> None:
         if hf is None and tiktoken_encoding is None:
             raise ValueError("a Tokenizer needs a tokenizers.Tokenizer or a tiktoken.Encoding")
@@ -106,7 +120,8 @@ class Tokenizer:
         self._hf_special: tokenizers.Tokenizer | None = None
         # The tiktoken engine for ordinary text: either the tiktoken encoding itself or the fast path.
         self._tt = tiktoken_encoding
-        self._tt_full = tiktoken_encoding  # with special tokens, for decode and allow_special
+        # With special tokens, for decode and allow_special (a tiktoken encoding's ordinary twin may have none).
+        self._tt_full = tiktoken_encoding if tiktoken_with_special is None else tiktoken_with_special
         self._rank_to_id: np.ndarray | None = None
         self._preparer: TextPreparer | None = None  # normalizer, added tokens, prefix space (fast path)
         self.fast_path_reason: str | None = None
@@ -126,12 +141,19 @@ class Tokenizer:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_size = 0
+        # How a pickled copy is rebuilt in another process: the loader's function, given (kind, payload, state).
+        self._rebuild = rebuild
 
     # ------------------------------------------------------------------ properties
     @property
     def backend(self) -> str:
         """Which engine encodes ordinary text: "tiktoken" or "tokenizers"."""
         return "tiktoken" if self._tt is not None else "tokenizers"
+
+    @property
+    def fast_path_on(self) -> bool:
+        """True when a tokenizer.json runs on the tiktoken engine (the fast path, which verification proves)."""
+        return self._tt is not None and self._is_json
 
     @property
     def _hf(self) -> tokenizers.Tokenizer | None:
@@ -276,8 +298,6 @@ class Tokenizer:
 
     def _encode_verifying(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Encode, proving the fast path on the leading texts until `verify_chars` characters were checked."""
-        from tokenization.fastpath import first_difference
-
         take, budget = 0, self.verify_chars
         while take < len(texts) and budget > 0:
             budget -= len(texts[take])
@@ -315,17 +335,36 @@ class Tokenizer:
         """
         if self._tt is None or not self._is_json:
             return False
-        from tokenization.fastpath import _describe, fall_back, first_difference
-
-        texts = list(texts)
-        found = first_difference(self, texts)
-        if found is None:
+        failure = proof_failure(self, texts, what=what)
+        if failure is None:
             return True
-        index, fast, slow = found
-        fall_back(
-            self, f"ids differ from tokenizers on {what} text #{index}: {_describe(texts[index], fast, slow)}"
-        )
+        self.fall_back(failure)
         return False
+
+    # ------------------------------------------------------------------ the fast path's switches
+    def use_fast_path(
+        self, encoding: tiktoken.Encoding, *, rank_to_id: np.ndarray | None, preparer: TextPreparer
+    ) -> None:
+        """Encode ordinary text with `encoding`, a tiktoken conversion of this tokenizer.json.
+
+        The loader and the stress proof call it (see `tokenization.fastpath`): `rank_to_id` maps tiktoken's ranks to ids when they
+        differ, `preparer` replays the added tokens, normalizer and prefix space that tiktoken does not know.
+        """
+        self._tt = encoding
+        self._rank_to_id = rank_to_id
+        identity = preparer.normalize is None and not preparer.prefix_space and not preparer.has_added
+        self._preparer = None if identity else preparer
+        self.fast_path_reason = None
+
+    def fall_back(self, reason: str) -> None:
+        """Go back to the `tokenizers` engine for good, with a warning that says why."""
+        self._tt = None
+        self._rank_to_id = None
+        self._preparer = None
+        self.fast_path_reason = reason
+        warnings.warn(
+            f"{self.name}: fast path off, using tokenizers: {reason}", FastPathWarning, stacklevel=3
+        )
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(
@@ -354,7 +393,8 @@ class Tokenizer:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Picklable for Dask and multiprocessing: rebuilt from the tokenizer.json text (or the tiktoken name)
-        # through the loader's cache, so a worker process converts a tokenizer once, not once per task.
+        # by the loader's `rebuild` (through its cache), so a worker process converts a tokenizer once, not
+        # once per task.
         state = {
             "name": self.name,
             "source": self.source,
@@ -366,13 +406,13 @@ class Tokenizer:
             "fast_path_reason": self.fast_path_reason,
             "verify_chars": self.verify_chars,
         }
-        from tokenization.loading import _restore
-
+        if self._rebuild is None:
+            raise TypeError(f"{self.name}: only a Tokenizer made by load_tokenizer can be pickled")
         if self._is_json:
             assert self._hf_json is not None
-            return _restore, ("json", self._hf_json, state)
+            return self._rebuild, ("json", self._hf_json, state)
         assert self._tt_full is not None
-        return _restore, ("tiktoken", self._tt_full.name, state)
+        return self._rebuild, ("tiktoken", self._tt_full.name, state)
 
 
 def _clean_texts(texts: Sequence[str]) -> list[str]:
@@ -389,14 +429,39 @@ def _clean_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
-def unicode_normalizer(forms: Sequence[str]) -> Callable[[str], str]:
-    """A normalizer applying the given Unicode normalization forms in order (NFC, NFD, NFKC, NFKD)."""
-    forms = tuple(forms)
+# ---------------------------------------------------------------------- proof of the fast path
+def first_difference(
+    tok: Tokenizer, texts: Sequence[str], fast: Sequence[np.ndarray] | None = None
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Index and both id arrays of the first text where the tiktoken engine and `tokenizers` disagree."""
+    if len(texts) == 0:
+        return None
+    if fast is None:
+        fast = tok._encode_tiktoken(texts)
+    slow = tok._encode_hf(texts)
+    for i, (a, b) in enumerate(zip(fast, slow, strict=True)):
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return i, a, b
+    return None
 
-    def normalize(text: str) -> str:
-        for form in forms:
-            if not unicodedata.is_normalized(form, text):
-                text = unicodedata.normalize(form, text)
-        return text
 
-    return normalize
+def describe_difference(text: str, fast: np.ndarray, slow: np.ndarray) -> str:
+    """The text (cut at 80 characters) and the first ids where the two engines part."""
+    n = min(len(fast), len(slow))
+    at = int(np.argmax(fast[:n] != slow[:n])) if n and np.any(fast[:n] != slow[:n]) else n
+    return (
+        f"{text[:80]!r}{'...' if len(text) > 80 else ''} (first differing token at position {at}: "
+        f"tiktoken {fast[at : at + 3].tolist()} vs tokenizers {slow[at : at + 3].tolist()})"
+    )
+
+
+def proof_failure(tok: Tokenizer, texts: Sequence[str], *, what: str) -> str | None:
+    """None when the fast path gives `tokenizers`' ids on every text, else why not, naming the first text."""
+    texts = list(texts)
+    found = first_difference(tok, texts)
+    if found is None:
+        return None
+    index, fast, slow = found
+    return (
+        f"ids differ from tokenizers on {what} text #{index}: {describe_difference(texts[index], fast, slow)}"
+    )

@@ -9,23 +9,23 @@ import numpy as np
 import pytest
 
 from tests.tokenization.conftest import edited_copy
-from tokenization import FastPathWarning, load_tokenizer, loading, stress_texts
+from tokenization import FastPathWarning, cache, load_tokenizer, stress_texts
 
 
 @pytest.fixture()
 def fresh_process(tmp_path, monkeypatch):
     """An empty conversion cache and no in-memory engines, as in a new worker process."""
     monkeypatch.setenv("LONGTROVE_CACHE_DIR", str(tmp_path / "cache"))
-    loading._ENGINES.clear()
+    cache.forget_engines_in_memory()
     yield tmp_path / "cache"
-    loading._ENGINES.clear()
+    cache.forget_engines_in_memory()
 
 
 def test_second_load_comes_from_disk_and_is_identical(bpe_tokenizer_path, prose_texts, fresh_process):
     first = load_tokenizer(bpe_tokenizer_path, eos_token="</s>")
     files = list(fresh_process.glob("*.npz"))
     assert len(files) == 1
-    loading._ENGINES.clear()
+    cache.forget_engines_in_memory()
     second = load_tokenizer(bpe_tokenizer_path, eos_token="</s>")
     assert second._hf_obj is None  # the tokenizers engine was not needed to load it
     assert (second.backend, second.fingerprint, second.vocab_size, second.eos_id, second.special_tokens) == (
@@ -51,7 +51,7 @@ def test_cached_stress_failure_still_falls_back(bpe_tokenizer_path, tmp_path, fr
     )
     with pytest.warns(FastPathWarning):
         assert load_tokenizer(path).backend == "tokenizers"
-    loading._ENGINES.clear()
+    cache.forget_engines_in_memory()
     with pytest.warns(FastPathWarning, match="Hello world"):
         assert load_tokenizer(path).backend == "tokenizers"
 
@@ -60,7 +60,7 @@ def test_broken_cache_file_is_ignored_and_rewritten(bpe_tokenizer_path, fresh_pr
     expected = load_tokenizer(bpe_tokenizer_path).encode("cache me").tolist()
     (cached,) = fresh_process.glob("*.npz")
     cached.write_bytes(b"truncated")
-    loading._ENGINES.clear()
+    cache.forget_engines_in_memory()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tok = load_tokenizer(bpe_tokenizer_path)

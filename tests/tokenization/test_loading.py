@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import CL100K_OFFLINE
 from tests.tokenization.conftest import edited_copy
-from tokenization import TokenizerError, load_tokenizer, smallest_dtype
+from tokenization import SpecialTokenIdWarning, TokenizerError, load_tokenizer, smallest_dtype
 
 
 def test_path_folder_and_fields(bpe_tokenizer_path):
@@ -77,9 +78,12 @@ def test_fingerprint_ignores_formatting_but_not_content(bpe_tokenizer_path, tmp_
     }
     prints = {base}
     for what, edit in changes.items():
-        fp = load_tokenizer(
-            edited_copy(bpe_tokenizer_path, tmp_path / what / "tokenizer.json", edit), fast=False
-        )
+        # A renamed special token is no longer a vocabulary entry: tokenizers gives it a new id, not its declared 2.
+        renamed = pytest.warns(SpecialTokenIdWarning, match="'</S>' is declared as id 2")
+        with renamed if what == "special token" else contextlib.nullcontext():
+            fp = load_tokenizer(
+                edited_copy(bpe_tokenizer_path, tmp_path / what / "tokenizer.json", edit), fast=False
+            )
         assert fp.fingerprint not in prints, what
         prints.add(fp.fingerprint)
 
