@@ -115,13 +115,10 @@ def shard_stages(recipe: Any, input_readers: list | None = None) -> list:
     folders = {}
     for target in recipe.shards:
         step = TokenizeAndPack.from_config(target.config)
-        stages.append(
-            Stage(
-                f"shards-{target.name}",
-                [*make_readers(), TokenLengthRange(target.config, target.min_tokens, target.max_tokens), step],
-                tasks,
-            )
-        )
+        routing = []
+        if target.min_tokens > 0 or target.max_tokens is not None:  # only then is counting tokens worth it
+            routing = [TokenLengthRange(target.config, target.min_tokens, target.max_tokens)]
+        stages.append(Stage(f"shards-{target.name}", [*make_readers(), *routing, step], tasks))
         folders[target.name] = step.config.output_folder
         index_steps.append(WriteShardIndex(step.config.output_folder, world_size=tasks))
     if recipe.mixture is not None:

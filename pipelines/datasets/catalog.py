@@ -112,6 +112,12 @@ def load_catalog() -> dict[str, DatasetEntry]:
     return {name: DatasetEntry.model_validate(entry) for name, entry in data["datasets"].items()}
 
 
+@lru_cache(maxsize=1)
+def source_legend() -> dict[str, str]:
+    """What each source key of the catalogue (``[nano3]``, ...) refers to."""
+    return dict(yaml.safe_load(CATALOG_FILE.read_text(encoding="utf-8"))["sources"])
+
+
 def is_named(name: str | None) -> bool:
     return bool(name) and name in load_catalog()
 
