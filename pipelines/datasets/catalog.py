@@ -270,3 +270,14 @@ def check_named_access(cfg: Any) -> list[str]:
     """Before any worker starts: the named input's files, from its local copy or the hub (DatasetAccessError
     with instructions when gated, offline or missing)."""
     return list_files(resolve(cfg.dataset, cfg.config, local_copy=cfg.local_copy, data_files=cfg.data_files))
+
+
+def parse_named_spec(spec: str) -> NamedSource | None:
+    """`NAME` or `NAME:CONFIG` of a catalogue dataset (as `pack` takes it), else None."""
+    name, _, config = spec.partition(":")
+    if not is_named(name):
+        return None
+    try:
+        return resolve(name, config or None)
+    except ValueError as e:
+        raise DatasetAccessError(str(e)) from None
