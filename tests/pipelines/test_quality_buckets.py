@@ -190,3 +190,31 @@ def test_missing_model_and_bad_ranges_are_recipe_errors(tmp_path, graded_docs):
     data["quality"].update(split_folders="ranges", ranges=[[0, 1], [3, 4]])
     with pytest.raises(RecipeError, match="must cover buckets 0..4"):
         parse_recipe(data, check_paths=False)
+
+
+@pytest.mark.slow
+def test_packaged_nemotron_cc_recipe_dedups_then_buckets(tmp_path, models, graded_docs, dask_client):
+    from pipelines.recipe import load_recipe
+
+    recipe_file = Path(__file__).parents[2] / "pipelines" / "recipes" / "nemotron-cc.yaml"
+    copies = [{"id": f"copy-{d['id']}", "text": d["text"]} for d in graded_docs[:10]]
+    path = write_jsonl(tmp_path / "web" / "part.jsonl", graded_docs + copies)
+    recipe = load_recipe(
+        recipe_file,
+        overrides={
+            "input": {"paths": [str(path.parent)]},
+            "quality": {"classifiers": [{"path": str(m), "label": "hq", "weight": 1.0} for m in models]},
+            "dedup": {"minhash": {"num_buckets": 2}},  # fewer MinHash bucket ranks: a smaller stage, same job
+            "output": {"path": str(tmp_path / "curated")},
+            "executor": {"tasks": 2},
+        },
+    )
+    assert (recipe.quality.buckets, recipe.quality.combine) == (20, "max")
+    run_recipe(recipe, client=dask_client, progress=False)
+    out = Path(f"{recipe.output.path}-buckets")
+    docs = [d for folder in sorted(out.iterdir()) if folder.is_dir() for d in read_curated(folder)]
+    assert len(docs) == len(graded_docs)  # the exact copies are gone, every original is bucketed
+    assert {d["metadata"]["quality_bucket"] for d in docs} <= set(range(20))
+    for d in docs:
+        lo, hi = (int(x) for x in d["metadata"]["quality_folder"].removeprefix("buckets-").split("-"))
+        assert lo <= d["metadata"]["quality_bucket"] <= hi
