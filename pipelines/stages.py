@@ -123,8 +123,8 @@ def build_stages(recipe: Recipe) -> list[Stage]:
     from pipelines.curation.stages import extra_stages, nothing_to_curate
 
     if recipe.shards and nothing_to_curate(recipe):
-        return extra_stages(recipe, input_readers=_readers(recipe))
-    return [*_curation_stages(recipe), *extra_stages(recipe)]
+        return [Stage(*spec) for spec in extra_stages(recipe, input_readers=_readers(recipe))]
+    return [*_curation_stages(recipe), *(Stage(*spec) for spec in extra_stages(recipe))]
 
 
 def _curation_stages(recipe: Recipe) -> list[Stage]:

@@ -7,6 +7,7 @@
     shards-index      1       index.json of every target -> mixture JSON (a few small files)
 
 A recipe with nothing to curate (no filters, no dedup, no quality) packs straight from its input.
+Stages are returned as (name, steps, ranks) triples; ``pipelines.stages`` makes them its Stage objects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.curation.config import QualityConfig
+
+StageSpec = tuple[str, list, int]  # (name, steps, ranks)
 
 
 def quality_output(recipe: Any) -> str:
@@ -64,11 +67,10 @@ def _writer(folder: str, compression: str | None, filename: str = "${rank}.parqu
     )
 
 
-def quality_stages(recipe: Any) -> list:
+def quality_stages(recipe: Any) -> list[StageSpec]:
     """The two quality passes over the curated documents (one file per rank, read back by the same rank)."""
     from pipelines.curation.quality import BucketAssigner, EnsembleScorer
     from pipelines.readers import RankFileReader
-    from pipelines.stages import Stage
 
     cfg: QualityConfig = recipe.quality
     work = f"{recipe.work_dir.rstrip('/')}/quality"
@@ -77,13 +79,13 @@ def quality_stages(recipe: Any) -> list:
     filename = "${rank}.parquet" if cfg.split_folders == "none" else "${quality_folder}/${rank}.parquet"
     compression = recipe.output.compression
     return [
-        Stage(
+        (
             "quality-score",
             [RankFileReader(recipe.output.path), EnsembleScorer(cfg, f"{work}/histograms"),
              _writer(f"{work}/scored", compression)],
             tasks,
         ),
-        Stage(
+        (
             "quality-bucket",
             [RankFileReader(f"{work}/scored"),
              BucketAssigner(cfg, f"{work}/histograms", ranks=tasks, edges_file=f"{out}.edges.json"),
@@ -93,11 +95,10 @@ def quality_stages(recipe: Any) -> list:
     ]
 
 
-def shard_stages(recipe: Any, input_readers: list | None = None) -> list:
+def shard_stages(recipe: Any, input_readers: list | None = None) -> list[StageSpec]:
     """One packing stage per shard target, then one small stage writing every index and the mixture JSON."""
     from pipelines.curation.shards import TokenLengthRange, WriteMixture, default_period
     from pipelines.readers import GuardedParquetReader
-    from pipelines.stages import Stage
     from pipelines.steps import TokenizeAndPack, WriteShardIndex
 
     tasks = recipe.executor.tasks
@@ -118,7 +119,7 @@ def shard_stages(recipe: Any, input_readers: list | None = None) -> list:
         routing = []
         if target.min_tokens > 0 or target.max_tokens is not None:  # only then is counting tokens worth it
             routing = [TokenLengthRange(target.config, target.min_tokens, target.max_tokens)]
-        stages.append(Stage(f"shards-{target.name}", [*make_readers(), *routing, step], tasks))
+        stages.append((f"shards-{target.name}", [*make_readers(), *routing, step], tasks))
         folders[target.name] = step.config.output_folder
         index_steps.append(WriteShardIndex(step.config.output_folder, world_size=tasks))
     if recipe.mixture is not None:
@@ -126,11 +127,11 @@ def shard_stages(recipe: Any, input_readers: list | None = None) -> list:
         period = recipe.mixture.period or default_period([w for _, w in sources])
         index_steps.append(WriteMixture(mixture_path(recipe), sources, period))
     if index_steps:
-        stages.append(Stage("shards-index", index_steps, 1))
+        stages.append(("shards-index", index_steps, 1))
     return stages
 
 
-def extra_stages(recipe: Any, input_readers: list | None = None) -> list:
+def extra_stages(recipe: Any, input_readers: list | None = None) -> list[StageSpec]:
     """Everything the recipe asks after curation: quality buckets, shard targets, the mixture."""
     stages = []
     quality = getattr(recipe, "quality", None)
