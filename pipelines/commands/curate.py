@@ -66,4 +66,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2 if isinstance(e, RecipeError) else 1) from None
         print_counts(rows, title=f"Curation: {parsed.name}")
-        typer.echo(f"curated documents: {parsed.output.path}")
+        from pipelines.curation.stages import finished_outputs
+
+        for line in finished_outputs(parsed):
+            typer.echo(line)

@@ -54,7 +54,8 @@ def score_texts(model: Any, texts: list[str], label: str, newline_replacement: s
     return out
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes) -> None:
+    """Write to a temporary name beside `path`, then rename: a killed task leaves nothing that looks done."""
     from fsspec.core import url_to_fs
 
     fs, fs_path = url_to_fs(path)
@@ -184,7 +185,7 @@ class BucketAssigner(PipelineStep):
             "documents": int(self._counts[0].sum()),
             "edge_bins": {"mean": edges[0]} | {c.key: e for c, e in zip(self.config.classifiers, edges[1:], strict=True)},
         }
-        _atomic_write(self.edges_file, json.dumps(report, indent=1).encode())
+        write_atomically(self.edges_file, json.dumps(report, indent=1).encode())
 
     def folder_of(self, bucket: int) -> str:
         if self.config.split_folders == "bucket":

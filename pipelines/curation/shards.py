@@ -81,10 +81,10 @@ class WriteMixture(PipelineStep):
         if data:
             yield from data
         if rank == 0:
-            from pipelines.curation.quality import _atomic_write
+            from pipelines.curation.quality import write_atomically
 
             body = {"format": MIXTURE_FORMAT, "sources": [[f, w] for f, w in self.sources], "period": self.period}
-            _atomic_write(self.path, json.dumps(body, indent=1).encode())
+            write_atomically(self.path, json.dumps(body, indent=1).encode())
 
 
 def default_period(weights: list[float]) -> int:

@@ -140,3 +140,17 @@ def extra_stages(recipe: Any, input_readers: list | None = None) -> list[StageSp
     if getattr(recipe, "shards", None):
         stages += shard_stages(recipe, input_readers)
     return stages
+
+
+def finished_outputs(recipe: Any) -> list[str]:
+    """What a finished run of the recipe left, one line each, for the end of `longtrove curate`."""
+    lines = [] if recipe.shards and nothing_to_curate(recipe) else [f"curated documents: {recipe.output.path}"]
+    quality = getattr(recipe, "quality", None)
+    if quality is not None and quality.enabled:
+        out = quality_output(recipe)
+        lines.append(f"quality buckets: {out} (percentile edges: {out}.edges.json)")
+    for target in getattr(recipe, "shards", []):
+        lines.append(f"shards {target.name}: {target.config['output_folder']}")
+    if getattr(recipe, "mixture", None) is not None:
+        lines.append(f"mixture: {mixture_path(recipe)} (pipelines.curation.shards.open_mixture)")
+    return lines
