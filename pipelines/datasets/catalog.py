@@ -220,13 +220,16 @@ def _hub_advice(dataset: str, error: Exception) -> str:
     if isinstance(error, GatedRepoError):
         return (
             f"{dataset} is gated: accept its terms at {page} with your account, then set HF_TOKEN "
-            f"(or run `hf auth login`); {local}"
+            f"(or run `hf auth login`), {local}"
         )
     if isinstance(error, RepositoryNotFoundError):
-        return f"{dataset}: not found or not visible without a token: set HF_TOKEN after accepting the terms at {page}; {local}"
+        return (
+            f"{dataset}: not found, or not visible without a token: accept the terms at {page} and set HF_TOKEN, "
+            f"{local}"
+        )
     if isinstance(error, OfflineModeIsEnabled):
-        return f"{dataset}: the hub is disabled (HF_HUB_OFFLINE is set); {local}"
-    return f"{dataset}: cannot reach the Hugging Face hub ({type(error).__name__}: {error}); {local}"
+        return f"{dataset}: the hub is disabled (HF_HUB_OFFLINE is set): unset it, {local}"
+    return f"{dataset}: cannot reach the Hugging Face hub ({type(error).__name__}: {error}): check the network, {local}"
 
 
 def describe_rows() -> list[dict[str, Any]]:
