@@ -28,7 +28,8 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
                 table.add_column(column, no_wrap=column in ("dataset", "configs"))
             for row in describe_rows():
                 tokens = f"{row['tokens'] / 1e9:,.0f}B" if row["tokens"] else "?"
-                gate = "gated" if row["entry"].access.gated else "open"
+                access = row["entry"].access
+                gate = f"gated: {access.licence}" if access.gated else f"open: {access.licence}"
                 table.add_row(row["dataset"], "\n".join(row["configs"]), row["text"] or "-", row["id"], tokens, gate)
             console.print(table)
             console.print("'?' marks a fact the catalogue could not verify; `longtrove datasets NAME` shows sources.")
