@@ -206,6 +206,29 @@ def _list_files(spec: str) -> tuple[Any, list[str]] | None:
     return fs, [path]
 
 
+def _named_files_reader(spec: str, counter_key: str, skip_bad_records: bool) -> tuple[PipelineStep, int] | None:
+    """The files of a catalogue dataset (local copy under $LONGTROVE_DATASETS_DIR, or the hub with the user's
+    token) read with the catalogue's text and id columns; access problems fail here, before any worker starts."""
+    from pipelines.datasets.catalog import DatasetAccessError, list_files, parse_named_spec, require_text
+
+    try:
+        source = parse_named_spec(spec)
+        if source is None:
+            return None
+        text_key = require_text(source)
+        paths = list_files(source)
+    except DatasetAccessError as e:
+        raise InputError(str(e)) from None
+    root = source.root.rstrip("/")
+    files = [(root, p[len(root) :].lstrip("/")) for p in paths]
+    adapter = TextAdapter(text_key, source.id_key, counter_key)
+    reader = FilesReader(
+        files, adapter=adapter, text_key=text_key, id_key=source.id_key, skip_bad_records=skip_bad_records,
+        counter_key=counter_key,
+    )
+    return reader, len(files)
+
+
 def input_readers(
     inputs: list[str],
     *,
@@ -226,6 +249,11 @@ def input_readers(
     by_fs: dict[str, tuple[Any, list[str]]] = {}  # files grouped by filesystem, in the order given
     hub = 0
     for spec in inputs:
+        named = _named_files_reader(spec, counter_key, skip_bad_records)
+        if named is not None:  # a catalogue dataset, NAME or NAME:CONFIG (see `longtrove datasets`)
+            readers.append(named[0])
+            hub += named[1]
+            continue
         listed = None if spec.startswith("hf:") else _list_files(spec)
         if spec.startswith("hf:") or (listed is None and "://" not in spec and _HUB_ID.match(spec)):
             name = spec[3:] if spec.startswith("hf:") else spec

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.curation.config import MixtureConfig, QualityConfig, ShardTarget
+
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "default.yaml"
 
 
@@ -27,7 +29,7 @@ class _Strict(BaseModel):
 
 # -- input --------------------------------------------------------------------------------------------------------
 class InputConfig(_Strict):
-    format: Literal["jsonl", "parquet", "huggingface"] = "jsonl"
+    format: Literal["jsonl", "parquet", "huggingface", "named"] = "jsonl"
     paths: list[str] = Field(default_factory=list, description="files or folders, local paths or fsspec URLs")
     glob: str | None = Field(None, description="only files matching this pattern inside folders")
     dataset: str | None = Field(
@@ -36,15 +38,32 @@ class InputConfig(_Strict):
     dataset_options: dict[str, Any] = Field(
         default_factory=dict, description="passed to datasets.load_dataset"
     )
+    config: str | None = Field(None, description="named: the dataset's config (see `longtrove datasets`)")
+    local_copy: str | None = Field(None, description="named: a local folder with the hub's file layout")
+    data_files: str | None = Field(None, description="named: a glob under the dataset's root, if not the catalogue's")
     text_key: str = "text"
     id_key: str = "id"
     on_bad_record: Literal["skip", "fail"] = "skip"
     max_document_chars: Annotated[int, Field(gt=0)] | None = 8_000_000
     limit: int = Field(-1, description="documents per rank, -1 for all")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        from pipelines.datasets.catalog import is_named
+
+        # `input: {dataset: nvidia/Nemotron-CC-v2, config: High-Quality}` names a catalogue dataset
+        if isinstance(data, dict) and "format" not in data and is_named(data.get("dataset")):
+            data = {**data, "format": "named"}
+        return data
+
     @model_validator(mode="after")
     def _source(self) -> InputConfig:
-        if self.format == "huggingface":
+        if self.format == "named":
+            from pipelines.datasets.catalog import check_named_input
+
+            check_named_input(self)
+        elif self.format == "huggingface":
             if not self.dataset:
                 raise ValueError("input.format is huggingface: set input.dataset")
             if "split" not in self.dataset_options:
@@ -185,6 +204,19 @@ class Recipe(_Strict):
     dedup: DedupConfig = DedupConfig()
     output: OutputConfig = OutputConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    quality: QualityConfig | None = None
+    shards: list[ShardTarget] = Field(default_factory=list)
+    mixture: MixtureConfig | None = None
+
+    @model_validator(mode="after")
+    def _mixture_names_targets(self) -> Recipe:
+        names = [t.name for t in self.shards]
+        if len(set(names)) != len(names):
+            raise ValueError(f"shards: target names must differ, got {names}")
+        for i, source in enumerate(self.mixture.sources if self.mixture else []):
+            if source.shards not in names:
+                raise ValueError(f"mixture.sources.{i}.shards: no shards target {source.shards!r} (targets: {names})")
+        return self
 
     @property
     def work_dir(self) -> str:
@@ -232,6 +264,9 @@ def parse_recipe(
         for spec in recipe.filters:
             if spec.language is not None and spec.language.model_path:
                 spec.language.model_path = _resolve(spec.language.model_path, base_dir)
+        from pipelines.curation.paths import resolve_curation_paths
+
+        resolve_curation_paths(recipe, lambda p: _resolve(p, base_dir))
     if check_paths:
         check_recipe(recipe, source)
     return recipe
@@ -284,6 +319,16 @@ def check_recipe(recipe: Recipe, source: str = "<recipe>") -> None:
             if not get_datafolder(path).list_files(glob_pattern=recipe.input.glob):
                 pattern = f" matching input.glob {recipe.input.glob!r}" if recipe.input.glob else ""
                 raise RecipeError(f"invalid recipe {source}: input.paths.{i}: no files{pattern} in {path!r}")
+    from pipelines.curation.paths import check_curation_files
+    from pipelines.datasets.catalog import DatasetAccessError, check_named_access
+
+    if recipe.input.format == "named":
+        try:
+            check_named_access(recipe.input)
+        except DatasetAccessError as e:
+            raise RecipeError(f"invalid recipe {source}: input: {e}") from None
+    for problem in check_curation_files(recipe):
+        raise RecipeError(f"invalid recipe {source}: {problem}")
     for i, spec in enumerate(recipe.filters):
         if spec.kind == "language":
             try:

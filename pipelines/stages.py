@@ -52,6 +52,10 @@ def _readers(recipe: Recipe) -> list:
     )
     if cfg.format == "huggingface":
         return [GuardedHuggingFaceReader(cfg.dataset, dataset_options=cfg.dataset_options, **common)]
+    if cfg.format == "named":
+        from pipelines.curation.stages import named_readers
+
+        return named_readers(cfg, common)
     reader_cls = GuardedJsonlReader if cfg.format == "jsonl" else GuardedParquetReader
     readers = []
     for path in cfg.paths:
@@ -114,7 +118,16 @@ def build_filters(recipe: Recipe) -> list:
 
 
 def build_stages(recipe: Recipe) -> list[Stage]:
-    """The datatrove stages of a recipe, in the order they must run."""
+    """The datatrove stages of a recipe, in the order they must run (quality buckets and shard targets after
+    curation; see pipelines.curation.stages)."""
+    from pipelines.curation.stages import extra_stages, nothing_to_curate
+
+    if recipe.shards and nothing_to_curate(recipe):
+        return [Stage(*spec) for spec in extra_stages(recipe, input_readers=_readers(recipe))]
+    return [*_curation_stages(recipe), *(Stage(*spec) for spec in extra_stages(recipe))]
+
+
+def _curation_stages(recipe: Recipe) -> list[Stage]:
     from datatrove.pipeline.dedup import (
         MinhashConfig,
         MinhashDedupBuckets,

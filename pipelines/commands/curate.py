@@ -35,6 +35,9 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         ] = None,
         scheduler: Annotated[str | None, typer.Option(help="address of a running Dask scheduler")] = None,
         progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="validate and print stages, ranks and data volume; run nothing")
+        ] = False,
     ) -> None:
         """Run a curation recipe (read, filter, exact and MinHash dedup, write parquet) on Dask."""
         from pipelines.executor import RankFailedError
@@ -47,6 +50,15 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         for key, value in (("tasks", tasks), ("workers", workers), ("scheduler", scheduler)):
             if value is not None:
                 overrides.setdefault("executor", {})[key] = value
+        if dry_run:
+            from pipelines.curation.dryrun import plan_recipe, print_plan
+
+            try:  # no path checks, no network: the plan says what is missing
+                print_plan(plan_recipe(load_recipe(recipe, overrides=overrides, check_paths=False)))
+            except RecipeError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2) from None
+            return
         try:
             parsed = load_recipe(recipe, overrides=overrides)
             rows = run_recipe(parsed, progress=progress)
@@ -54,4 +66,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2 if isinstance(e, RecipeError) else 1) from None
         print_counts(rows, title=f"Curation: {parsed.name}")
-        typer.echo(f"curated documents: {parsed.output.path}")
+        from pipelines.curation.stages import finished_outputs
+
+        for line in finished_outputs(parsed):
+            typer.echo(line)

@@ -34,7 +34,7 @@ def write_recipe(path, data: dict):
         ({"filters": [{"gopher_qualty": {}}]}, "filters.0.gopher_qualty: unknown key"),
         ({"filters": [{"c4": {"min_num_sentences": "five"}}]}, "filters.0.c4.min_num_sentences"),
         ({"filters": [{"c4": {}, "gopher_quality": {}}]}, "each filter names exactly one of"),
-        ({"input": {"format": "csv"}}, "input.format: Input should be 'jsonl', 'parquet' or 'huggingface'"),
+        ({"input": {"format": "csv"}}, "input.format: Input should be 'jsonl', 'parquet', 'huggingface' or 'named'"),
         ({"dedup": {"minhash": {"num_buckets": -1}}}, "dedup.minhash.num_buckets"),
         ({"input": {"format": "huggingface", "dataset": "json"}}, "set input.dataset_options.split"),
     ],

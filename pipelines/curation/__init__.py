@@ -1,0 +1,1 @@
+"""Nemotron-style curation: quality buckets by classifier ensembles, shard targets by length, mixtures."""
