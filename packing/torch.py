@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from packing.stream import ShardStream, cu_seqlens_from_lengths, position_ids_from_lengths
+from packing.segments import cu_seqlens_from_lengths, position_ids_from_lengths
+from packing.stream import ShardStream
 
 IGNORE_INDEX = -100
 
