@@ -6,10 +6,25 @@ steps, any rank's state resumes the job, and a new world size deals the rest of 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 STATE_FORMAT = "longtrove.stream"
 STATE_VERSION = 1
+Balance = Literal["pad", "drop", "uneven"]
+BALANCES: tuple[Balance, ...] = ("pad", "drop", "uneven")
+
+
+def rank_share(remaining: int, rank: int, world_size: int, balance: Balance) -> int:
+    """Samples a rank takes of the `remaining` ones of an epoch, dealt round-robin from `rank`.
+
+    ``pad`` and ``drop`` give every rank the same count (DDP collectives stay in step); ``uneven`` gives
+    each rank its round-robin share, so ranks differ by at most one.
+    """
+    if balance == "pad":
+        return -(-remaining // world_size)
+    if balance == "drop":
+        return remaining // world_size
+    return max(0, -(-(remaining - rank) // world_size))
 
 
 def make_state(epoch: int, consumed: int, world_size: int, identity: dict[str, Any]) -> dict[str, Any]:
@@ -43,4 +58,4 @@ def check_state(state: dict[str, Any], identity: dict[str, Any], samples_per_epo
     return int(state["epoch"]), consumed
 
 
-__all__ = ["STATE_FORMAT", "STATE_VERSION", "check_state", "make_state"]
+__all__ = ["BALANCES", "STATE_FORMAT", "STATE_VERSION", "Balance", "check_state", "make_state", "rank_share"]

@@ -30,13 +30,14 @@ from packing.mapped import MappedPages, MappedShard
 from packing.order import MixtureOrder
 from packing.segments import cu_seqlens_from_lengths, position_ids_from_lengths
 from packing.sources import ShardSource, check_mixture, is_url, parse_source, source_name
-from packing.state import check_state, make_state
+from packing.state import BALANCES, Balance, check_state, make_state, rank_share
 
 DEFAULT_MIXTURE_PERIOD = 10_000
 _CHUNK = 256  # samples resolved per vectorized step
 
 
 Sample = dict[str, np.ndarray]
+_Located = tuple[int, int, int, int, bool]  # source, shard, row, sample, is_padding
 
 
 class ShardStream:
@@ -50,8 +51,14 @@ class ShardStream:
         shuffle_block: ``None`` shuffles all samples of a source globally. An int shuffles the shard order
             and then samples inside consecutive blocks of that many samples, so a rank touches only the
             shards of the current block (what a bounded remote cache needs).
-        drop_last: give every rank exactly ``remaining // world_size`` samples in an epoch (the leftover,
-            fewer than ``world_size`` samples, are skipped that epoch) instead of letting ranks differ by one.
+        balance: how the ranks share an epoch that does not divide evenly, so that DDP collectives never
+            wait on a rank that ran out. ``"pad"`` (default): every rank gets ``ceil(remaining /
+            world_size)`` samples; the few ranks short of that repeat samples from the start of the pass,
+            marked ``is_padding`` (collators give them no loss). ``"drop"``: every rank gets
+            ``remaining // world_size`` and the leftover (fewer than ``world_size``) is skipped that epoch.
+            ``"uneven"``: ranks differ by at most one sample. Not part of the state: a resumed job may
+            choose another.
+        drop_last: ``True`` is ``balance="drop"`` (kept for older callers).
         position_ids, cu_seqlens: also yield these int32 arrays per sample.
         with_index: also yield ``source_id`` and ``sample_id`` (int64 scalars) for provenance.
         verify_checksums: compare each shard's sha256 to the index on first open in this process
@@ -74,6 +81,7 @@ class ShardStream:
         shuffle: bool = True,
         *,
         shuffle_block: int | None = None,
+        balance: Balance | None = None,
         drop_last: bool = False,
         position_ids: bool = False,
         cu_seqlens: bool = False,
@@ -101,7 +109,11 @@ class ShardStream:
         self.seed = int(seed)
         self.shuffle = shuffle
         self.shuffle_block = shuffle_block
-        self.drop_last = drop_last
+        if balance is None:
+            balance = "drop" if drop_last else "pad"
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
+        self.balance: Balance = balance
         self.want_position_ids = position_ids
         self.want_cu_seqlens = cu_seqlens
         self.with_index = with_index
@@ -168,7 +180,7 @@ class ShardStream:
     def _position(self) -> tuple[int, int]:
         """(epoch, samples of it taken by the whole job), rolled over once the epoch is complete."""
         consumed = min(self.samples_per_epoch, self._start + self._taken * self.world_size)
-        if consumed >= self.samples_per_epoch or (self.drop_last and self._taken == self._rank_total()):
+        if consumed >= self.samples_per_epoch or (self.balance == "drop" and self._taken == self._rank_total()):
             return self._epoch + 1, 0
         return self._epoch, consumed
 
@@ -184,10 +196,7 @@ class ShardStream:
 
     def _rank_total(self) -> int:
         """Samples this rank gets from `_start` to the end of the epoch."""
-        remaining = self.samples_per_epoch - self._start
-        if self.drop_last:
-            return remaining // self.world_size
-        return max(0, -(-(remaining - self.rank) // self.world_size))
+        return rank_share(self.samples_per_epoch - self._start, self.rank, self.world_size, self.balance)
 
     def __len__(self) -> int:
         """Samples this rank still has in the current epoch."""
@@ -222,7 +231,6 @@ class ShardStream:
             "seed": self.seed,
             "shuffle": self.shuffle,
             "shuffle_block": self.shuffle_block,
-            "drop_last": self.drop_last,
             "samples_per_epoch": self.samples_per_epoch,
             "mixture_period": self.order.period,
         }
@@ -230,7 +238,7 @@ class ShardStream:
     def state_dict(self) -> dict[str, Any]:
         """Global progress (identical on every rank after the same number of steps) plus the config."""
         epoch, consumed = self._position()
-        return make_state(epoch, consumed, self.world_size, self._identity())
+        return make_state(epoch, consumed, self.world_size, self._identity()) | {"balance": self.balance}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from any rank's state, with this stream's rank and world size (which may differ)."""
@@ -301,7 +309,7 @@ class ShardStream:
             self._open.popitem(last=False)
         return opened
 
-    def _sample(self, source: int, shard: int, row: int, sample: int) -> Sample:
+    def _sample(self, source: int, shard: int, row: int, sample: int, padding: bool) -> Sample:
         src = self.sources[source]
         ids, lengths, address = self._shard(source, shard).row(row)
         if self.release_bytes is not None:
@@ -311,6 +319,8 @@ class ShardStream:
             out["position_ids"] = position_ids_from_lengths(lengths, src.seq_len)
         if self.want_cu_seqlens:
             out["cu_seqlens"] = cu_seqlens_from_lengths(lengths, src.seq_len)
+        if self.balance == "pad":
+            out["is_padding"] = np.bool_(padding)
         if self.with_index:
             out["source_id"] = np.int64(source)
             out["sample_id"] = np.int64(sample)
@@ -350,16 +360,13 @@ class ShardStream:
         epoch = self._epoch if epoch is None else epoch
         first = self._start if start is None else start
         remaining = self.samples_per_epoch - first
-        if self.drop_last:
-            total = remaining // self.world_size
-        else:
-            total = max(0, -(-(remaining - self.rank) // self.world_size))
-        base = epoch * self.samples_per_epoch + first + self.rank
+        total = rank_share(remaining, self.rank, self.world_size, self.balance)
+        base = first + self.rank
         step = self.world_size
         # resolve chunk c + 1 before reading chunk c, so remote shards are fetched one chunk ahead
         current = None
         for j in self._worker_chunks(total, skip, worker, num_workers, block_size):
-            resolved = self._resolve(base + j * step)
+            resolved = self._resolve(epoch, base + j * step)
             if current is not None:
                 yield from self._read(current, resolved)
             current = resolved
@@ -387,28 +394,38 @@ class ShardStream:
             yield j[j < total]
             k += num_workers * blocks_per_chunk
 
-    def _resolve(self, positions: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Positions -> (source, shard, row, sample) tuples, vectorized over the chunk."""
-        src, sample = self.order.locate(positions)
+    def _resolve(self, epoch: int, offsets: np.ndarray) -> list[_Located]:
+        """Offsets in the epoch -> (source, shard, row, sample, is_padding), vectorized over the chunk.
+
+        Offsets past the end of the epoch (``balance="pad"``) wrap to the start of the epoch, so the
+        repeats do not depend on where the job last resumed.
+        """
+        spe = self.samples_per_epoch
+        padding = offsets >= spe
+        if padding.any():
+            offsets = np.where(padding, (offsets - spe) % spe, offsets)
+        src, sample = self.order.locate(epoch * spe + offsets)
         shard, row = self.order.shards_of(src, sample)
-        return list(zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), strict=True))
+        return list(
+            zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), padding.tolist(), strict=True)
+        )
 
     def _read(
-        self, current: list[tuple[int, int, int, int]], ahead: list[tuple[int, int, int, int]] | None
+        self, current: list[_Located], ahead: list[_Located] | None
     ) -> Iterator[Sample]:
         remote = any(s.remote for s in self.sources)
         release = self.release_bytes
-        for i, (s, sh, r, x) in enumerate(current):
+        for i, (s, sh, r, x, pad) in enumerate(current):
             if remote and (s, sh) not in self._open:
                 self._prefetch(current[i:] + (ahead or []))
-            yield self._sample(s, sh, r, x)
+            yield self._sample(s, sh, r, x, pad)
             if release is not None and self._mapped.nbytes >= release:
                 self._release_pages()
 
-    def _prefetch(self, upcoming: list[tuple[int, int, int, int]]) -> None:
+    def _prefetch(self, upcoming: list[_Located]) -> None:
         """Ask each remote cache for the shards of the coming samples, in order of need."""
         wanted: dict[int, dict[int, None]] = {}
-        for s, sh, _, _ in upcoming:
+        for s, sh, *_ in upcoming:
             if self.sources[s].remote and (s, sh) not in self._open:
                 wanted.setdefault(s, {})[sh] = None
         for s, shards in wanted.items():

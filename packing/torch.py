@@ -26,6 +26,13 @@ from packing.stream import ShardStream
 IGNORE_INDEX = -100
 
 
+def token_ids_int32(ids: np.ndarray) -> np.ndarray:
+    """Token ids as int32 without a copy where possible (uint32 ids below 2**31 reinterpret as-is)."""
+    if ids.dtype == np.uint32:
+        return ids.view(np.int32)  # vocabularies stay far below 2**31; checked by the shard writer's dtype
+    return ids.astype(np.int32)
+
+
 def collate(
     samples: Sequence[dict[str, np.ndarray]],
     *,
@@ -38,10 +45,14 @@ def collate(
     ``labels`` follow the Hugging Face convention (aligned with ``input_ids``; the model shifts them):
     padding is ``ignore_index``, and so is the first token of every document when
     ``mask_document_starts`` (with per-document attention it cannot be predicted from the previous
-    document, as ``DataCollatorWithFlattening`` does). ``cu_seqlens`` (int32) holds the boundaries of every
+    document, as ``DataCollatorWithFlattening`` does), and so is every token of a sample that only pads a
+    rank to an even share (``is_padding``). ``cu_seqlens`` (int32) holds the boundaries of every
     document of the batch laid end to end, the padding tail of a row being a segment of its own.
     Rows of one length stack to ``(batch, seq_len)``; ``flatten=True`` concatenates them to
     ``(1, total)``, which also takes rows of different lengths (a mixture of 1M- and 4K-token sources).
+
+    Ids, labels and positions are int32, half the bytes of int64 to carry from a DataLoader worker;
+    `to_device` widens them on the device.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
@@ -50,7 +61,7 @@ def collate(
         raise ValueError(
             f"samples of different lengths {sorted(set(lengths))} cannot stack; use flatten=True or batch_size=1"
         )
-    ids = np.concatenate([s["input_ids"] for s in samples]).astype(np.int64)
+    ids = token_ids_int32(np.concatenate([s["input_ids"] for s in samples]))
     positions = np.concatenate(
         [position_ids_from_lengths(s["doc_lengths"], n) for s, n in zip(samples, lengths, strict=True)]
     )
@@ -59,7 +70,7 @@ def collate(
     row_start = 0
     for s, n in zip(samples, lengths, strict=True):
         doc_lengths = np.asarray(s["doc_lengths"], dtype=np.int64)
-        used = int(doc_lengths.sum())
+        used = 0 if s.get("is_padding", False) else int(doc_lengths.sum())
         labels[row_start + used : row_start + n] = ignore_index
         if mask_document_starts and len(doc_lengths):
             starts = np.cumsum(doc_lengths) - doc_lengths
@@ -73,14 +84,37 @@ def collate(
     batch: dict[str, torch.Tensor | int] = {
         "input_ids": torch.from_numpy(ids.reshape(shape)),
         "labels": torch.from_numpy(labels.reshape(shape)),
-        "position_ids": torch.from_numpy(positions.astype(np.int64).reshape(shape)),
+        "position_ids": torch.from_numpy(positions.reshape(shape)),
         "cu_seqlens": torch.from_numpy(cu),
         "max_seqlen": int(segments.max()),
     }
+    if "is_padding" in samples[0]:
+        batch["is_padding"] = torch.tensor([bool(s.get("is_padding", False)) for s in samples])
     for key in ("source_id", "sample_id"):
         if key in samples[0]:
             batch[key] = torch.tensor([int(s[key]) for s in samples], dtype=torch.int64)
     return batch
+
+
+WIDENED_KEYS = frozenset({"input_ids", "labels", "position_ids", "tokens"})
+
+
+def to_device(
+    batch: dict[str, Any], device: torch.device | str, *, widen: frozenset[str] = WIDENED_KEYS
+) -> dict[str, Any]:
+    """Move a batch to `device`, widening the int32 id tensors in `widen` to int64 there (not before).
+
+    Embedding lookups take int32, but losses (``cross_entropy``) want int64 targets; converting after
+    the copy keeps the host-to-device transfer, like the worker-to-trainer one, at 4 bytes a token.
+    """
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if key in widen and value.dtype == torch.int32:
+                value = value.long()
+        out[key] = value
+    return out
 
 
 class StreamDataset(IterableDataset):
@@ -181,4 +215,4 @@ class StreamLoader:
         self.stream.load_state_dict(state)
 
 
-__all__ = ["IGNORE_INDEX", "StreamDataset", "StreamLoader", "collate"]
+__all__ = ["IGNORE_INDEX", "StreamDataset", "StreamLoader", "collate", "to_device", "token_ids_int32"]
