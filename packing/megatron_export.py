@@ -209,7 +209,11 @@ def _write_documents(
             part_ids = pc.filter(batch.column("doc_ids").flatten(), pa.array(~whole)).to_pylist()
             part_offsets = batch.column("doc_offsets").flatten().to_numpy(zero_copy_only=False)[~whole]
             for doc_id, start, length, offset in zip(
-                part_ids, starts[~whole].tolist(), lengths[~whole].tolist(), part_offsets.tolist(), strict=True
+                part_ids,
+                starts[~whole].tolist(),
+                lengths[~whole].tolist(),
+                part_offsets.tolist(),
+                strict=True,
             ):
                 pieces.setdefault(doc_id, []).append(_Piece(s, b, start, length, offset))
     _write_joined(folder, index, writer, pieces, seq_len, dtype, where)

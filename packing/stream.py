@@ -180,7 +180,9 @@ class ShardStream:
     def _position(self) -> tuple[int, int]:
         """(epoch, samples of it taken by the whole job), rolled over once the epoch is complete."""
         consumed = min(self.samples_per_epoch, self._start + self._taken * self.world_size)
-        if consumed >= self.samples_per_epoch or (self.balance == "drop" and self._taken == self._rank_total()):
+        if consumed >= self.samples_per_epoch or (
+            self.balance == "drop" and self._taken == self._rank_total()
+        ):
             return self._epoch + 1, 0
         return self._epoch, consumed
 
@@ -410,9 +412,7 @@ class ShardStream:
             zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), padding.tolist(), strict=True)
         )
 
-    def _read(
-        self, current: list[_Located], ahead: list[_Located] | None
-    ) -> Iterator[Sample]:
+    def _read(self, current: list[_Located], ahead: list[_Located] | None) -> Iterator[Sample]:
         remote = any(s.remote for s in self.sources)
         release = self.release_bytes
         for i, (s, sh, r, x, pad) in enumerate(current):

@@ -26,7 +26,9 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             list[float] | None,
             typer.Option(help="blend weight per folder, in order (default: each folder's token count)"),
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="print a JSON summary as the last line")
+        ] = False,
     ) -> None:
         """Write Megatron's PREFIX.bin/.idx; for several folders, print the --data-path blend string."""
         from packing.format import ShardFormatError
@@ -41,7 +43,10 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         prefixes = (
             [out]
             if len(shards) == 1
-            else [out.with_name(f"{out.name}-{i:02d}-{folder.resolve().name}") for i, folder in enumerate(shards)]
+            else [
+                out.with_name(f"{out.name}-{i:02d}-{folder.resolve().name}")
+                for i, folder in enumerate(shards)
+            ]
         )
         exports = []
         for folder, prefix in zip(shards, prefixes, strict=True):

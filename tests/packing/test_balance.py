@@ -20,7 +20,9 @@ prose_shards = shared.prose_shards
 def resume_two_to_three(folder: Path, balance_after: str, *, batch_size: int = 4, steps: int = 37):
     """Two ranks take `steps` batches, then three ranks finish the epoch from their state."""
     two = [
-        StreamLoader(ShardStream(folder, rank=r, world_size=2, seed=7, with_index=True), batch_size=batch_size)
+        StreamLoader(
+            ShardStream(folder, rank=r, world_size=2, seed=7, with_index=True), batch_size=batch_size
+        )
         for r in range(2)
     ]
     seen: list[int] = []
@@ -41,7 +43,11 @@ def resume_two_to_three(folder: Path, balance_after: str, *, batch_size: int = 4
         count = 0
         for batch in loader:
             count += 1
-            pad = batch["is_padding"] if "is_padding" in batch else torch.zeros(len(batch["sample_id"]), dtype=bool)
+            pad = (
+                batch["is_padding"]
+                if "is_padding" in batch
+                else torch.zeros(len(batch["sample_id"]), dtype=bool)
+            )
             padded += int(pad.sum())
             seen += batch["sample_id"][~pad].tolist()
             if pad.any():  # a repeat carries no loss

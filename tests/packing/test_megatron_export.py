@@ -113,7 +113,6 @@ def test_packed_export_keeps_rows_as_megatron_samples(
     assert len(dataset) == len(ids)
     np.testing.assert_array_equal(np.stack([dataset[i] for i in range(len(dataset))]), ids.astype(np.int32))
 
-
     config = GPTDatasetConfig(
         random_seed=1,
         sequence_length=SEQ_LEN,
@@ -152,8 +151,19 @@ def test_mixture_command_prints_the_data_path_weights(prose_shards: Path, tmp_pa
 
     result = CliRunner().invoke(
         app,
-        ["export", "megatron", str(prose_shards), str(prose_shards), "--out", str(tmp_path / "mix"),
-         "--weight", "3", "--weight", "1", "--json"],
+        [
+            "export",
+            "megatron",
+            str(prose_shards),
+            str(prose_shards),
+            "--out",
+            str(tmp_path / "mix"),
+            "--weight",
+            "3",
+            "--weight",
+            "1",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])

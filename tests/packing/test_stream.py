@@ -188,9 +188,9 @@ def test_exactly_once_per_epoch(prose_shards: Path, world_size: int, num_workers
     assert [len(ShardStream(prose_shards, rank=r, world_size=world_size)) for r in range(world_size)] == [
         share
     ] * world_size
-    assert sum(1 for r in range(world_size) for _ in ShardStream(prose_shards, rank=r, world_size=world_size)) == (
-        share * world_size
-    )
+    assert sum(
+        1 for r in range(world_size) for _ in ShardStream(prose_shards, rank=r, world_size=world_size)
+    ) == (share * world_size)
 
 
 def test_workers_split_a_rank_in_whole_batches_that_interleave_back_in_order(prose_shards: Path) -> None:
