@@ -30,6 +30,7 @@ class MappedShard:
             raise ShardFormatError(f"{path}: listed in {where} but missing") from e
         try:
             size = os.fstat(fd).st_size
+            self.nbytes = size
             if size == 0:
                 raise ShardFormatError(f"{path}: empty file (truncated shard)")
             self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

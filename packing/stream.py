@@ -28,6 +28,7 @@ import numpy as np
 from packing.format import ShardFormatError, file_sha256, read_index
 from packing.mapped import MappedPages, MappedShard
 from packing.order import MixtureOrder
+from packing.remote import DEFAULT_RETRY_WINDOW, RemoteUnavailableError
 from packing.segments import cu_seqlens_from_lengths, position_ids_from_lengths
 from packing.sources import ShardSource, check_mixture, is_url, parse_source, source_name
 from packing.state import BALANCES, Balance, check_state, make_state, rank_share
@@ -66,6 +67,11 @@ class ShardStream:
         samples_per_epoch: mixture epoch length; default: until the first source completes a full pass.
         mixture_period: slots of the periodic mixture schedule; realized shares are exact per period.
         cache_dir, cache_bytes, prefetch, storage_options: remote folders only (see ``packing.cache``).
+            ``cache_bytes`` bounds the shards on disk and, separately, the remote shards this process
+            keeps mapped (a shard the cache evicted is unmapped before the next one is opened).
+        retry_window: seconds a remote folder may stay unreachable (refused, reset, 5xx, timeouts) while
+            reads are retried with backoff; then `RemoteUnavailableError` names the URL and the state to
+            resume from.
         max_open_shards: memory maps kept open at once (least recently used are dropped).
         release_bytes: drop this process's mapped pages after reading about that many bytes, so
             resident memory stays bounded over an epoch (the pages stay in the OS page cache, and views
@@ -93,6 +99,7 @@ class ShardStream:
         cache_bytes: int = 16 * 1024**3,
         prefetch: int = 2,
         storage_options: dict[str, Any] | None = None,
+        retry_window: float = DEFAULT_RETRY_WINDOW,
         max_open_shards: int = 64,
         release_bytes: int | None = 256 * 1024**2,
     ) -> None:
@@ -124,6 +131,7 @@ class ShardStream:
         self.cache_bytes = cache_bytes
         self.prefetch = prefetch
         self.storage_options = dict(storage_options or {})
+        self.retry_window = float(retry_window)
 
         self.sources = [self._load_source(loc, w) for loc, w in parse_source(source)]
         check_mixture(self.sources)
@@ -165,6 +173,7 @@ class ShardStream:
                 prefetch=self.prefetch,
                 storage_options=self.storage_options,
                 verify=self.verify_checksums,
+                retry_window=self.retry_window,
             )
             index = cache.read_index()
             return ShardSource(location, weight, index, remote=True)
@@ -264,6 +273,7 @@ class ShardStream:
                 prefetch=self.prefetch,
                 storage_options=self.storage_options,
                 verify=self.verify_checksums,
+                retry_window=self.retry_window,
             )
             self._caches[source] = cache
         return cache
@@ -279,6 +289,7 @@ class ShardStream:
         src = self.sources[source]
         entry = src.index["shards"][shard]
         if src.remote:
+            self._unmap_evicted()
             path = str(self._cache(source).get(entry["path"], entry["sha256"]))
         else:
             path = os.path.join(src.location, entry["path"])
@@ -309,7 +320,33 @@ class ShardStream:
         self._last_key = key
         if len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
+        if src.remote:
+            self._bound_remote_maps(keep=key)
         return opened
+
+    def _unmap_evicted(self) -> None:
+        """Drop the maps of remote shards a cache (this process's or another's) has deleted.
+
+        A deleted file stays on disk while mapped; dropping the map lets the kernel free it, so the
+        cache's byte limit holds for what is really stored.
+        """
+        for key in [
+            k for k, m in self._open.items() if self.sources[k[0]].remote and not os.path.exists(m.path)
+        ]:
+            del self._open[key]
+            self._last_key = None
+
+    def _bound_remote_maps(self, keep: tuple[int, int]) -> None:
+        """Keep the remote shards mapped by this process within ``cache_bytes`` (least recent out first)."""
+        remote = [(k, m.nbytes) for k, m in self._open.items() if self.sources[k[0]].remote]
+        total = sum(n for _, n in remote)
+        for k, n in remote:
+            if total <= self.cache_bytes:
+                break
+            if k != keep:
+                del self._open[k]
+                total -= n
+                self._last_key = None
 
     def _sample(self, source: int, shard: int, row: int, sample: int, padding: bool) -> Sample:
         src = self.sources[source]
@@ -434,9 +471,12 @@ class ShardStream:
 
     def __iter__(self) -> Iterator[Sample]:
         """The rest of this rank's current epoch; progress is counted as samples are handed out."""
-        for sample in self.samples(skip=self._taken):
-            self._taken += 1
-            yield sample
+        try:
+            for sample in self.samples(skip=self._taken):
+                self._taken += 1
+                yield sample
+        except RemoteUnavailableError as e:
+            raise e.with_state(self.state_dict()) from e
         self.end_epoch()
 
     def __getstate__(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from packing.remote import RemoteUnavailableError
 from packing.segments import cu_seqlens_from_lengths, position_ids_from_lengths
 from packing.stream import ShardStream
 
@@ -201,9 +202,12 @@ class StreamLoader:
             collate_fn=_Counted(self.collate_fn),
             **self.loader_kwargs,
         )
-        for count, batch in loader:
-            stream.advance(count)
-            yield batch
+        try:
+            for count, batch in loader:
+                stream.advance(count)
+                yield batch
+        except RemoteUnavailableError as e:
+            raise e.with_state(self.state_dict()) from e
         if stream._epoch == epoch:
             stream.end_epoch()
 
