@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from packing.stream import ShardStream
-from packing.torch import StreamLoader, token_ids_int32
+from packing.torch import StreamLoader, int32_buffer, token_ids_int32
 
 MEGATRON_KEYS = (
     "tokens",
@@ -86,24 +86,33 @@ def megatron_collate(
     src = np.repeat(src_start, n) + within
     has_next = within < np.repeat(n - 1, n)  # the last token of a document predicts nothing here
 
-    tokens = np.full(total, pad_id, dtype=np.int32)
+    # the five per-token tensors share one storage (one shared-memory block from a DataLoader worker)
+    buffer = int32_buffer(5 * total)
+    tokens, labels, position_ids, segment = (buffer[i * total : (i + 1) * total].numpy() for i in range(4))
+    tokens.fill(pad_id)
     tokens[dest] = flat[src]
-    labels = np.full(total, pad_id, dtype=np.int32)
+    labels.fill(pad_id)
     labels[dest[has_next]] = flat[src[has_next] + 1]
-    loss_mask = np.zeros(total, dtype=np.float32)
+    loss_mask = buffer[4 * total :].view(torch.float32).numpy()
+    loss_mask.fill(0.0)
     loss_mask[dest[has_next & np.repeat(real, n)]] = 1.0
-    segment = np.repeat(np.arange(len(p), dtype=np.int32), p)
-    position_ids = (np.arange(total, dtype=np.int64) - np.repeat(cu_padded[:-1], p)).astype(np.int32)
+    segment[:] = np.repeat(np.arange(len(p), dtype=np.int32), p)
+    np.subtract(
+        np.arange(total, dtype=np.int64), np.repeat(cu_padded[:-1], p), out=position_ids, casting="unsafe"
+    )
+
+    def row(i: int) -> torch.Tensor:
+        return buffer[i * total : (i + 1) * total].view(1, total)
 
     batch = {
-        "tokens": torch.from_numpy(tokens[None, :]),
-        "labels": torch.from_numpy(labels[None, :]),
-        "loss_mask": torch.from_numpy(loss_mask[None, :]),
-        "position_ids": torch.from_numpy(position_ids[None, :]),
+        "tokens": row(0),
+        "labels": row(1),
+        "loss_mask": row(4).view(torch.float32),
+        "position_ids": row(2),
         "cu_seqlens": torch.from_numpy(cu.astype(np.int32)),
         "cu_seqlens_padded": torch.from_numpy(cu_padded.astype(np.int32)),
         "max_seqlen": torch.tensor([int(p.max())], dtype=torch.int32),
-        "seq_idx": torch.from_numpy(segment[None, :]),
+        "seq_idx": row(3),
         "is_padding": torch.tensor([bool(s.get("is_padding", False)) for s in samples]),
     }
     for key in ("source_id", "sample_id"):
