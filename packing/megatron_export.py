@@ -128,8 +128,11 @@ class _IndexedWriter:
             f.write(lengths.astype("<i4").tobytes())
             f.write(pointers.astype("<i8").tobytes())
             f.write(np.asarray(document_starts, dtype="<i8").tobytes())
+        idx = self.prefix.with_name(self.prefix.name + ".idx")
+        with contextlib.suppress(FileNotFoundError):  # an older export's index must not meet the new .bin
+            idx.unlink()
         os.replace(self.bin_tmp, self.prefix.with_name(self.prefix.name + ".bin"))
-        os.replace(self.idx_tmp, self.prefix.with_name(self.prefix.name + ".idx"))
+        os.replace(self.idx_tmp, idx)  # last: Megatron needs both files, so the pair appears complete
         return len(lengths)
 
     def abort(self) -> None:
