@@ -5,7 +5,8 @@ Why it is built this way:
 - **One global order per epoch** (``packing.order``). Every rank computes the same order of all samples
   from ``(seed, epoch)``. Position ``k`` of that order, counted from where the job last resumed, goes to
   rank ``k % world_size``; inside a rank, DataLoader workers take whole batches round-robin. So every
-  sample of an epoch is read exactly once across all ranks and workers, and ranks differ by at most one.
+  sample of an epoch is read exactly once across all ranks and workers; by default the ranks short of an
+  even share repeat a few samples (marked ``is_padding``) so that every rank takes as many steps.
 - **Progress is global** (``packing.state``). The state is "``consumed`` samples of epoch ``e`` taken by
   the whole job", so any rank's state resumes the job, and a new ``world_size`` simply deals the rest of
   the epoch round-robin from that offset: nothing repeated, nothing skipped.
@@ -13,7 +14,8 @@ Why it is built this way:
   record batch, located by ``searchsorted`` over cumulative row counts. There is no per-token Python.
 - **Mixtures** (``packing.sources``, ``packing.order``) interleave shard folders with a fixed periodic
   schedule, so position ``k`` maps to (source, n-th sample of that source) in O(1) and a resume needs no
-  replay. Remote folders are read through a bounded local cache (``packing.cache``).
+  replay. Remote folders are read through a bounded local cache (``packing.cache``) that survives network
+  failures for a configurable window (``packing.remote``).
 """
 
 from __future__ import annotations
