@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# megatron-core declares no CPU-only dependency set: install it alone, beside the CPU torch above
+	$(BIN)/python -m pip install --quiet --no-deps megatron-core==0.16.1
 	touch $@
 
 demo: $(VENV)/.installed

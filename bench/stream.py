@@ -4,11 +4,17 @@
   cl100k, packed by the project's packer) against a raw numpy memmap read of the same bytes in the same
   order (the limit), and against MosaicML streaming / litdata on the same tokens when they import here;
 - time to the first sample over 10,000 shards (index read, global permutation, first open and checksum);
-- resident memory after whole epochs against at start (total RSS and anonymous RSS).
+- resident memory after whole epochs against at start (total RSS and anonymous RSS);
+- trainer loaders (``--only loaders``): tokens/s through ``StreamLoader`` with 2 workers, and through the
+  Megatron THD loader, against a plain torch DataLoader (map-style dataset over a numpy memmap of the same
+  rows, same order, same batch size, 2 workers, int64 tensors as such datasets usually return);
+- remote (``--only remote``): one epoch over loopback HTTP (``python -m http.server``) with a cache bounded
+  to a quarter of the data, against the same epoch read locally.
 
 Every reader copies each row into one preallocated buffer, so all of them touch the same bytes.
 
     python bench/stream.py [--bench-dir ../shared/bench] [--work DIR] [--epochs 20] [--anchors DIR]
+                           [--only stream|loaders|remote]
 
 MosaicML streaming and litdata pull a CUDA build of torch as dependencies; install them beside the project
 env instead (``pip install --no-deps --target DIR litdata lightning-utilities boto3 botocore s3transfer
@@ -28,6 +34,8 @@ import argparse  # noqa: E402
 import mmap  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -212,6 +220,164 @@ def many_shards(folder: Path, work: Path, count: int) -> Path:
     return out
 
 
+class MemmapRows:
+    """The plain anchor: a map-style dataset of rows read from numpy memmaps at their byte offsets."""
+
+    def __init__(self, folder: Path) -> None:
+        files, self.file_of_row, self.offset_of_row = row_locations(folder)
+        self.files = [str(p) for p in files]
+        self.maps: list[np.memmap] | None = None
+
+    def __len__(self) -> int:
+        return len(self.file_of_row)
+
+    def __getitem__(self, row: int):
+        import torch
+
+        if self.maps is None:  # opened in the worker
+            self.maps = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
+        off = int(self.offset_of_row[row])
+        tokens = self.maps[int(self.file_of_row[row])][off : off + SEQ_LEN * 4].view(np.uint32)
+        return torch.from_numpy(tokens.astype(np.int64))
+
+
+def loader_tokens_per_second(loader, key: str) -> float:
+    n = 0
+    t0 = time.perf_counter()
+    for batch in loader:
+        n += batch[key].numel() if isinstance(batch, dict) else batch.numel()
+    return n / (time.perf_counter() - t0)
+
+
+def bench_loaders(folder: Path, rounds: int, batch_size: int = 8) -> None:
+    """StreamLoader and the Megatron loader (2 workers) against a plain DataLoader over a memmap.
+
+    Each loader is built once and iterated ``rounds`` epochs, interleaved, as a trainer does; the best
+    epoch counts (the first one also hashes every shard).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from packing.megatron import megatron_loader
+    from packing.torch import StreamLoader, to_device
+
+    # the main process stands in for the device when it expands compact batches: one intra-op thread, so
+    # torch's thread pool does not spin against the two workers on a small machine
+    torch.set_num_threads(1)
+
+    order = [int(s["sample_id"]) for s in ShardStream(folder, seed=0, with_index=True)]
+    loaders = {
+        "plain": (DataLoader(MemmapRows(folder), batch_size=batch_size, sampler=order, num_workers=2), None),
+        "ours": (
+            StreamLoader(ShardStream(folder, seed=0), batch_size=batch_size, num_workers=2),
+            "input_ids",
+        ),
+        "compact": (
+            StreamLoader(ShardStream(folder, seed=0), batch_size=batch_size, num_workers=2, compact=True),
+            "input_ids",
+        ),
+        "megatron": (
+            megatron_loader(ShardStream(folder, seed=0), rows_per_micro_batch=batch_size, num_workers=2),
+            "tokens",
+        ),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(rounds):
+        for name, (loader, key) in loaders.items():
+            n = 0
+            t0 = time.perf_counter()
+            for batch in loader:
+                n += (batch[key] if key else batch).numel()
+            rates[name].append(n / (time.perf_counter() - t0))
+    # the machine is shared: compare each loader with the plain one of the same round, pair by pair
+    plain = rates["plain"]
+    for name, what in (
+        ("ours", "StreamLoader (2 workers; int32 ids, labels, positions, cu_seqlens)"),
+        ("compact", "StreamLoader compact (2 workers; int32 ids + boundaries, labels built by to_device)"),
+        ("megatron", "Megatron THD loader (2 workers; tokens, labels, loss_mask, positions, seq_idx)"),
+    ):
+        ratios = [ours / anchor for ours, anchor in zip(rates[name][1:], plain[1:], strict=True)]
+        print(
+            f"loader: {what} {np.median(rates[name][1:]) / 1e6:,.1f} M tokens/s vs plain DataLoader over a "
+            f"memmap (2 workers, int64 ids only) {np.median(plain[1:]) / 1e6:,.1f} M tokens/s -> ratio "
+            f"{np.median(ratios):.2f} (median of {len(ratios)} paired epochs after the first; "
+            f"range {min(ratios):.2f}-{max(ratios):.2f}; target >= 1.0)"
+        )
+    # what to_device then does on the device, here on the host CPU (an upper bound for a GPU)
+    compact_loader = loaders["compact"][0]
+    batches = [b for _, b in zip(range(32), compact_loader, strict=False)]
+    t0 = time.perf_counter()
+    n = sum(to_device(b, "cpu")["labels"].numel() for b in batches)
+    print(
+        f"loader: to_device expansion of compact batches on the host CPU: {n / (time.perf_counter() - t0) / 1e6:,.0f} M tokens/s"
+    )
+
+
+def serve(folder: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m http.server` on a free loopback port over `folder` (no byte ranges)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def bench_remote(folder: Path, work: Path, rounds: int) -> None:
+    """One epoch over loopback HTTP through a cache of a quarter of the data, against the local epoch."""
+    index = read_index(folder)
+    total = sum((folder / s["path"]).stat().st_size for s in index["shards"])
+    budget = total // 4
+    proc, url = serve(folder.parent)
+    try:
+        local, remote, downloads = [], [], 0
+        out = np.empty(SEQ_LEN, dtype=np.uint32)
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            n = 0
+            for sample in ShardStream(folder, seed=0, shuffle_block=64):
+                out[:] = sample["input_ids"]
+                n += 1
+            local.append(n * SEQ_LEN / (time.perf_counter() - t0))
+            cache = work / f"remote-cache-{r}"
+            shutil.rmtree(cache, ignore_errors=True)
+            stream = ShardStream(
+                f"{url}/{folder.name}",
+                seed=0,
+                shuffle_block=64,
+                cache_dir=cache,
+                cache_bytes=budget,
+                prefetch=2,
+            )
+            t0 = time.perf_counter()
+            n = 0
+            for sample in stream:
+                out[:] = sample["input_ids"]
+                n += 1
+            remote.append(n * SEQ_LEN / (time.perf_counter() - t0))
+            downloads = stream._caches[0].downloads
+            shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    print(
+        f"remote: one epoch over loopback HTTP (http.server, cache {budget / 2**20:.0f} MiB of "
+        f"{total / 2**20:.0f} MiB, {downloads} downloads of {len(index['shards'])} shards) "
+        f"{max(remote) / 1e6:,.1f} M tokens/s vs local {max(local) / 1e6:,.1f} M tokens/s "
+        f"-> ratio {max(remote) / max(local):.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +386,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "longtrove-bench-stream")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--shards", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each loader; best counts")
+    parser.add_argument("--only", choices=["stream", "loaders", "remote"], help="run one part only")
     parser.add_argument(
         "--anchors",
         type=Path,
@@ -236,6 +404,12 @@ def main() -> None:
     print(
         f"corpus: {rows} rows x {SEQ_LEN} tokens in {len(index['shards'])} shards ({index['stats']['tokens']:,} real tokens)"
     )
+    if args.only in (None, "loaders"):
+        bench_loaders(folder, args.rounds)
+    if args.only in (None, "remote"):
+        bench_remote(folder, args.work, args.rounds)
+    if args.only not in (None, "stream"):
+        return
 
     # throughput: best of three runs each, interleaved, on a warm page cache
     stream_runs, raw_runs, first_epochs = [], [], []

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from packing.format import INDEX_FILE, ShardFormatError, read_index
-
-_CHUNK = 8 * 1024 * 1024
+from packing.remote import DEFAULT_RETRY_WINDOW, download, retrying
 
 
 def default_cache_dir() -> Path:
@@ -33,12 +31,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["LONGTROVE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "longtrove" / "shards"
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, OSError | TimeoutError) and not isinstance(
-        error, FileNotFoundError | PermissionError | IsADirectoryError
-    )
 
 
 class ShardCache:
@@ -53,6 +45,7 @@ class ShardCache:
         prefetch: int = 2,
         storage_options: dict[str, Any] | None = None,
         verify: bool = True,
+        retry_window: float = DEFAULT_RETRY_WINDOW,
     ) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
@@ -66,6 +59,7 @@ class ShardCache:
         self.max_bytes = max_bytes
         self.prefetch_depth = max(0, prefetch)
         self.verify = verify
+        self.retry_window = retry_window
         self.downloads = 0  # files fetched by this process (for tests and logs)
         self._lock = threading.RLock()
         self._inflight: dict[str, Future[Path]] = {}
@@ -80,7 +74,7 @@ class ShardCache:
         """Fetch `index.json` afresh (it is small and says which shards exist) and validate it."""
         remote = f"{self.root}/{INDEX_FILE}"
         try:
-            data = self.fs.cat_file(remote)
+            data = retrying(f"{self.url}/{INDEX_FILE}", self.retry_window)(self.fs.cat_file, remote)
         except FileNotFoundError as e:
             raise ShardFormatError(
                 f"{self.url}/{INDEX_FILE}: no index.json (not a finished shard folder)"
@@ -156,7 +150,7 @@ class ShardCache:
         remote = f"{self.root}/{relpath}"
         target = self.path_for(sha256)
         try:
-            self._download(remote, target, sha256)
+            retrying(f"{self.url}/{relpath}", self.retry_window)(self._download, remote, target, sha256)
         except FileNotFoundError as e:
             raise ShardFormatError(f"{self.url}/{relpath}: listed in {INDEX_FILE} but missing") from e
         self.downloads += 1
@@ -165,23 +159,14 @@ class ShardCache:
         self._evict(keep=sha256)
         return target
 
-    @retry(
-        retry=retry_if_exception(_transient),
-        stop=stop_after_attempt(4),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        reraise=True,
-    )
     def _download(self, remote: str, target: Path, sha256: str) -> None:
+        """One attempt: the whole file to a temporary name, checked, then renamed into place."""
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        digest = hashlib.sha256()
         try:
-            with self.fs.open(remote, "rb") as src, open(tmp, "wb") as dst:
-                while block := src.read(_CHUNK):
-                    digest.update(block)
-                    dst.write(block)
-            if self.verify and digest.hexdigest() != sha256:
+            digest = download(self.fs, remote, tmp)
+            if self.verify and digest != sha256:
                 raise ShardFormatError(
-                    f"{self.url}/{remote.rsplit('/', 1)[-1]}: sha256 {digest.hexdigest()[:16]}... does not "
+                    f"{self.url}/{remote.rsplit('/', 1)[-1]}: sha256 {digest[:16]}... does not "
                     f"match {INDEX_FILE} ({sha256[:16]}...): the remote shard is corrupted or truncated"
                 )
             os.replace(tmp, target)

@@ -2,290 +2,45 @@
 
 Why it is built this way:
 
-- **One global order per epoch.** Every rank computes the same order of all samples from ``(seed, epoch)``
-  (a PCG64 permutation). Position ``k`` of that order, counted from where the job last resumed, goes to
+- **One global order per epoch** (``packing.order``). Every rank computes the same order of all samples
+  from ``(seed, epoch)``. Position ``k`` of that order, counted from where the job last resumed, goes to
   rank ``k % world_size``; inside a rank, DataLoader workers take whole batches round-robin. So every
-  sample of an epoch is read exactly once across all ranks and workers, and ranks differ by at most one.
-- **Progress is global.** The state is "``consumed`` samples of epoch ``e`` taken by the whole job". All ranks
-  advance in lock-step (``world_size`` samples per step), so every rank holds the same state after the
-  same number of steps, any rank's state resumes the job, and a new ``world_size`` simply deals the rest
-  of the epoch round-robin from that offset: nothing repeated, nothing skipped.
-- **Zero-copy reads.** Shards are memory-mapped; a sample is a numpy view of its record batch, located
-  by ``searchsorted`` over cumulative row counts. There is no per-token Python.
-- **Mixtures** interleave shard folders with a fixed periodic schedule (apportioned by the weights, then
-  spread evenly inside the period), so position ``k`` maps to (source, n-th sample of that source) in O(1)
-  and a resume needs no replay. Each source runs through its own passes, each a fresh permutation.
+  sample of an epoch is read exactly once across all ranks and workers; by default the ranks short of an
+  even share repeat a few samples (marked ``is_padding``) so that every rank takes as many steps.
+- **Progress is global** (``packing.state``). The state is "``consumed`` samples of epoch ``e`` taken by
+  the whole job", so any rank's state resumes the job, and a new ``world_size`` simply deals the rest of
+  the epoch round-robin from that offset: nothing repeated, nothing skipped.
+- **Zero-copy reads** (``packing.mapped``). Shards are memory-mapped; a sample is a numpy view of its
+  record batch, located by ``searchsorted`` over cumulative row counts. There is no per-token Python.
+- **Mixtures** (``packing.sources``, ``packing.order``) interleave shard folders with a fixed periodic
+  schedule, so position ``k`` maps to (source, n-th sample of that source) in O(1) and a resume needs no
+  replay. Remote folders are read through a bounded local cache (``packing.cache``) that survives network
+  failures for a configurable window (``packing.remote``).
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from packing.format import INDEX_FILE, ShardFormatError, file_sha256, read_index
+from packing.format import ShardFormatError, file_sha256, read_index
+from packing.mapped import MappedPages, MappedShard
+from packing.order import MixtureOrder
+from packing.remote import DEFAULT_RETRY_WINDOW, RemoteUnavailableError
+from packing.segments import cu_seqlens_from_lengths, position_ids_from_lengths
+from packing.sources import ShardSource, check_mixture, is_url, parse_source, source_name
+from packing.state import BALANCES, Balance, check_state, make_state, rank_share
 
-STATE_FORMAT = "longtrove.stream"
-STATE_VERSION = 1
 DEFAULT_MIXTURE_PERIOD = 10_000
 _CHUNK = 256  # samples resolved per vectorized step
-_FOLIO_BYTES = 2 * 1024**2  # the most a page fault on a mapped file may map at once (a PMD-size folio)
 
 
 Sample = dict[str, np.ndarray]
-
-
-# -- helpers on document lengths ----------------------------------------------------------------
-
-
-def _segments(doc_lengths: np.ndarray, seq_len: int) -> np.ndarray:
-    """Non-empty segment lengths of a row; the padding tail, if any, is one more segment."""
-    lengths = np.asarray(doc_lengths, dtype=np.int64)
-    used = int(lengths.sum())
-    if used > seq_len or (lengths < 0).any():
-        raise ValueError(f"doc_lengths {lengths.tolist()[:8]}... do not fit a row of {seq_len} tokens")
-    if used < seq_len:
-        lengths = np.append(lengths, seq_len - used)
-    return lengths[lengths > 0]
-
-
-def cu_seqlens_from_lengths(doc_lengths: np.ndarray, seq_len: int) -> np.ndarray:
-    """int32 cumulative segment boundaries ``[0, l0, l0+l1, ..., seq_len]`` for variable-length attention.
-
-    The padding tail counts as its own segment so that the last boundary is always ``seq_len``, the
-    convention of flash-attention's ``*_varlen`` kernels.
-    """
-    lengths = _segments(doc_lengths, seq_len)
-    cu = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=cu[1:])
-    return cu
-
-
-def position_ids_from_lengths(doc_lengths: np.ndarray, seq_len: int) -> np.ndarray:
-    """int32 positions restarting at 0 at every document (and at the padding tail)."""
-    lengths = _segments(doc_lengths, seq_len)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return (np.arange(seq_len, dtype=np.int64) - np.repeat(starts, lengths)).astype(np.int32)
-
-
-# -- one shard, memory-mapped -------------------------------------------------------------------
-
-
-class _OpenShard:
-    """A memory-mapped shard with numpy views of every record batch (nothing is copied)."""
-
-    def __init__(self, path: str, *, seq_len: int, dtype: str, rows: int, where: str) -> None:
-        self.path = path
-        self.seq_len = seq_len
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError as e:
-            raise ShardFormatError(f"{path}: listed in {where} but missing") from e
-        try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                raise ShardFormatError(f"{path}: empty file (truncated shard)")
-            self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        try:
-            reader = pa.ipc.open_file(pa.py_buffer(self._map))
-            value_type = pa.uint32() if dtype == "uint32" else pa.uint16()
-            expected = pa.list_(value_type, seq_len)
-            schema = reader.schema
-            if schema.get_field_index("input_ids") < 0 or schema.field("input_ids").type != expected:
-                raise ShardFormatError(
-                    f"{path}: column input_ids is not {expected} as {where} says (seq_len {seq_len}, {dtype})"
-                )
-            if schema.get_field_index("doc_lengths") < 0 or schema.field("doc_lengths").type != pa.list_(
-                pa.int32()
-            ):
-                raise ShardFormatError(f"{path}: column doc_lengths missing or not list<int32>")
-            self.ids: list[np.ndarray] = []
-            self.addresses: list[int] = []  # where each batch's ids sit in memory
-            self.row_bytes = seq_len * (4 if dtype == "uint32" else 2)
-            self.len_offsets: list[list[int]] = []  # small; plain ints index fastest
-            self.len_values: list[np.ndarray] = []
-            starts = [0]
-            for b in range(reader.num_record_batches):
-                batch = reader.get_batch(b)
-                ids_col = batch.column("input_ids")
-                lengths_col = batch.column("doc_lengths")
-                if ids_col.null_count or lengths_col.null_count:
-                    raise ShardFormatError(f"{path}: record batch {b} holds nulls")
-                flat = ids_col.flatten().to_numpy(zero_copy_only=True)
-                self.ids.append(flat.reshape(batch.num_rows, seq_len))
-                self.addresses.append(flat.ctypes.data)
-                self.len_offsets.append(lengths_col.offsets.to_numpy(zero_copy_only=True).tolist())
-                self.len_values.append(lengths_col.values.to_numpy(zero_copy_only=True))
-                starts.append(starts[-1] + batch.num_rows)
-        except pa.ArrowException as e:
-            raise ShardFormatError(
-                f"{path}: not a readable Arrow IPC file, truncated or corrupted ({e})"
-            ) from e
-        if starts[-1] != rows:
-            raise ShardFormatError(f"{path}: holds {starts[-1]} rows but {where} lists {rows}")
-        self.batch_starts = starts
-
-    def row(self, r: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """(input_ids view, doc_lengths view, memory address of the ids)."""
-        starts = self.batch_starts
-        b = 0 if len(starts) == 2 else bisect.bisect_right(starts, r) - 1
-        i = r - starts[b]
-        offsets = self.len_offsets[b]
-        return (
-            self.ids[b][i],
-            self.len_values[b][offsets[i] : offsets[i + 1]],
-            self.addresses[b] + i * self.row_bytes,
-        )
-
-    def release_pages(self) -> None:
-        """Drop this process's mapped pages; views stay valid and fault back in from the page cache."""
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
-
-
-# -- one shard folder ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Source:
-    location: str  # local folder, or fsspec URL
-    weight: float
-    index: dict[str, Any]
-    remote: bool
-    cum_rows: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        rows = np.fromiter((s["rows"] for s in self.index["shards"]), dtype=np.int64)
-        self.cum_rows = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(rows, out=self.cum_rows[1:])
-
-    @property
-    def samples(self) -> int:
-        return int(self.cum_rows[-1])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.index["seq_len"])
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.index["tokenizer"].get("fingerprint"))
-
-    @property
-    def index_name(self) -> str:
-        return f"{self.location.rstrip('/')}/{INDEX_FILE}"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "location": self.location,
-            "weight": self.weight,
-            "samples": self.samples,
-            "seq_len": self.seq_len,
-            "fingerprint": self.fingerprint,
-        }
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location
-
-
-def _parse_source(source: Any) -> list[tuple[str, float]]:
-    if isinstance(source, str | os.PathLike):
-        return [(os.fspath(source), 1.0)]
-    if isinstance(source, Sequence) and source:
-        pairs = []
-        for i, item in enumerate(source):
-            if not (isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2):
-                raise ValueError(f"mixture entry {i} must be a (folder, weight) pair, got {item!r}")
-            folder, weight = item
-            weight = float(weight)
-            if not math.isfinite(weight) or weight <= 0:
-                raise ValueError(f"mixture entry {i} ({folder}): weight must be positive, got {weight}")
-            pairs.append((os.fspath(folder), weight))
-        return pairs
-    raise ValueError(f"source must be a shard folder or a list of (folder, weight) pairs, got {source!r}")
-
-
-# -- the mixture schedule -----------------------------------------------------------------------
-
-
-def _apportion(weights: np.ndarray, period: int) -> np.ndarray:
-    """Largest-remainder apportionment of `period` slots by weight (ties to the lower index)."""
-    exact = weights / weights.sum() * period
-    quota = np.floor(exact).astype(np.int64)
-    rest = period - int(quota.sum())
-    if rest:
-        order = np.lexsort((np.arange(len(weights)), -(exact - quota)))
-        quota[order[:rest]] += 1
-    return quota
-
-
-def _spread(quota: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order the slots of one period evenly (Sainte-Laguë): slot j of source i sits at (j + 1/2) / q_i.
-
-    Returns, for each position of the period, the source and that slot's rank among the source's slots.
-    """
-    src = np.repeat(np.arange(len(quota)), quota)
-    rank = np.concatenate([np.arange(q) for q in quota]) if len(quota) else np.zeros(0, np.int64)
-    when = (2 * rank + 1) / (2 * quota[src]).astype(np.float64)
-    order = np.lexsort((src, when))
-    return src[order].astype(np.int64), rank[order].astype(np.int64)
-
-
-class _BlockOrder:
-    """A block shuffle computed on demand: shards in a seeded order, then samples shuffled per block.
-
-    The shards' rows are laid out in the shuffled shard order; position p belongs to block p // block,
-    whose permutation is seeded by (seed, source, pass, block). Memory is one entry a shard plus the few
-    blocks in use, whatever the number of samples.
-    """
-
-    def __init__(self, cum_rows: np.ndarray, block: int, key: tuple[int, int, int]) -> None:
-        self.block = block
-        self.key = key
-        self.n = int(cum_rows[-1])
-        rows = np.diff(cum_rows)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*key, 2**32])))
-        shard_order = rng.permutation(len(rows))
-        self.starts = cum_rows[:-1][shard_order]  # first sample of each laid-out shard
-        self.laid = np.zeros(len(rows) + 1, dtype=np.int64)  # where each laid-out shard begins
-        np.cumsum(rows[shard_order], out=self.laid[1:])
-        self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
-
-    def _perm(self, b: int) -> np.ndarray:
-        perm = self._blocks.get(b)
-        if perm is None:
-            size = min(self.block, self.n - b * self.block)
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*self.key, b])))
-            perm = rng.permutation(size)
-            self._blocks[b] = perm
-            if len(self._blocks) > 4:
-                self._blocks.popitem(last=False)
-        return perm
-
-    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
-        positions = np.asarray(positions, dtype=np.int64)
-        blocks = positions // self.block
-        laid = np.empty(len(positions), dtype=np.int64)
-        for b in np.unique(blocks).tolist():
-            sel = blocks == b
-            laid[sel] = b * self.block + self._perm(b)[positions[sel] - b * self.block]
-        shard = np.searchsorted(self.laid, laid, side="right") - 1
-        return self.starts[shard] + (laid - self.laid[shard])
-
-
-# -- the stream ---------------------------------------------------------------------------------
+_Located = tuple[int, int, int, int, bool]  # source, shard, row, sample, is_padding
 
 
 class ShardStream:
@@ -299,8 +54,14 @@ class ShardStream:
         shuffle_block: ``None`` shuffles all samples of a source globally. An int shuffles the shard order
             and then samples inside consecutive blocks of that many samples, so a rank touches only the
             shards of the current block (what a bounded remote cache needs).
-        drop_last: give every rank exactly ``remaining // world_size`` samples in an epoch (the leftover,
-            fewer than ``world_size`` samples, are skipped that epoch) instead of letting ranks differ by one.
+        balance: how the ranks share an epoch that does not divide evenly, so that DDP collectives never
+            wait on a rank that ran out. ``"pad"`` (default): every rank gets ``ceil(remaining /
+            world_size)`` samples; the few ranks short of that repeat samples from the start of the pass,
+            marked ``is_padding`` (collators give them no loss). ``"drop"``: every rank gets
+            ``remaining // world_size`` and the leftover (fewer than ``world_size``) is skipped that epoch.
+            ``"uneven"``: ranks differ by at most one sample. Not part of the state: a resumed job may
+            choose another.
+        drop_last: ``True`` is ``balance="drop"`` (kept for older callers).
         position_ids, cu_seqlens: also yield these int32 arrays per sample.
         with_index: also yield ``source_id`` and ``sample_id`` (int64 scalars) for provenance.
         verify_checksums: compare each shard's sha256 to the index on first open in this process
@@ -308,6 +69,11 @@ class ShardStream:
         samples_per_epoch: mixture epoch length; default: until the first source completes a full pass.
         mixture_period: slots of the periodic mixture schedule; realized shares are exact per period.
         cache_dir, cache_bytes, prefetch, storage_options: remote folders only (see ``packing.cache``).
+            ``cache_bytes`` bounds the shards on disk and, separately, the remote shards this process
+            keeps mapped (a shard the cache evicted is unmapped before the next one is opened).
+        retry_window: seconds a remote folder may stay unreachable (refused, reset, 5xx, timeouts) while
+            reads are retried with backoff; then `RemoteUnavailableError` names the URL and the state to
+            resume from.
         max_open_shards: memory maps kept open at once (least recently used are dropped).
         release_bytes: drop this process's mapped pages after reading about that many bytes, so
             resident memory stays bounded over an epoch (the pages stay in the OS page cache, and views
@@ -323,6 +89,7 @@ class ShardStream:
         shuffle: bool = True,
         *,
         shuffle_block: int | None = None,
+        balance: Balance | None = None,
         drop_last: bool = False,
         position_ids: bool = False,
         cu_seqlens: bool = False,
@@ -334,6 +101,7 @@ class ShardStream:
         cache_bytes: int = 16 * 1024**3,
         prefetch: int = 2,
         storage_options: dict[str, Any] | None = None,
+        retry_window: float = DEFAULT_RETRY_WINDOW,
         max_open_shards: int = 64,
         release_bytes: int | None = 256 * 1024**2,
     ) -> None:
@@ -350,7 +118,11 @@ class ShardStream:
         self.seed = int(seed)
         self.shuffle = shuffle
         self.shuffle_block = shuffle_block
-        self.drop_last = drop_last
+        if balance is None:
+            balance = "drop" if drop_last else "pad"
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {balance!r}")
+        self.balance: Balance = balance
         self.want_position_ids = position_ids
         self.want_cu_seqlens = cu_seqlens
         self.with_index = with_index
@@ -361,22 +133,19 @@ class ShardStream:
         self.cache_bytes = cache_bytes
         self.prefetch = prefetch
         self.storage_options = dict(storage_options or {})
+        self.retry_window = float(retry_window)
 
-        self.sources = [self._load_source(loc, w) for loc, w in _parse_source(source)]
-        self._check_mixture()
-        weights = np.array([s.weight for s in self.sources], dtype=np.float64)
-        period = 1 if len(self.sources) == 1 else mixture_period
-        self._quota = _apportion(weights, period)
-        for s, q in zip(self.sources, self._quota, strict=True):
-            if q == 0:
-                raise ValueError(
-                    f"{s.location}: weight {s.weight} gets no slot in a mixture period of {period}; "
-                    f"raise mixture_period"
-                )
-        self._period = period
-        self._slot_source, self._slot_rank = _spread(self._quota)
+        self.sources = [self._load_source(loc, w) for loc, w in parse_source(source)]
+        check_mixture(self.sources)
+        self.order = MixtureOrder(
+            self.sources,
+            seed=self.seed,
+            shuffle=shuffle,
+            shuffle_block=shuffle_block,
+            mixture_period=mixture_period,
+        )
         self.samples_per_epoch = (
-            int(samples_per_epoch) if samples_per_epoch is not None else self._first_full_pass()
+            int(samples_per_epoch) if samples_per_epoch is not None else self.order.first_full_pass()
         )
         if samples_per_epoch is not None and samples_per_epoch < 1:
             raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
@@ -386,18 +155,17 @@ class ShardStream:
         self._epoch = 0
         self._start = 0  # global offset in the epoch where the current pass of this rank began
         self._taken = 0  # samples this rank has taken since _start
-        self._orders: dict[tuple[int, int], np.ndarray] = {}
-        self._open: OrderedDict[tuple[int, int], _OpenShard] = OrderedDict()
+        self._open: OrderedDict[tuple[int, int], MappedShard] = OrderedDict()
         self._verified: set[tuple[int, int]] = set()
         self._caches: dict[int, Any] = {}
         self._pid = os.getpid()
-        self._mapped: set[int] = set()  # 2 MiB regions read since pages were last released
+        self._mapped = MappedPages()  # folios read since pages were last released
         self._last_key: tuple[int, int] | None = None
 
     # -- loading --------------------------------------------------------------------------------
 
-    def _load_source(self, location: str, weight: float) -> _Source:
-        if _is_url(location):
+    def _load_source(self, location: str, weight: float) -> ShardSource:
+        if is_url(location):
             from packing.cache import ShardCache
 
             cache = ShardCache(
@@ -407,80 +175,11 @@ class ShardStream:
                 prefetch=self.prefetch,
                 storage_options=self.storage_options,
                 verify=self.verify_checksums,
+                retry_window=self.retry_window,
             )
             index = cache.read_index()
-            return _Source(location, weight, index, remote=True)
-        return _Source(location, weight, read_index(location), remote=False)
-
-    def _check_mixture(self) -> None:
-        first = self.sources[0]
-        for s in self.sources[1:]:
-            if s.fingerprint != first.fingerprint:
-                raise ShardFormatError(
-                    f"{s.index_name}: tokenizer fingerprint {s.fingerprint[:16]}... differs from "
-                    f"{first.index_name} ({first.fingerprint[:16]}...); a mixture needs one tokenizer"
-                )
-        for s in self.sources:
-            if s.samples == 0 and len(self.sources) > 1:
-                raise ShardFormatError(f"{s.index_name}: holds no samples; drop it from the mixture")
-
-    def _first_full_pass(self) -> int:
-        """Mixture positions until some source has given every one of its samples once."""
-        best = None
-        for i, s in enumerate(self.sources):
-            if s.samples == 0:
-                return 0
-            block, r = divmod(s.samples - 1, int(self._quota[i]))
-            slot = int(np.flatnonzero((self._slot_source == i) & (self._slot_rank == r))[0])
-            end = block * self._period + slot + 1
-            best = end if best is None else min(best, end)
-        return int(best or 0)
-
-    # -- the order ------------------------------------------------------------------------------
-
-    def _order(self, source: int, pass_: int) -> np.ndarray | _BlockOrder:
-        """Sample indices of one pass over one source: a permutation seeded by (seed, source, pass).
-
-        Indexed with an array of positions. The global shuffle holds the whole permutation (4 bytes a
-        sample); the block shuffle computes blocks on demand, so its memory does not grow with the data.
-        """
-        key = (source, pass_)
-        order = self._orders.get(key)
-        if order is not None:
-            return order
-        src = self.sources[source]
-        n = src.samples
-        dtype = np.uint32 if n < 2**32 else np.int64
-        if not self.shuffle:
-            order = np.arange(n, dtype=dtype)
-        elif self.shuffle_block is None:
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, source, pass_])))
-            order = np.arange(n, dtype=dtype)
-            rng.shuffle(order)
-        else:
-            order = _BlockOrder(src.cum_rows, self.shuffle_block, (self.seed, source, pass_))
-        # keep the two most recent passes: a chunk may straddle a pass boundary
-        if len(self._orders) >= 2 * len(self.sources):
-            self._orders.pop(next(iter(self._orders)))
-        self._orders[key] = order
-        return order
-
-    def _locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Global mixture positions -> (source index, sample index inside the source)."""
-        block, slot = np.divmod(positions, self._period)
-        src = self._slot_source[slot]
-        nth = block * self._quota[src] + self._slot_rank[slot]
-        sample = np.empty(len(positions), dtype=np.int64)
-        for s in np.unique(src):
-            mask = src == s
-            n = self.sources[s].samples
-            pass_, pos = np.divmod(nth[mask], n)
-            out = np.empty(len(pos), dtype=np.int64)
-            for p in np.unique(pass_):
-                sel = pass_ == p
-                out[sel] = self._order(int(s), int(p))[pos[sel]]
-            sample[mask] = out
-        return src, sample
+            return ShardSource(location, weight, index, remote=True)
+        return ShardSource(location, weight, read_index(location), remote=False)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -492,7 +191,9 @@ class ShardStream:
     def _position(self) -> tuple[int, int]:
         """(epoch, samples of it taken by the whole job), rolled over once the epoch is complete."""
         consumed = min(self.samples_per_epoch, self._start + self._taken * self.world_size)
-        if consumed >= self.samples_per_epoch or (self.drop_last and self._taken == self._rank_total()):
+        if consumed >= self.samples_per_epoch or (
+            self.balance == "drop" and self._taken == self._rank_total()
+        ):
             return self._epoch + 1, 0
         return self._epoch, consumed
 
@@ -508,10 +209,7 @@ class ShardStream:
 
     def _rank_total(self) -> int:
         """Samples this rank gets from `_start` to the end of the epoch."""
-        remaining = self.samples_per_epoch - self._start
-        if self.drop_last:
-            return remaining // self.world_size
-        return max(0, -(-(remaining - self.rank) // self.world_size))
+        return rank_share(self.samples_per_epoch - self._start, self.rank, self.world_size, self.balance)
 
     def __len__(self) -> int:
         """Samples this rank still has in the current epoch."""
@@ -540,48 +238,25 @@ class ShardStream:
         """What must match for a state to mean the same order (sources first: the likeliest mistake)."""
         return {
             "sources": [
-                {k: v for k, v in s.describe().items() if k != "location"} | {"name": _name(s.location)}
+                {k: v for k, v in s.describe().items() if k != "location"} | {"name": source_name(s.location)}
                 for s in self.sources
             ],
             "seed": self.seed,
             "shuffle": self.shuffle,
             "shuffle_block": self.shuffle_block,
-            "drop_last": self.drop_last,
             "samples_per_epoch": self.samples_per_epoch,
-            "mixture_period": self._period,
+            "mixture_period": self.order.period,
         }
 
     def state_dict(self) -> dict[str, Any]:
         """Global progress (identical on every rank after the same number of steps) plus the config."""
         epoch, consumed = self._position()
-        return {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "epoch": epoch,
-            "consumed": consumed,
-            "world_size": self.world_size,
-            **self._identity(),
-        }
+        return make_state(epoch, consumed, self.world_size, self._identity()) | {"balance": self.balance}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from any rank's state, with this stream's rank and world size (which may differ)."""
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not a {STATE_FORMAT} v{STATE_VERSION} state: {state.get('format')!r}")
-        mine = self._identity()
-        for key, value in mine.items():
-            if key == "sources":
-                theirs = [{k: v for k, v in s.items() if k != "name"} for s in state.get(key, [])]
-                ours = [{k: v for k, v in s.items() if k != "name"} for s in value]
-                if theirs != ours:
-                    raise ValueError(
-                        f"state was saved on other shard folders: {state.get(key)} (this stream: {value})"
-                    )
-            elif state.get(key) != value:
-                raise ValueError(f"state has {key}={state.get(key)!r} but this stream has {value!r}")
-        consumed = int(state["consumed"])
-        if not 0 <= consumed <= self.samples_per_epoch:
-            raise ValueError(f"state consumed={consumed} is outside the epoch of {self.samples_per_epoch}")
-        self._epoch, self._start, self._taken = int(state["epoch"]), consumed, 0
+        epoch, consumed = check_state(state, self._identity(), self.samples_per_epoch)
+        self._epoch, self._start, self._taken = epoch, consumed, 0
         if consumed == self.samples_per_epoch:
             self.end_epoch()
 
@@ -600,11 +275,12 @@ class ShardStream:
                 prefetch=self.prefetch,
                 storage_options=self.storage_options,
                 verify=self.verify_checksums,
+                retry_window=self.retry_window,
             )
             self._caches[source] = cache
         return cache
 
-    def _shard(self, source: int, shard: int) -> _OpenShard:
+    def _shard(self, source: int, shard: int) -> MappedShard:
         key = (source, shard)
         opened = self._open.get(key)
         if opened is not None:
@@ -615,6 +291,7 @@ class ShardStream:
         src = self.sources[source]
         entry = src.index["shards"][shard]
         if src.remote:
+            self._unmap_evicted()
             path = str(self._cache(source).get(entry["path"], entry["sha256"]))
         else:
             path = os.path.join(src.location, entry["path"])
@@ -630,7 +307,7 @@ class ShardStream:
                     )
         self._verified.add(key)
         try:
-            opened = _OpenShard(
+            opened = MappedShard(
                 path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
             )
         except ShardFormatError as e:
@@ -638,37 +315,53 @@ class ShardStream:
                 raise
             # another process (or a prefetch thread) evicted it between fetch and open: fetch again
             path = str(self._cache(source).get(entry["path"], entry["sha256"]))
-            opened = _OpenShard(
+            opened = MappedShard(
                 path, seq_len=src.seq_len, dtype=src.index["dtype"], rows=entry["rows"], where=src.index_name
             )
         self._open[key] = opened
         self._last_key = key
         if len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
+        if src.remote:
+            self._bound_remote_maps(keep=key)
         return opened
 
-    def _shards_of(self, src: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Shard index and row inside it for each (source, sample)."""
-        shard = np.empty(len(sample), dtype=np.int64)
-        row = np.empty(len(sample), dtype=np.int64)
-        for s in np.unique(src).tolist():
-            mask = src == s
-            cum = self.sources[s].cum_rows
-            found = np.searchsorted(cum, sample[mask], side="right") - 1
-            shard[mask] = found
-            row[mask] = sample[mask] - cum[found]
-        return shard, row
+    def _unmap_evicted(self) -> None:
+        """Drop the maps of remote shards a cache (this process's or another's) has deleted.
 
-    def _sample(self, source: int, shard: int, row: int, sample: int) -> Sample:
+        A deleted file stays on disk while mapped; dropping the map lets the kernel free it, so the
+        cache's byte limit holds for what is really stored.
+        """
+        for key in [
+            k for k, m in self._open.items() if self.sources[k[0]].remote and not os.path.exists(m.path)
+        ]:
+            del self._open[key]
+            self._last_key = None
+
+    def _bound_remote_maps(self, keep: tuple[int, int]) -> None:
+        """Keep the remote shards mapped by this process within ``cache_bytes`` (least recent out first)."""
+        remote = [(k, m.nbytes) for k, m in self._open.items() if self.sources[k[0]].remote]
+        total = sum(n for _, n in remote)
+        for k, n in remote:
+            if total <= self.cache_bytes:
+                break
+            if k != keep:
+                del self._open[k]
+                total -= n
+                self._last_key = None
+
+    def _sample(self, source: int, shard: int, row: int, sample: int, padding: bool) -> Sample:
         src = self.sources[source]
         ids, lengths, address = self._shard(source, shard).row(row)
         if self.release_bytes is not None:
-            self._count_mapped(address, ids.nbytes)
+            self._mapped.note(address, ids.nbytes)
         out: Sample = {"input_ids": ids, "doc_lengths": lengths}
         if self.want_position_ids:
             out["position_ids"] = position_ids_from_lengths(lengths, src.seq_len)
         if self.want_cu_seqlens:
             out["cu_seqlens"] = cu_seqlens_from_lengths(lengths, src.seq_len)
+        if self.balance == "pad":
+            out["is_padding"] = np.bool_(padding)
         if self.with_index:
             out["source_id"] = np.int64(source)
             out["sample_id"] = np.int64(sample)
@@ -679,14 +372,6 @@ class ShardStream:
             self._pid = os.getpid()
             self._open.clear()
             self._caches.clear()
-
-    def _count_mapped(self, address: int, nbytes: int) -> None:
-        """Note the folios a read maps: a fault maps the whole page-cache folio around it (up to 2 MiB)."""
-        first, last = address // _FOLIO_BYTES, (address + nbytes - 1) // _FOLIO_BYTES
-        if first == last:
-            self._mapped.add(first)
-        else:
-            self._mapped.update(range(first, last + 1))
 
     def _release_pages(self) -> None:
         self._mapped.clear()
@@ -716,16 +401,13 @@ class ShardStream:
         epoch = self._epoch if epoch is None else epoch
         first = self._start if start is None else start
         remaining = self.samples_per_epoch - first
-        if self.drop_last:
-            total = remaining // self.world_size
-        else:
-            total = max(0, -(-(remaining - self.rank) // self.world_size))
-        base = epoch * self.samples_per_epoch + first + self.rank
+        total = rank_share(remaining, self.rank, self.world_size, self.balance)
+        base = first + self.rank
         step = self.world_size
         # resolve chunk c + 1 before reading chunk c, so remote shards are fetched one chunk ahead
         current = None
         for j in self._worker_chunks(total, skip, worker, num_workers, block_size):
-            resolved = self._resolve(base + j * step)
+            resolved = self._resolve(epoch, base + j * step)
             if current is not None:
                 yield from self._read(current, resolved)
             current = resolved
@@ -753,28 +435,36 @@ class ShardStream:
             yield j[j < total]
             k += num_workers * blocks_per_chunk
 
-    def _resolve(self, positions: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Positions -> (source, shard, row, sample) tuples, vectorized over the chunk."""
-        src, sample = self._locate(positions)
-        shard, row = self._shards_of(src, sample)
-        return list(zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), strict=True))
+    def _resolve(self, epoch: int, offsets: np.ndarray) -> list[_Located]:
+        """Offsets in the epoch -> (source, shard, row, sample, is_padding), vectorized over the chunk.
 
-    def _read(
-        self, current: list[tuple[int, int, int, int]], ahead: list[tuple[int, int, int, int]] | None
-    ) -> Iterator[Sample]:
+        Offsets past the end of the epoch (``balance="pad"``) wrap to the start of the epoch, so the
+        repeats do not depend on where the job last resumed.
+        """
+        spe = self.samples_per_epoch
+        padding = offsets >= spe
+        if padding.any():
+            offsets = np.where(padding, (offsets - spe) % spe, offsets)
+        src, sample = self.order.locate(epoch * spe + offsets)
+        shard, row = self.order.shards_of(src, sample)
+        return list(
+            zip(src.tolist(), shard.tolist(), row.tolist(), sample.tolist(), padding.tolist(), strict=True)
+        )
+
+    def _read(self, current: list[_Located], ahead: list[_Located] | None) -> Iterator[Sample]:
         remote = any(s.remote for s in self.sources)
         release = self.release_bytes
-        for i, (s, sh, r, x) in enumerate(current):
+        for i, (s, sh, r, x, pad) in enumerate(current):
             if remote and (s, sh) not in self._open:
                 self._prefetch(current[i:] + (ahead or []))
-            yield self._sample(s, sh, r, x)
-            if release is not None and len(self._mapped) * _FOLIO_BYTES >= release:
+            yield self._sample(s, sh, r, x, pad)
+            if release is not None and self._mapped.nbytes >= release:
                 self._release_pages()
 
-    def _prefetch(self, upcoming: list[tuple[int, int, int, int]]) -> None:
+    def _prefetch(self, upcoming: list[_Located]) -> None:
         """Ask each remote cache for the shards of the coming samples, in order of need."""
         wanted: dict[int, dict[int, None]] = {}
-        for s, sh, _, _ in upcoming:
+        for s, sh, *_ in upcoming:
             if self.sources[s].remote and (s, sh) not in self._open:
                 wanted.setdefault(s, {})[sh] = None
         for s, shards in wanted.items():
@@ -783,30 +473,28 @@ class ShardStream:
 
     def __iter__(self) -> Iterator[Sample]:
         """The rest of this rank's current epoch; progress is counted as samples are handed out."""
-        for sample in self.samples(skip=self._taken):
-            self._taken += 1
-            yield sample
+        try:
+            for sample in self.samples(skip=self._taken):
+                self._taken += 1
+                yield sample
+        except RemoteUnavailableError as e:
+            raise e.with_state(self.state_dict()) from e
         self.end_epoch()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
         state["_caches"] = {}
-        state["_orders"] = {}
-        state["_mapped"] = set()
+        state["_mapped"] = MappedPages()
         state["_last_key"] = None
         return state
 
     def __repr__(self) -> str:
-        names = ", ".join(f"{_name(s.location)}:{s.weight:g}" for s in self.sources)
+        names = ", ".join(f"{source_name(s.location)}:{s.weight:g}" for s in self.sources)
         return (
             f"ShardStream([{names}], rank={self.rank}, world_size={self.world_size}, seed={self.seed}, "
             f"epoch={self.epoch}, consumed={self.consumed}/{self.samples_per_epoch})"
         )
-
-
-def _name(location: str) -> str:
-    return location.rstrip("/").rsplit("/", 1)[-1]
 
 
 __all__ = ["ShardStream", "cu_seqlens_from_lengths", "position_ids_from_lengths"]

@@ -31,7 +31,7 @@ def other_tokenizer_shards(tmp_path_factory: pytest.TempPathFactory, prose_texts
 
 
 def keys(samples) -> list[tuple[int, int]]:
-    return [(int(s["source_id"]), int(s["sample_id"])) for s in samples]
+    return [(int(s["source_id"]), int(s["sample_id"])) for s in samples if not s.get("is_padding", False)]
 
 
 def test_realized_proportions_track_the_weights_at_every_prefix(

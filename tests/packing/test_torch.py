@@ -19,7 +19,13 @@ prose_rows = shared.prose_rows
 
 
 def loader_ids(loader: StreamLoader) -> list[int]:
-    return [x for batch in loader for x in batch["sample_id"].tolist()]
+    """Sample ids the trainer received, leaving out the repeats that pad ranks to an even share."""
+    return [
+        x
+        for batch in loader
+        for x, pad in zip(batch["sample_id"].tolist(), batch["is_padding"].tolist(), strict=True)
+        if not pad
+    ]
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 8])
@@ -29,10 +35,9 @@ def test_dataloader_reads_every_sample_once_in_the_stream_order(
 ) -> None:
     everything = []
     for rank in range(world_size):
-        expected = [
-            int(s["sample_id"])
-            for s in ShardStream(prose_shards, rank=rank, world_size=world_size, seed=5, with_index=True)
-        ]
+        expected = shared.ids_of(
+            ShardStream(prose_shards, rank=rank, world_size=world_size, seed=5, with_index=True)
+        )
         stream = ShardStream(prose_shards, rank=rank, world_size=world_size, seed=5, with_index=True)
         loader = StreamLoader(stream, batch_size=32, num_workers=num_workers)
         got = loader_ids(loader)
@@ -54,11 +59,11 @@ def test_collate_builds_labels_positions_and_cu_seqlens(prose_shards: Path, pros
             break
     assert len(samples) == 3
     batch = collate(samples)
-    assert batch["input_ids"].shape == (3, SEQ_LEN) and batch["input_ids"].dtype == torch.int64
+    assert batch["input_ids"].shape == (3, SEQ_LEN) and batch["input_ids"].dtype == torch.int32
     bounds = [0]
     for row, s in enumerate(samples):
         k = int(s["sample_id"])
-        np.testing.assert_array_equal(batch["input_ids"][row].numpy(), ids[k].astype(np.int64))
+        np.testing.assert_array_equal(batch["input_ids"][row].numpy(), ids[k].astype(np.int32))
         doc = lengths[k].tolist()
         used = sum(doc)
         labels = batch["labels"][row].tolist()
@@ -147,3 +152,36 @@ def test_dataloader_workers_read_a_remote_folder_through_their_cache(
         expected = [int(s["sample_id"]) for s in ShardStream(prose_shards, **kw)]
         remote = ShardStream(url, cache_dir=tmp_path / str(shuffle_block), **kw)
         assert loader_ids(StreamLoader(remote, batch_size=32, num_workers=2)) == expected
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_compact_batches_expand_on_the_device_to_the_full_collate(prose_shards: Path, flatten: bool) -> None:
+    from packing.torch import to_device
+
+    samples = list(ShardStream(prose_shards, rank=2, world_size=3, seed=6, with_index=True))[-7:]
+    assert any(s["is_padding"] for s in samples)  # the padding sample at the end of the rank's share
+    full = to_device(collate(samples, flatten=flatten), "cpu")
+    compact = collate(samples, flatten=flatten, compact=True)
+    assert "labels" not in compact and compact["input_ids"].dtype == torch.int32
+    expanded = to_device(compact, "cpu")
+    for key in ("input_ids", "labels", "position_ids", "cu_seqlens", "is_padding", "sample_id"):
+        assert expanded[key].dtype == full[key].dtype, key
+        assert torch.equal(expanded[key], full[key]), key
+    assert expanded["max_seqlen"] == full["max_seqlen"]
+
+
+def test_compact_loader_with_workers_matches_the_in_process_batches(prose_shards: Path) -> None:
+    from packing.torch import to_device
+
+    def batches(num_workers: int) -> list[dict]:
+        stream = ShardStream(prose_shards, rank=0, world_size=2, seed=2, with_index=True)
+        return [
+            to_device(b, "cpu")
+            for b in StreamLoader(stream, batch_size=16, num_workers=num_workers, compact=True)
+        ]
+
+    inline, workers = batches(0), batches(2)
+    assert len(inline) == len(workers)
+    for a, b in zip(inline, workers, strict=True):
+        assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["position_ids"], b["position_ids"])
+        assert torch.equal(a["is_padding"], b["is_padding"])

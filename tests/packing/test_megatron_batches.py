@@ -1,0 +1,113 @@
+"""Megatron THD micro-batches from our shards, checked against megatron-core's own code on CPU."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packing.stream import ShardStream
+from tests.packing import test_stream as shared
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("megatron.core")
+
+from packing.megatron import megatron_collate, megatron_loader, packed_seq_params  # noqa: E402
+from packing.torch import to_device  # noqa: E402
+
+prose_shards = shared.prose_shards
+prose_rows = shared.prose_rows
+
+
+def megatron_seq_idx_rule():
+    """Megatron's own `MambaMixer._create_packed_seq_idx`, taken from the installed source.
+
+    Importing `megatron.core.ssm.mamba_mixer` needs triton (GPU only), so the method is compiled alone from
+    the file megatron-core ships; it uses only torch and the PackedSeqParams it is given.
+    """
+    import megatron.core
+
+    path = Path(inspect.getfile(megatron.core)).parent / "ssm" / "mamba_mixer.py"
+    tree = ast.parse(path.read_text())
+    method = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "_create_packed_seq_idx"
+    )
+    namespace = {"torch": torch, "PackedSeqParams": object}
+    exec(compile(ast.Module([method], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace["_create_packed_seq_idx"]
+
+
+def sample_rows(folder: Path, count: int) -> list[dict]:
+    """Rows with several documents and a padding tail, the interesting case."""
+    out = []
+    for s in ShardStream(folder, seed=4, with_index=True):
+        if len(s["doc_lengths"]) > 1 and sum(s["doc_lengths"]) < shared.SEQ_LEN:
+            out.append(s)
+        if len(out) == count:
+            return out
+    raise AssertionError("fixture lacks rows with several documents")
+
+
+@pytest.mark.parametrize("cp_size", [1, 2, 4])
+def test_thd_batch_builds_a_real_packed_seq_params(prose_shards: Path, cp_size: int) -> None:
+    from megatron.core.packed_seq_params import PackedSeqParams
+    from megatron.core.utils import get_thd_batch_on_this_cp_rank
+
+    rows = sample_rows(prose_shards, 3)
+    batch = megatron_collate(rows, cp_size=cp_size, pad_id=0)
+    docs = [d for s in rows for d in np.split(s["input_ids"], np.cumsum(s["doc_lengths"]))[:-1] if len(d)]
+    cu, cu_padded = batch["cu_seqlens"], batch["cu_seqlens_padded"]
+    assert cu.dtype == cu_padded.dtype == torch.int32 and batch["tokens"].dtype == torch.int32
+    assert np.diff(cu.numpy()).tolist() == [len(d) for d in docs]
+    padded = np.diff(cu_padded.numpy())
+    assert (padded % (2 * cp_size if cp_size > 1 else 1) == 0).all() and (padded >= np.diff(cu.numpy())).all()
+    assert batch["tokens"].shape == (1, int(cu_padded[-1]))
+    tokens, labels, mask = (
+        batch["tokens"][0].numpy(),
+        batch["labels"][0].numpy(),
+        batch["loss_mask"][0].numpy(),
+    )
+    for k, doc in enumerate(docs):
+        lo = int(cu_padded[k])
+        np.testing.assert_array_equal(tokens[lo : lo + len(doc)], doc.astype(np.int32))
+        np.testing.assert_array_equal(labels[lo : lo + len(doc) - 1], doc[1:].astype(np.int32))
+        assert (
+            mask[lo : lo + len(doc) - 1].all() and not mask[lo + len(doc) - 1 : int(cu_padded[k + 1])].any()
+        )
+        assert batch["position_ids"][0, lo : lo + len(doc)].tolist() == list(range(len(doc)))
+
+    # megatron-core's own THD path (context-parallel size 1 on this CPU) builds PackedSeqParams from it
+    plain = {k: v for k, v in batch.items() if k in ("tokens", "labels", "loss_mask", "position_ids")}
+    _, params = get_thd_batch_on_this_cp_rank(plain, cu, cu_padded, batch["max_seqlen"], cp_size=1, cp_rank=0)
+    ours = packed_seq_params(batch)
+    assert isinstance(params, PackedSeqParams) and isinstance(ours, PackedSeqParams)
+    assert params.qkv_format == ours.qkv_format == "thd"
+    assert torch.equal(params.cu_seqlens_q, ours.cu_seqlens_q) and torch.equal(
+        params.cu_seqlens_kv_padded, ours.cu_seqlens_kv_padded
+    )
+    assert params.max_seqlen_q == ours.max_seqlen_q == int(padded.max())
+
+    # Mamba: our seq_idx is what megatron's mixer derives from the same PackedSeqParams
+    rule = megatron_seq_idx_rule()
+    assert torch.equal(rule(None, ours, batch["tokens"].shape[1]), batch["seq_idx"])
+
+
+def test_loader_carries_int32_across_workers_and_widens_on_the_device(prose_shards: Path) -> None:
+    stream = ShardStream(prose_shards, rank=1, world_size=2, seed=3, with_index=True)
+    loader = megatron_loader(stream, rows_per_micro_batch=2, cp_size=2, num_workers=2)
+    reference = [s for s in ShardStream(prose_shards, rank=1, world_size=2, seed=3, with_index=True)]
+    for i, batch in enumerate(loader):
+        assert batch["tokens"].dtype == torch.int32 and batch["cu_seqlens"].dtype == torch.int32
+        expected = megatron_collate(reference[2 * i : 2 * i + 2], cp_size=2, pad_id=loader.collate_fn.pad_id)
+        assert all(torch.equal(batch[k], expected[k]) for k in expected)
+        on_device = to_device(batch, "cpu")
+        assert on_device["tokens"].dtype == torch.int64 and on_device["cu_seqlens"].dtype == torch.int32
+        if i == 20:
+            break
+    state = loader.state_dict()
+    assert state["consumed"] == 2 * 2 * 21
