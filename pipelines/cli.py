@@ -21,7 +21,15 @@ app.add_typer(longctx_app, name="longctx")
 def _register_commands() -> None:
     # Each module owns its subcommands; heavy imports stay inside the command bodies so that
     # `longtrove --help` is fast.
-    from pipelines.commands import curate, datasets, demo, export_megatron, longctx_build, longctx_eval, shards
+    from pipelines.commands import (
+        curate,
+        datasets,
+        demo,
+        export_megatron,
+        longctx_build,
+        longctx_eval,
+        shards,
+    )
 
     for module in (curate, datasets, demo, shards, longctx_build, longctx_eval, export_megatron):
         module.register(app, longctx_app)
