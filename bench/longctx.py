@@ -41,7 +41,9 @@ SHARED = REPO.parent / "shared" / "bench"
 
 def one_million(tokenizer: str, tasks: list[str], length: int) -> list[tuple[str, float, int, int]]:
     """(task, seconds, tokens, target) for one sample per task; the haystacks are tokenized beforehand."""
-    from longctx.tasks import TASKS, BuildContext, build_sample
+    from longctx.drafts import BuildContext
+    from longctx.sample import build_sample
+    from longctx.tasks import TASKS
     from tokenization import load_tokenizer
 
     tok = load_tokenizer(tokenizer, num_threads=1)

@@ -103,7 +103,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _context(cfg: SuiteConfig) -> Any:
-    from longctx.tasks import BuildContext, load_qa
+    from longctx.drafts import BuildContext
+    from longctx.qa_data import load_qa
     from tokenization import load_tokenizer
 
     # One thread per process: samples are already spread over processes.
@@ -159,7 +160,8 @@ def encode_line(line: dict[str, Any]) -> tuple[bytes, Span | None, Span | None]:
 
 
 def _build(job: Job) -> tuple[bytes, Span | None, Span | None]:
-    from longctx.tasks import TASKS, build_sample
+    from longctx.sample import build_sample
+    from longctx.tasks import TASKS
 
     ctx = _WORKER["ctx"]
     try:
