@@ -58,6 +58,14 @@ class SuiteConfig:
             raise ValueError("samples must be at least 1")
         if not self.lengths:
             raise ValueError("give at least one length")
+        for length in self.lengths:
+            short = [t for t in self.tasks if length <= TASKS[t].max_new_tokens]
+            if short:
+                budget = max(TASKS[t].max_new_tokens for t in short)
+                raise ValueError(
+                    f"length {length} is not above the answer budget of {', '.join(short)} ({budget} tokens); "
+                    "use lengths like 4k,8k,...,1m"
+                )
         if not self.depths or any(not 0 <= d <= 100 for d in self.depths):
             raise ValueError("depths are percentages from 0 to 100")
         if self.on_short_haystack not in ("repeat", "fail"):

@@ -117,6 +117,8 @@ TASKS: dict[str, TaskSpec] = {
     ]
 }
 QA_TASKS = ("qa_1", "qa_2")
+# RULER's 13 tasks in the order of its config_tasks.sh; its average is over all of them.
+RULER_TASKS = tuple(TASKS)
 DISTRACTOR_POOL_TOKENS = (
     1_300_000  # the distractor pool of niah_multikey_2/3 covers 1M tokens without repeats
 )

@@ -77,6 +77,7 @@ def build_command(
 
     from longctx.suite import SuiteConfig, build_suite, resolve_tasks
     from longctx.tasks import parse_length
+    from tokenization.errors import TokenizerError
 
     qa = _qa_paths(qa_data)
     try:
@@ -98,7 +99,11 @@ def build_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     start = time.perf_counter()
-    meta = build_suite(cfg, out, progress=progress)
+    try:
+        meta = build_suite(cfg, out, progress=progress)
+    except (ValueError, TokenizerError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     seconds = time.perf_counter() - start
     n = sum(f["samples"] for f in meta["files"])
     typer.echo(
