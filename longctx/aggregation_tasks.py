@@ -7,10 +7,17 @@ import string
 import numpy as np
 
 from longctx.assemble import AssemblyError
-from longctx.drafts import BuildContext, Draft, generated_units, probe_tokens_per_unit, split_template
-from longctx.haystack import tokenize_units
+from longctx.drafts import (
+    BuildContext,
+    Draft,
+    generated_units,
+    largest_fitting,
+    probe_tokens_per_unit,
+    split_template,
+)
+from longctx.haystack import TokenizedUnits, tokenize_units
 from longctx.tasks import CWE_ANSWER, CWE_TEMPLATE, FWE_ANSWER, FWE_TEMPLATE, TaskSpec
-from longctx.words import Draws, common_word_pool
+from longctx.words import ENGLISH_WORDS_HINT, Draws, common_word_pool, english_words
 
 
 def _cwe_words(rng: np.random.Generator, n: int) -> list[str]:
@@ -83,6 +90,8 @@ def draft_cwe(
         return common
 
     prefix, suffix = split_template(CWE_TEMPLATE)
+    if ctx.placement.exact_lists:
+        return _whole_cwe(ctx, example + "\n" + prefix, suffix, target, rng, num_cw, freq_cw, freq_ucw, per)
     return Draft(
         example + "\n" + prefix,
         suffix,
@@ -93,6 +102,81 @@ def draft_cwe(
         provenance={"source": "words", "kind": "wonderwords"},
         check=check,
         reorderable=False,
+    )
+
+
+def _ruler_cwe_words(ctx: BuildContext, seed: int, n: int) -> list[str] | None:
+    """RULER's choice of `n` words: a sample of wonderwords, or of the English list when wonderwords is too
+    small (None when that list is needed and was not given). The sample is the first `n` of one seeded
+    shuffle, so that a longer list holds the words of a shorter one (the search over `n` stays monotone)."""
+    pool = common_word_pool()
+    if n > len(pool):
+        if not ctx.cwe_words:
+            return None
+        pool = english_words(ctx.cwe_words)
+        if n > len(pool):
+            raise AssemblyError(f"cwe needs {n} distinct words; the English word list holds {len(pool)}")
+    return [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]]
+
+
+def _whole_cwe(
+    ctx: BuildContext,
+    prefix: str,
+    suffix: str,
+    target: int,
+    rng: np.random.Generator,
+    num_cw: int,
+    freq_cw: int,
+    freq_ucw: int,
+    per_item: float,
+) -> Draft:
+    """RULER's cwe list, never cut: the common words exactly `freq_cw` times, the others exactly `freq_ucw`
+    times, with as many words as fit."""
+    measure = ctx.measure(prefix, suffix, CWE_ANSWER)
+    words_seed, order_seed = (int(x) for x in rng.integers(0, 2**63, size=2))
+    lists: dict[int, tuple[list[str], np.ndarray, str]] = {}
+
+    def build(n: int) -> tuple[list[str], np.ndarray, str] | None:
+        if n not in lists:
+            words = _ruler_cwe_words(ctx, words_seed, n)
+            if words is None:
+                return None
+            repeats = np.full(n, freq_ucw, dtype=np.int64)
+            repeats[:num_cw] = freq_cw
+            items = np.random.default_rng(order_seed).permutation(np.repeat(np.arange(n), repeats))
+            text = " ".join(f"{i}. {words[w]}" for i, w in enumerate(items.tolist(), start=1))
+            lists[n] = (words, items, text)
+        return lists[n]
+
+    def count(n: int) -> int:
+        built = build(n)
+        assert built is not None  # n is within the words there are (the limit below)
+        return measure(built[2])
+
+    fixed = measure("")
+    guess = num_cw + int(((target - fixed) / per_item - num_cw * freq_cw) / freq_ucw)
+    wonderwords = len(common_word_pool())
+    limit = len(english_words(ctx.cwe_words)) if ctx.cwe_words else wonderwords
+    n = largest_fitting(count, max(num_cw + 1, guess), target, per_item * freq_ucw, limit=limit)
+    if n == wonderwords and not ctx.cwe_words and count(n) + per_item * freq_ucw <= target:
+        raise AssemblyError(
+            f"cwe at this length needs more than wonderwords' {n} words, as RULER does: pass --cwe-words with "
+            + ENGLISH_WORDS_HINT
+        )
+    words, items, _ = lists[n]
+    texts = [f"{i}. {words[w]}" for i, w in enumerate(items.tolist(), start=1)]
+    units = tokenize_units(ctx.tok, texts, " ")
+    source = "english words" if n > len(common_word_pool()) else "wonderwords"
+    return Draft(
+        prefix,
+        suffix,
+        CWE_ANSWER,
+        units,
+        np.arange(len(units), dtype=np.int64),
+        list(words[:num_cw]),
+        provenance={"source": "words", "kind": source, "words": n, "freq_cw": freq_cw, "freq_ucw": freq_ucw},
+        reorderable=False,
+        extra={"word_counts": {"common": freq_cw, "uncommon": freq_ucw, "words": n}},
     )
 
 
@@ -123,6 +207,9 @@ def draft_fwe(
     z = _zeta(alpha)
     weights = np.arange(1, vocab_size + 1, dtype=np.float64) ** -alpha / z
     mean_tokens = float((units.counts * weights).sum() / weights.sum())
+    prefix, suffix = split_template(FWE_TEMPLATE)
+    if ctx.placement.exact_lists:
+        return _whole_fwe(ctx, prefix, suffix, target, rng, vocab, units, weights, mean_tokens)
     num_words = int(target / mean_tokens * 1.05) + 64
     while True:
         counts = (num_words * weights).astype(np.int64)
@@ -138,7 +225,6 @@ def draft_fwe(
             raise AssemblyError("the cut changed the three most frequent coded words")
         return vocab[1:4]
 
-    prefix, suffix = split_template(FWE_TEMPLATE)
     return Draft(
         prefix,
         suffix,
@@ -148,4 +234,44 @@ def draft_fwe(
         vocab[1:4],
         provenance={"source": "coded words", "vocab_size": vocab_size},
         check=check,
+    )
+
+
+def _whole_fwe(
+    ctx: BuildContext,
+    prefix: str,
+    suffix: str,
+    target: int,
+    rng: np.random.Generator,
+    vocab: list[str],
+    units: TokenizedUnits,
+    weights: np.ndarray,
+    mean_tokens: float,
+) -> Draft:
+    """RULER's coded text, never cut: word k exactly floor(num_words * k^-alpha / zeta(alpha)) times, with the
+    largest `num_words` that fits."""
+    measure = ctx.measure(prefix, suffix, FWE_ANSWER)
+    order_seed = int(rng.integers(0, 2**63))
+    seqs: dict[int, np.ndarray] = {}
+
+    def sequence(n: int) -> np.ndarray:
+        if n not in seqs:
+            counts = (n * weights).astype(np.int64)
+            seq = np.repeat(np.arange(len(vocab), dtype=np.int64), counts)
+            seqs[n] = np.random.default_rng(order_seed).permutation(seq)
+        return seqs[n]
+
+    def count(n: int) -> int:
+        return measure(" ".join(vocab[i] for i in sequence(n).tolist()))
+
+    fixed = measure("")
+    n = largest_fitting(count, int((target - fixed) / mean_tokens), target, mean_tokens)
+    return Draft(
+        prefix,
+        suffix,
+        FWE_ANSWER,
+        units,
+        sequence(n),
+        vocab[1:4],
+        provenance={"source": "coded words", "vocab_size": len(vocab), "num_words": n},
     )

@@ -8,16 +8,34 @@ references. `sample.build_sample` then fits the draft to an exact token length.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from longctx.assemble import AssemblyError, ChatCounter, Insert, TextCounter, needed_units
+from longctx.assemble import AssemblyError, ChatCounter, Insert, TextCounter, chat_frame, needed_units
+from longctx.essays import load_essays
 from longctx.haystack import Haystack, TokenizedUnits, load_haystack, noise_haystack, tokenize_units
 from longctx.qa_data import QAData
 from longctx.tasks import DISTRACTOR_POOL_TOKENS, NEEDLE
 from longctx.words import Draws
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a generator puts things. The default suite places the first needle at a requested depth and cuts
+    the context to an exact length; the RULER preset (`ruler_preset.RULER_PLACEMENT`) places as RULER does."""
+
+    drawn_depths: bool = False  # needles at RULER's drawn depths: 40-point grid on essays, any line elsewhere
+    spread_chains: bool = False  # vt's chain lines anywhere in the context, in order (not from the depth on)
+    exact_lists: bool = False  # cwe/fwe: every word exactly as often as RULER says; the list is never cut
+    whole_units: bool = False  # reach the length with whole units; token_count says what was built
+    ruler_qa: bool = False  # question i of the file, RULER's distractors and gold-document position
+    essay_from_start: bool = False  # the essays from their first sentence, as RULER reads them
+
+
+DEFAULT_PLACEMENT = Placement()
 
 
 class BuildContext:
@@ -35,6 +53,10 @@ class BuildContext:
         text_field: str = "text",
         on_short_haystack: str = "repeat",
         max_haystack_chars: int | None = None,
+        essays: str | None = None,
+        cwe_words: str | None = None,
+        placement: Placement = DEFAULT_PLACEMENT,
+        seed: int = 42,
     ) -> None:
         if on_short_haystack not in ("repeat", "fail"):
             raise ValueError("on_short_haystack must be 'repeat' or 'fail'")
@@ -46,6 +68,10 @@ class BuildContext:
         self.on_short_haystack = on_short_haystack
         self.max_haystack_chars = max_haystack_chars
         self.qa_data = qa_data or {}
+        self.essays = essays
+        self.cwe_words = cwe_words
+        self.placement = placement
+        self.seed = seed
         self._haystacks: dict[str, tuple[Haystack, TokenizedUnits]] = {}
         self._qa_tokens: dict[str, np.ndarray] = {}
         self._distractors: dict[tuple[str, str], tuple[TokenizedUnits, list[str]]] = {}
@@ -86,13 +112,28 @@ class BuildContext:
         """`noise` or `essay` as RULER names them, or the user's haystack when one was given."""
         spec = self.haystack_spec or kind
         if spec not in self._haystacks:
-            hay = (
-                noise_haystack()
-                if spec == "noise"
-                else load_haystack(spec, text_field=self.text_field, max_chars=self.max_haystack_chars)
-            )
+            if spec == "noise":
+                hay = noise_haystack()
+            elif spec == "essay" and (self.essays or self.placement.essay_from_start):
+                hay = load_essays(self.essays, text_field=self.text_field)
+            else:
+                hay = load_haystack(spec, text_field=self.text_field, max_chars=self.max_haystack_chars)
             self._haystacks[spec] = (hay, tokenize_units(self.tok, hay.units, hay.sep))
         return self._haystacks[spec]
+
+    def measure(self, prefix: str, suffix: str, answer_prefix: str) -> Callable[[str], int]:
+        """Tokens of the whole prompt around a context: the larger of its completion and chat forms, so that one
+        context fits both (the RULER preset's whole-unit fitting)."""
+        completion = suffix + answer_prefix
+        frame = chat_frame(self.tok, answer_prefix) if self.chat is not None else None
+
+        def count(context: str) -> int:
+            n = self.text.count(prefix + context + completion)
+            if frame is not None and self.chat is not None:
+                n = max(n, self.chat.count(frame[0] + prefix + context + suffix + frame[1]))
+            return n
+
+        return count
 
 
 @dataclass
@@ -111,6 +152,7 @@ class Draft:
     extra: dict[str, Any] = field(default_factory=dict)
     check: Any = None  # callable(used positions in `order`) -> references, when the answer depends on the cut
     reorderable: bool = True  # False for numbered units (cwe items, QA documents)
+    depth: float | None = None  # where the sample's needle went, when the generator drew it (RULER preset)
 
 
 def split_template(template: str, **values: Any) -> tuple[str, str]:
@@ -132,6 +174,8 @@ def repeat_note(ctx: BuildContext, repeats: float, what: str) -> list[str]:
 def fixed_haystack(ctx: BuildContext, kind: str, rng: np.random.Generator, target: int) -> tuple:
     hay, units = ctx.haystack(kind)
     start = 0 if len(units) == 1 else int(rng.integers(0, len(units)))
+    if ctx.placement.essay_from_start and hay.name == "essay":
+        start = 0  # RULER reads its essays from the first word on
     order, repeats = needed_units(units.counts, start, target)
     prov = dict(hay.provenance, start_unit=start)
     notes = [] if hay.provenance.get("kind") == "noise" else repeat_note(ctx, repeats, "haystack")
@@ -155,3 +199,36 @@ def generated_units(
 def probe_tokens_per_unit(ctx: BuildContext, texts: list[str], sep: str) -> float:
     """Tokens per unit, joined as in the prompt (seams included)."""
     return len(ctx.tok.encode(sep.join(texts))) / len(texts)
+
+
+def largest_fitting(
+    count: Callable[[int], int], guess: int, target: int, tokens_per_item: float, limit: int | None = None
+) -> int:
+    """The largest item count `n` (at least 1) whose prompt counts at most `target` tokens, from a guess;
+    `count(n)` builds and counts the prompt (non-decreasing in `n`). Steps from the guess by the tokens
+    missing until the answer is bracketed, then bisects: a few full counts, where RULER's search needs many.
+    No more than `limit` items can be built: the answer is then at most `limit`."""
+    per = max(tokens_per_item, 0.5)
+    fits, too_long = 0, None  # largest n known to fit, smallest n known not to
+    if limit is not None:
+        too_long = limit + 1
+    n = max(1, guess if limit is None else min(guess, limit))
+    for _ in range(64):
+        tokens = count(n)
+        if tokens <= target:
+            fits = max(fits, n)
+        else:
+            too_long = n if too_long is None else min(too_long, n)
+        if too_long is not None and too_long == fits + 1:
+            return fits
+        if too_long == 1:
+            break
+        if fits and too_long is not None:
+            n = (fits + too_long) // 2
+        elif too_long is None:
+            n = n + max(1, int((target - tokens) / per))
+        else:
+            n = max(1, n - max(1, int((tokens - target) / per)))
+    if not fits:
+        raise AssemblyError(f"{target} tokens is too short for even one item")
+    return fits

@@ -82,7 +82,7 @@ def _documents_units(docs: Iterable[str]) -> list[str]:
     return units
 
 
-def _digest(units: list[str]) -> str:
+def digest_units(units: list[str]) -> str:
     h = hashlib.sha256()
     for u in units:
         h.update(u.encode("utf-8"))
@@ -116,7 +116,7 @@ def essay_haystack() -> Haystack:
             "python": ".".join(map(str, sys.version_info[:3])),
             "documents": len(topics),
             "units": len(units),
-            "sha256": _digest(units),
+            "sha256": digest_units(units),
         },
     )
 
@@ -264,7 +264,7 @@ def load_haystack(spec: str, *, text_field: str = "text", max_chars: int | None 
             "kind": kind,
             "documents": documents,
             "units": len(units),
-            "sha256": _digest(units),
+            "sha256": digest_units(units),
         },
     )
 

@@ -7,12 +7,29 @@ import numpy as np
 from longctx.assemble import Insert, needed_units
 from longctx.drafts import BuildContext, Draft, fixed_haystack, split_template
 from longctx.haystack import noise_haystack
-from longctx.tasks import NEEDLE, NIAH_ANSWER, NIAH_TEMPLATE, RULER_DEPTHS, VT_ANSWER, VT_TEMPLATE, TaskSpec
+from longctx.tasks import (
+    NEEDLE,
+    NIAH_ANSWER,
+    NIAH_TEMPLATE,
+    RULER_DEPTHS,
+    VT_ANSWER,
+    VT_TEMPLATE,
+    TaskSpec,
+    grid_depth,
+)
 from longctx.words import Draws
 
 
 def _depths(rng: np.random.Generator, n: int) -> list[float]:
     return [float(d) for d in rng.choice(RULER_DEPTHS, size=n, replace=n > len(RULER_DEPTHS))]
+
+
+def _drawn_depths(rng: np.random.Generator, n: int, haystack: str) -> list[float]:
+    """RULER's needle depths: distinct points of its 40-point grid in essays (a needle goes between sentences
+    at that share of the sentences), any line of a line haystack (noise, distractor needles)."""
+    if haystack == "essay":
+        return _depths(rng, n)
+    return [float(d) for d in rng.uniform(0.0, 100.0, size=n)]
 
 
 def draft_niah(
@@ -41,9 +58,12 @@ def draft_niah(
     prefix, suffix = split_template(template, type_needle_v=type_v, query=query)
     answer_prefix = answer.format(type_needle_v=type_v, query=query)
     # The first needle of a queried key goes to the requested depth; the others to RULER's random depths.
-    depths = _depths(rng, len(needles))
     first = next(i for i, (ki, _) in enumerate(needles) if ki in queried)
-    depths[first] = float(depth)
+    if ctx.placement.drawn_depths:
+        depths = _drawn_depths(rng, len(needles), a["type_haystack"])
+    else:
+        depths = _depths(rng, len(needles))
+        depths[first] = float(depth)
     inserts = sorted(
         (Insert(text, d) for (_, text), d in zip(needles, depths, strict=True)), key=lambda i: i.depth
     )
@@ -73,6 +93,7 @@ def draft_niah(
         prov,
         notes,
         extra={"needles": [text for _, text in needles], "queries": queries},
+        depth=grid_depth(depths[first]) if ctx.placement.drawn_depths else None,
     )
 
 
@@ -110,8 +131,12 @@ def draft_vt(ctx: BuildContext, spec: TaskSpec, target: int, depth: float, rng: 
     units, order, prov, notes = fixed_haystack(ctx, hay_kind, rng, target)
     newline_haystack = units.sep == "\n"
     texts = flat if newline_haystack else [s.strip() + "." for s in flat]
-    rest = sorted(float(d) for d in rng.uniform(depth, 100.0, size=len(texts) - 1))
-    inserts = [Insert(t, d) for t, d in zip(texts, [float(depth), *rest], strict=True)]
+    if ctx.placement.spread_chains:
+        # RULER inserts each chain at sorted random lines of the whole context, keeping its order.
+        spread = sorted(float(d) for d in rng.uniform(0.0, 100.0, size=len(texts)))
+    else:
+        spread = [float(depth), *sorted(float(d) for d in rng.uniform(depth, 100.0, size=len(texts) - 1))]
+    inserts = [Insert(t, d) for t, d in zip(texts, spread, strict=True)]
     prefix, suffix = split_template(VT_TEMPLATE, query=value)
     answer_prefix = VT_ANSWER.format(num_v=hops + 1, query=value)
     return Draft(
@@ -125,4 +150,5 @@ def draft_vt(ctx: BuildContext, spec: TaskSpec, target: int, depth: float, rng: 
         prov,
         notes,
         extra={"chain": flat},
+        depth=grid_depth(spread[0]) if ctx.placement.spread_chains else None,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from longctx.assemble import AssemblyError
-from longctx.drafts import BuildContext, Draft, repeat_note, split_template
+from longctx.drafts import BuildContext, Draft, largest_fitting, repeat_note, split_template
 from longctx.haystack import tokenize_units
-from longctx.tasks import QA_ANSWER, QA_DOCUMENT, QA_TEMPLATE, TaskSpec
+from longctx.qa_data import QAData
+from longctx.tasks import QA_ANSWER, QA_DOCUMENT, QA_TEMPLATE, TaskSpec, grid_depth
 
 
 def draft_qa(
@@ -16,6 +19,8 @@ def draft_qa(
     data = ctx.qa_data.get(spec.name)
     if data is None:
         raise ValueError(f"{spec.name} needs QA data (--qa-data FILE.jsonl)")
+    if ctx.placement.ruler_qa:
+        return _ruler_qa(ctx, spec.name, data, target, rng, index)
     docs = data.documents
     per = ctx.qa_document_tokens(spec.name) + 6  # + "Document N:" and the blank line
     q = data.questions[int(rng.permutation(len(data.questions))[index % len(data.questions)])]
@@ -64,4 +69,82 @@ def draft_qa(
         check=check,
         reorderable=False,
         extra={"question": q["question"], "gold_document": pos + 1},
+    )
+
+
+def _ruler_qa(
+    ctx: BuildContext, task: str, data: QAData, target: int, rng: np.random.Generator, index: int
+) -> Draft:
+    """RULER's qa: question `index` of the file in order; its documents, then (SQuAD) the other paragraphs of
+    its article, then random other documents, as many as fit; all shuffled by the one permutation of that
+    many documents that Python's `random.Random(seed)` gives, so the gold document sits where RULER puts it."""
+    if index >= len(data.questions):
+        raise ValueError(
+            f"{data.path}: sample {index} needs question {index + 1}, but the file has {len(data.questions)}"
+        )
+    q = data.questions[index]
+    gold, more = list(q["gold"]), list(q.get("more", []))
+    docs = data.documents
+    taken = set(gold) | set(more)
+    more = [more[i] for i in rng.permutation(len(more))]
+    others = [int(i) for i in rng.permutation(len(docs)) if int(i) not in taken]
+    prefix, suffix = split_template(QA_TEMPLATE, query=q["question"])
+    measure = ctx.measure(prefix, suffix, QA_ANSWER)
+    arranged: dict[int, list[int]] = {}
+
+    def arrange(n: int) -> list[int]:
+        if n not in arranged:
+            if n >= len(docs):
+                picked = (list(range(len(docs))) * (n // len(docs) + 1))[:n]
+            elif n - len(gold) > len(more):
+                picked = gold + more + others[: n - len(gold) - len(more)]
+            else:
+                picked = gold + more[: max(0, n - len(gold))]
+            random.Random(ctx.seed).shuffle(picked)
+            arranged[n] = picked
+        return arranged[n]
+
+    def render(order: list[int]) -> list[str]:
+        return [QA_DOCUMENT.format(i=i + 1, document=docs[d]) for i, d in enumerate(order)]
+
+    per = ctx.qa_document_tokens(task) + 6  # + "Document N:" and the blank line
+    fixed = measure("")
+    mean = float(per.mean())
+    n = largest_fitting(
+        lambda k: measure("\n\n".join(render(arrange(k)))),
+        max(len(gold), int((target - fixed) / mean)),
+        target,
+        mean,
+    )
+    order = arrange(n)
+    positions = [p for p, d in enumerate(order) if d in set(gold)]
+    if n < len(docs) and len(positions) < len(gold):
+        raise AssemblyError(f"only {n} documents fit, fewer than the question's {len(gold)}")
+    units = tokenize_units(ctx.tok, render(order), "\n\n")
+
+    def check(used: np.ndarray) -> list[str]:
+        if not set(positions) <= set(used.tolist()):
+            raise AssemblyError("a gold document did not fit")
+        return list(q["answers"])
+
+    notes = [f"QA documents repeated {n / len(docs):.2f}x to reach the length"] if n > len(docs) else []
+    return Draft(
+        prefix,
+        suffix,
+        QA_ANSWER,
+        units,
+        np.arange(len(units), dtype=np.int64),
+        list(q["answers"]),
+        provenance={"source": data.path, "kind": data.kind, "documents": len(docs)},
+        notes=notes,
+        check=check,
+        reorderable=False,
+        extra={
+            "question": q["question"],
+            "question_index": index,
+            "gold_documents": [p + 1 for p in positions],
+            "documents": n,
+            "same_article_documents": sum(1 for d in order if d in set(q.get("more", []))),
+        },
+        depth=grid_depth(100.0 * positions[0] / n) if positions else None,
     )

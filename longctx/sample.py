@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from longctx.aggregation_tasks import draft_cwe, draft_fwe
-from longctx.assemble import AssemblyError, fit_exact
+from longctx.assemble import AssemblyError, Fit, chat_frame, fit_exact, fit_whole_units
 from longctx.drafts import BuildContext, Draft
 from longctx.needle_tasks import draft_niah, draft_vt
 from longctx.qa_task import draft_qa
@@ -39,37 +39,6 @@ def draft_sample(
     raise ValueError(f"unknown task kind {spec.kind!r}")
 
 
-_PLACEHOLDER = "\x00LONGCTX-CONTENT\x00"
-
-
-def chat_frame(tok: Any, answer_prefix: str) -> tuple[str, str]:
-    """The chat template's text before and after the user's content, ending with the answer prefix.
-
-    The conversation is the user's prompt and an assistant message holding the answer prefix, rendered the way
-    transformers renders `continue_final_message=True` (cut right after the final message), which is what a
-    server sends when it continues the prefix.
-    """
-    messages = [{"role": "user", "content": _PLACEHOLDER}, {"role": "assistant", "content": answer_prefix}]
-    rendered = tok.apply_chat_template(messages, add_generation_prompt=False)
-    rendered = continue_final(rendered, answer_prefix)
-    if rendered.count(_PLACEHOLDER) != 1:
-        raise AssemblyError("the chat template does not render the user's content verbatim")
-    head, tail = rendered.split(_PLACEHOLDER)
-    return head, tail
-
-
-def continue_final(rendered: str, final: str) -> str:
-    """Cut a rendered chat after its final message, as transformers does for continue_final_message."""
-    if not final.strip():
-        return rendered
-    if final.strip() not in rendered:
-        raise AssemblyError("the chat template does not render the assistant's answer prefix")
-    loc = rendered.rindex(final.strip())
-    if rendered[loc : loc + len(final.lstrip())] == final:
-        return rendered[: loc + len(final.lstrip())]
-    return rendered[: loc + len(final.strip())]
-
-
 def build_sample(
     ctx: BuildContext,
     spec: TaskSpec,
@@ -85,6 +54,8 @@ def build_sample(
     if target <= 0:
         raise AssemblyError(f"{spec.name}: length {length} is not above the answer budget {reserve}")
     draft = draft_sample(ctx, spec, target, 50.0 if depth is None else float(depth), rng, index)
+    if ctx.placement.whole_units:
+        return _whole_units_line(ctx, spec, length, seed, index, draft)
     fit = fit_exact(
         ctx.tok,
         counter=ctx.text,
@@ -97,35 +68,7 @@ def build_sample(
         reorderable=draft.reorderable,
     )
     references = draft.check(fit.used) if draft.check else draft.references
-    user = draft.prefix + fit.context + draft.suffix
-    line: dict[str, Any] = {
-        "id": f"{spec.name}-{format_length(length)}-{index:05d}",
-        "task": spec.name,
-        "length": length,
-        "reserve": reserve,
-        "depth": depth if spec.uses_depth else None,
-        "prompt": fit.text,
-        "messages": [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": draft.answer_prefix},
-        ],
-        "answer_prefix": draft.answer_prefix,
-        "references": references,
-        "token_count": fit.token_count,
-        "chat_token_count": None,
-        "max_new_tokens": reserve,
-        "seed": seed,
-        "metric": spec.metric,
-        "needle_depths": fit.insert_depths,
-        "haystack": dict(
-            draft.provenance,
-            tokens=fit.haystack_tokens,
-            units=fit.whole_units,
-            partial_tokens=fit.partial_tokens,
-        ),
-        "notes": list(draft.notes),
-        "details": draft.extra,
-    }
+    line = _line(spec, length, depth if spec.uses_depth else None, seed, index, draft, fit, references)
     if ctx.chat is not None:
         head, tail = chat_frame(ctx.tok, draft.answer_prefix)
         chat_fit = fit_exact(
@@ -145,4 +88,68 @@ def build_sample(
         line["messages"][0]["content"] = content
         line["chat_token_count"] = chat_fit.token_count
         line["chat_needle_depths"] = chat_fit.insert_depths
+    return line
+
+
+def _line(
+    spec: TaskSpec,
+    length: int,
+    depth: float | None,
+    seed: int,
+    index: int,
+    draft: Draft,
+    fit: Fit,
+    references: list[str],
+) -> dict[str, Any]:
+    return {
+        "id": f"{spec.name}-{format_length(length)}-{index:05d}",
+        "task": spec.name,
+        "length": length,
+        "reserve": spec.max_new_tokens,
+        "depth": depth,
+        "prompt": draft.prefix + fit.context + draft.suffix + draft.answer_prefix,
+        "messages": [
+            {"role": "user", "content": draft.prefix + fit.context + draft.suffix},
+            {"role": "assistant", "content": draft.answer_prefix},
+        ],
+        "answer_prefix": draft.answer_prefix,
+        "references": references,
+        "token_count": fit.token_count,
+        "chat_token_count": None,
+        "max_new_tokens": spec.max_new_tokens,
+        "seed": seed,
+        "metric": spec.metric,
+        "needle_depths": fit.insert_depths,
+        "haystack": dict(
+            draft.provenance,
+            tokens=fit.haystack_tokens,
+            units=fit.whole_units,
+            partial_tokens=fit.partial_tokens,
+        ),
+        "notes": list(draft.notes),
+        "details": draft.extra,
+    }
+
+
+def _whole_units_line(
+    ctx: BuildContext, spec: TaskSpec, length: int, seed: int, index: int, draft: Draft
+) -> dict[str, Any]:
+    """RULER's way to a length: as many whole units as fit in both forms, one context for both; `token_count`
+    and `chat_token_count` say what was built (at most the length less the answer budget)."""
+    target = length - spec.max_new_tokens
+    fit = fit_whole_units(
+        ctx.tok,
+        measure=ctx.measure(draft.prefix, draft.suffix, draft.answer_prefix),
+        units=draft.units,
+        order=draft.order,
+        inserts=draft.inserts,
+        target=target,
+    )
+    references = draft.check(fit.used) if draft.check else draft.references
+    line = _line(spec, length, draft.depth, seed, index, draft, fit, references)
+    line["token_count"] = ctx.text.count(line["prompt"])
+    if ctx.chat is not None:
+        head, tail = chat_frame(ctx.tok, draft.answer_prefix)
+        line["chat_token_count"] = ctx.chat.count(head + line["messages"][0]["content"] + tail)
+        line["chat_needle_depths"] = fit.insert_depths
     return line

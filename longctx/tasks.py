@@ -126,6 +126,11 @@ DISTRACTOR_POOL_TOKENS = (
 RULER_DEPTHS = np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)
 
 
+def grid_depth(depth: float) -> float:
+    """The nearest point of RULER's 40-point depth grid: the `depth` a sample reports for its heatmap row."""
+    return float(RULER_DEPTHS[int(np.argmin(np.abs(RULER_DEPTHS - depth)))])
+
+
 def parse_length(text: str | int) -> int:
     """`4k` -> 4096, `1m` -> 1048576 (powers of two), or a plain integer."""
     if isinstance(text, int):

@@ -30,6 +30,40 @@ def common_word_pool() -> tuple[str, ...]:
     return tuple(sorted(set(nouns) | set(adjs) | set(verbs)))
 
 
+ENGLISH_WORDS_HINT = (
+    "RULER's english_words.json (NVIDIA/RULER scripts/data/synthetic/json/english_words.json), or a .txt file "
+    "of one word a line"
+)
+
+
+@lru_cache(maxsize=4)
+def english_words(path: str) -> tuple[str, ...]:
+    """The larger English word list RULER's cwe falls back to when it needs more words than wonderwords holds:
+    RULER's english_words.json (an object whose values are the words, or a list) or a .txt, one word a line."""
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the English word list ({exc})") from exc
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc.msg}); expected {ENGLISH_WORDS_HINT}") from exc
+        words = list(data.values()) if isinstance(data, dict) else data
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError(f"{path}: expected {ENGLISH_WORDS_HINT}")
+    else:
+        words = text.split("\n")
+    out = tuple(w.strip() for w in words if w.strip())
+    if not out:
+        raise ValueError(f"{path}: the English word list is empty")
+    return out
+
+
 class Draws:
     """Seeded random values of RULER's kinds: 7-digit numbers, adjective-noun words, uuids, variable names."""
 

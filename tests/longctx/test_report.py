@@ -77,7 +77,9 @@ def test_markdown_table_and_effective_length_with_a_threshold(tmp_path):
     table = (tmp_path / "rep" / "report.md").read_text()
     assert "| task | 4K | 8K |" in table
     assert "| niah_multivalue | 62.50 | 0.00 |" in table and "| qa_1 | 100.00 | 100.00 |" in table
-    missing = "niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2, niah_multikey_3, "
+    missing = (
+        "niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2, niah_multikey_3, "
+    )
     missing += "niah_multiquery, vt, cwe, fwe, qa_2"
     assert f"| **average (partial: missing {missing})** | **81.25** | **50.00** |" in table
     assert "Effective length (partial average above 80, RULER's threshold is 85.6): 4K" in table
@@ -89,7 +91,9 @@ def test_the_ruler_average_needs_all_13_tasks_at_a_length(tmp_path):
     from longctx.tasks import RULER_TASKS
 
     rows = [_row(f"{t}-4k", t, 4096, None, "ref", ["ref"]) for t in RULER_TASKS]
-    rows += [_row(f"{t}-8k", t, 8192, None, "ref" if i else "miss", ["ref"]) for i, t in enumerate(RULER_TASKS)]
+    rows += [
+        _row(f"{t}-8k", t, 8192, None, "ref" if i else "miss", ["ref"]) for i, t in enumerate(RULER_TASKS)
+    ]
     rows = [r for r in rows if r["id"] != "vt-8k"]  # vt was not run at 8K
     _results(tmp_path, rows)
     summary = write_report(tmp_path)
@@ -101,7 +105,9 @@ def test_the_ruler_average_needs_all_13_tasks_at_a_length(tmp_path):
     assert "| vt | 100.00 | – |" in table and "Partial at 8K: missing vt" in table
     complete = [r for r in rows if r["length"] == 4096]
     _results(tmp_path / "complete", complete)
-    table = write_report(tmp_path / "complete", plots=False) and (tmp_path / "complete" / "report.md").read_text()
+    table = (
+        write_report(tmp_path / "complete", plots=False) and (tmp_path / "complete" / "report.md").read_text()
+    )
     assert "| **RULER average** | **100.00** |" in table
     assert "Effective length (RULER average above 85.6, RULER's threshold is 85.6): 4K" in table
 
