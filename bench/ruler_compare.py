@@ -63,7 +63,7 @@ def write_stand_ins(shared: Path, work: Path) -> dict[str, Path]:
         "essays": essays,
         "squad": write_squad(work / "squad.json", articles=50, paragraphs=5),
         "hotpotqa": write_hotpotqa(work / "hotpotqa.json", questions=200),
-        "english_words": write_english_words(work / "english_words.json"),
+        "english_words": write_english_words(work / "english_words.json", words=120_000),
     }
 
 
