@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longctx.haystack import parse_hf_spec
+
 
 @dataclass
 class QAData:
@@ -92,13 +94,9 @@ def _load_hf(spec: str) -> QAData:
     """`hf:rajpurkar/squad_v2@validation` or `hf:hotpotqa/hotpot_qa:distractor@validation`."""
     import datasets
 
-    rest = spec[3:]
-    split = "validation"
-    if "@" in rest:
-        rest, split = rest.rsplit("@", 1)
-    name, _, config = rest.partition(":")
+    name, config, split = parse_hf_spec(spec, default_split="validation")
     try:
-        ds = datasets.load_dataset(name, config or None, split=split)
+        ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # datasets raises many kinds; the user needs the name and the cause
         raise ValueError(f"{spec}: cannot load the dataset ({type(exc).__name__}: {exc})") from exc
     if "paragraphs" in ds.column_names or "answers" in ds.column_names:

@@ -55,10 +55,14 @@ class SuiteConfig:
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
         if self.preset is not None:
-            from longctx.ruler_preset import check_ruler_data, placement
+            from longctx.qa_data import load_qa
+            from longctx.ruler_preset import check_qa_format, check_ruler_data, placement
 
             placement(self.preset)
             check_ruler_data(self.tasks, essays=self.essays, qa_data=self.qa_data, haystack=self.haystack)
+            for task, path in self.qa_data.items():
+                if task in self.tasks:  # read here, before any worker starts, so a wrong file is one error
+                    check_qa_format(task, load_qa(path).kind, path)
         missing = [t for t in self.tasks if TASKS[t].kind == "qa" and t not in self.qa_data]
         if missing:
             raise ValueError(f"{', '.join(missing)} need QA data: pass --qa-data FILE.jsonl")
@@ -125,15 +129,12 @@ _WORKER: dict[str, Any] = {}
 def _context(cfg: SuiteConfig) -> Any:
     from longctx.drafts import BuildContext
     from longctx.qa_data import load_qa
-    from longctx.ruler_preset import check_qa_format, placement
+    from longctx.ruler_preset import placement
     from tokenization import load_tokenizer
 
     # One thread per process: samples are already spread over processes.
     tok = load_tokenizer(cfg.tokenizer, num_threads=1)
     qa = {task: load_qa(path) for task, path in cfg.qa_data.items() if task in cfg.tasks}
-    if cfg.preset is not None:
-        for task, data in qa.items():
-            check_qa_format(task, data.kind, cfg.qa_data[task])
     max_chars = None
     if cfg.haystack not in (None, "noise", "essay"):
         max_chars = max(cfg.lengths) * 12  # far more text than the longest prompt needs
