@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,7 @@ class Fit:
     used: np.ndarray
     insert_depths: list[float] = field(default_factory=list)
     full_encodes: int = 0
+    form_counts: tuple[int, ...] = ()  # whole-unit fits: the count of each prompt form (completion, chat)
 
 
 def needed_units(counts: np.ndarray, start: int, tokens: int) -> tuple[np.ndarray, float]:
@@ -409,37 +410,79 @@ def _correct_tail(
     raise AssemblyError(f"no cut of the haystack near {x} tokens gives exactly {target} tokens")
 
 
+class PromptForms:
+    """The forms a prompt is sent in around its context: the completion text (prefix, context, suffix, answer
+    prefix) and, with a chat counter, the rendered chat. Counts are per form; calling it gives the largest."""
+
+    def __init__(
+        self,
+        tok: Any,
+        text: TextCounter,
+        chat: TextCounter | None,
+        prefix: str,
+        suffix: str,
+        answer_prefix: str,
+    ) -> None:
+        self.forms: list[tuple[TextCounter, str, str]] = [(text, prefix, suffix + answer_prefix)]
+        if chat is not None:
+            head, tail = chat_frame(tok, answer_prefix)
+            self.forms.append((chat, head + prefix, suffix + tail))
+
+    def counts(self, context: str) -> tuple[int, ...]:
+        return tuple(counter.count(before + context + after) for counter, before, after in self.forms)
+
+    def tail_counts(self, tail: str) -> tuple[int, ...]:
+        """Counts of the end of a context with what follows it in each form."""
+        return tuple(counter.count(tail + after) for counter, _, after in self.forms)
+
+    def __call__(self, context: str) -> int:
+        return max(self.counts(context))
+
+
 def fit_whole_units(
     tok: Any,
     *,
-    measure: Callable[[str], int],
+    measure: PromptForms,
     units: TokenizedUnits,
     order: np.ndarray,
     inserts: Sequence[Insert] = (),
     target: int,
     max_rounds: int = 12,
 ) -> Fit:
-    """The most whole units of `order` whose context `measure`s at most `target` tokens; no unit is cut.
+    """The most whole units of `order` whose context fits `target` tokens in every form; no unit is cut.
 
     This is RULER's way to reach a length (as many whole sentences, lines or documents as fit), used by the
-    RULER preset; `token_count` says what was built. Each insert goes to boundary `int(n * depth / 100)` of the
-    `n` units used, as RULER places its needles by sentence or line count. `measure(context)` returns the
-    tokens of the whole prompt around that context (the larger of its forms when there are several).
+    RULER preset; `token_count` is the largest form's count and `form_counts` each form's. Each insert goes to
+    boundary `int(n * depth / 100)` of the `n` units used, as RULER places its needles by sentence or line
+    count. Whether one more unit fits is decided from the tail of the context alone (re-encoding a few units),
+    and every count that is kept comes from a full encode.
     """
     layout = _Layout(tok, units, order, "", "", inserts, reorderable=False)
     cum = layout.cum
     total_units = len(order)
 
-    def render(n: int) -> str:
+    def place(n: int) -> None:
         layout.positions = [min(n, int(n * ins.depth / 100.0)) for ins in inserts]
+
+    def render(n: int) -> str:
+        place(n)
         return layout.context(int(cum[n]))
 
-    counts: dict[int, int] = {}
+    counts: dict[int, tuple[int, ...]] = {}
 
     def count(n: int) -> int:
         if n not in counts:
-            counts[n] = measure(render(n))
-        return counts[n]
+            counts[n] = measure.counts(render(n))
+        return max(counts[n])
+
+    def next_fits(n: int) -> bool:
+        """Whether n + 1 units fit: the full count of n, less its tail's, plus the tail's with one unit more."""
+        start = max(0, n - 4)
+        tails = []
+        for m in (n, n + 1):
+            place(m)
+            tails.append(measure.tail_counts("".join(layout.pieces(int(cum[m]), start))))
+        return max(c - a + b for c, a, b in zip(counts[n], tails[0], tails[1], strict=True)) <= target
 
     fixed = count(0)
     if fixed > target:
@@ -451,7 +494,7 @@ def fit_whole_units(
         if over > 0:
             n = max(0, n - max(1, int(over / mean_unit)))
             continue
-        if n == total_units or count(n + 1) > target:
+        if n == total_units or not next_fits(n):
             break
         n = min(total_units, n + max(1, int(-over / mean_unit) - 1))
     else:
@@ -469,6 +512,7 @@ def fit_whole_units(
         used=np.arange(n, dtype=np.int64),
         insert_depths=[round(100.0 * float(cum[p]) / max(int(cum[n]), 1), 2) for p in layout.positions],
         full_encodes=len(counts),
+        form_counts=counts[n],
     )
 
 

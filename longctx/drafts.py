@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.assemble import AssemblyError, ChatCounter, Insert, TextCounter, chat_frame, needed_units
+from longctx.assemble import AssemblyError, ChatCounter, Insert, PromptForms, TextCounter, needed_units
 from longctx.essays import load_essays
 from longctx.haystack import Haystack, TokenizedUnits, load_haystack, noise_haystack, tokenize_units
 from longctx.qa_data import QAData
@@ -121,19 +121,10 @@ class BuildContext:
             self._haystacks[spec] = (hay, tokenize_units(self.tok, hay.units, hay.sep))
         return self._haystacks[spec]
 
-    def measure(self, prefix: str, suffix: str, answer_prefix: str) -> Callable[[str], int]:
-        """Tokens of the whole prompt around a context: the larger of its completion and chat forms, so that one
-        context fits both (the RULER preset's whole-unit fitting)."""
-        completion = suffix + answer_prefix
-        frame = chat_frame(self.tok, answer_prefix) if self.chat is not None else None
-
-        def count(context: str) -> int:
-            n = self.text.count(prefix + context + completion)
-            if frame is not None and self.chat is not None:
-                n = max(n, self.chat.count(frame[0] + prefix + context + suffix + frame[1]))
-            return n
-
-        return count
+    def measure(self, prefix: str, suffix: str, answer_prefix: str) -> PromptForms:
+        """The prompt's forms around a context (completion text, and chat when the tokenizer has a template);
+        called with a context, the larger of their counts, so that one context fits both (the RULER preset)."""
+        return PromptForms(self.tok, self.text, self.chat, prefix, suffix, answer_prefix)
 
 
 @dataclass
@@ -204,31 +195,39 @@ def probe_tokens_per_unit(ctx: BuildContext, texts: list[str], sep: str) -> floa
 def largest_fitting(
     count: Callable[[int], int], guess: int, target: int, tokens_per_item: float, limit: int | None = None
 ) -> int:
-    """The largest item count `n` (at least 1) whose prompt counts at most `target` tokens, from a guess;
-    `count(n)` builds and counts the prompt (non-decreasing in `n`). Steps from the guess by the tokens
-    missing until the answer is bracketed, then bisects: a few full counts, where RULER's search needs many.
-    No more than `limit` items can be built: the answer is then at most `limit`."""
+    """The largest item count `n` (at least 1, at most `limit`) whose prompt counts at most `target` tokens,
+    from a guess; `count(n)` builds and counts the prompt (nearly linear in `n`). Steps by the tokens missing
+    until the answer is bracketed, then interpolates between the two sides: a few full counts, where RULER's
+    search needs many."""
     per = max(tokens_per_item, 0.5)
-    fits, too_long = 0, None  # largest n known to fit, smallest n known not to
-    if limit is not None:
-        too_long = limit + 1
-    n = max(1, guess if limit is None else min(guess, limit))
+    top = limit if limit is not None else 1 << 40
+    seen: dict[int, int] = {}
+    fits = 0  # largest n known to fit
+    too_long: int | None = None  # smallest n known not to
+    n = min(max(1, guess), top)
     for _ in range(64):
-        tokens = count(n)
-        if tokens <= target:
+        if n not in seen:
+            seen[n] = count(n)
+        if seen[n] <= target:
             fits = max(fits, n)
         else:
             too_long = n if too_long is None else min(too_long, n)
-        if too_long is not None and too_long == fits + 1:
+        if fits == top or (too_long is not None and too_long == fits + 1):
             return fits
         if too_long == 1:
             break
-        if fits and too_long is not None:
-            n = (fits + too_long) // 2
-        elif too_long is None:
-            n = n + max(1, int((target - tokens) / per))
+        if fits and too_long is not None:  # interpolate inside the bracket, never on its ends
+            lo, hi = seen[fits], seen[too_long]
+            step = int((target - lo) * (too_long - fits) / max(hi - lo, 1))
+            n = min(too_long - 1, max(fits + 1, fits + step))
         else:
-            n = max(1, n - max(1, int((tokens - target) / per)))
+            if len(seen) > 1:  # the slope of the last two counts, once there are two
+                a, b = sorted(seen, key=lambda k: abs(k - n))[:2]
+                per = max(0.5, (seen[a] - seen[b]) / (a - b)) if a != b else per
+            if too_long is None:
+                n = min(top, n + max(1, round((target - seen[n]) / per)))
+            else:
+                n = max(1, n - max(1, round((seen[n] - target) / per)))
     if not fits:
         raise AssemblyError(f"{target} tokens is too short for even one item")
     return fits

@@ -147,9 +147,8 @@ def _whole_units_line(
     )
     references = draft.check(fit.used) if draft.check else draft.references
     line = _line(spec, length, draft.depth, seed, index, draft, fit, references)
-    line["token_count"] = ctx.text.count(line["prompt"])
+    line["token_count"] = fit.form_counts[0]
     if ctx.chat is not None:
-        head, tail = chat_frame(ctx.tok, draft.answer_prefix)
-        line["chat_token_count"] = ctx.chat.count(head + line["messages"][0]["content"] + tail)
+        line["chat_token_count"] = fit.form_counts[1]
         line["chat_needle_depths"] = fit.insert_depths
     return line

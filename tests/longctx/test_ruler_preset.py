@@ -68,7 +68,12 @@ def context_of(line: dict, head: str, tail: str) -> str:
     return content.rsplit(head, 1)[1].rsplit(tail, 1)[0]  # the task after any in-context example
 
 
-def test_the_preset_builds_rulers_13_tasks_with_both_forms_within_the_length(suite) -> None:
+def test_the_preset_builds_rulers_13_tasks_with_both_forms_within_the_length(
+    suite, chat_tokenizer_dir
+) -> None:
+    from tokenization import load_tokenizer
+
+    tok = load_tokenizer(chat_tokenizer_dir)
     _, meta, lines = suite
     assert meta["preset"] == "ruler" and list(meta["tasks"]) == list(RULER_TASKS)
     assert meta["essays"] == "PaulGrahamEssays.json"
@@ -81,6 +86,7 @@ def test_the_preset_builds_rulers_13_tasks_with_both_forms_within_the_length(sui
             assert row["token_count"] > target - 400, task
             assert row["haystack"]["partial_tokens"] == 0
             assert row["prompt"] == row["messages"][0]["content"] + row["answer_prefix"]
+            assert len(tok.encode(row["prompt"])) == row["token_count"]  # what was built, counted
 
 
 def test_essay_needles_go_between_whole_sentences_at_drawn_grid_depths(suite, data) -> None:
