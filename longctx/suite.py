@@ -8,6 +8,7 @@ whatever the number of workers. Files are written to a temporary name and rename
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -223,6 +224,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
     """Build every sample and write the suite; returns what suite.json holds."""
     from tqdm import tqdm
 
+    from longctx.ruler_preset import placement
     from longctx.tasks import TASKS, format_length
 
     cfg.validate()
@@ -293,6 +295,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         "on_short_haystack": cfg.on_short_haystack,
         "chat": ctx_tok["chat_template"] and cfg.chat,
         "preset": cfg.preset,
+        "placement": dataclasses.asdict(placement(cfg.preset)),
         "essays": _source_name(cfg.essays),
         "cwe_words": _source_name(cfg.cwe_words),
         "files": files,
