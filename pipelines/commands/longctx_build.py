@@ -40,7 +40,10 @@ def build_command(
         str, typer.Option(help="Comma list: 4k,8k,...,1m (powers of two) or integers.")
     ] = "4k,8k,16k,32k,64k,128k,256k,512k,1m",
     depths: Annotated[
-        str, typer.Option(help="Needle depths in percent; sample i uses depth i mod the list.")
+        str,
+        typer.Option(
+            help="Needle depths in percent; sample i uses depth i mod the list (--preset ruler draws them)."
+        ),
     ] = "0,25,50,75,100",
     samples: Annotated[
         int | None, typer.Option(help="Samples per task and length (25; 500 with --preset ruler).")
