@@ -92,6 +92,7 @@ class Fit:
     used: np.ndarray
     insert_depths: list[float] = field(default_factory=list)
     full_encodes: int = 0
+    form_counts: tuple[int, ...] = ()  # whole-unit fits: the count of each prompt form (completion, chat)
 
 
 def needed_units(counts: np.ndarray, start: int, tokens: int) -> tuple[np.ndarray, float]:
@@ -165,7 +166,7 @@ class _Layout:
 
     def locate(self, x: int) -> tuple[int, int]:
         n = int(np.searchsorted(self.cum, x, side="right")) - 1
-        if n >= len(self.order):
+        if n >= len(self.order) and x > int(self.cum[-1]):
             raise AssemblyError(f"the haystack ran out at {int(self.cum[-1])} tokens ({x} needed)")
         return n, x - int(self.cum[n])
 
@@ -407,3 +408,140 @@ def _correct_tail(
     if x + miss > hi:
         raise AssemblyError(f"the haystack ran out at {hi + 1} tokens ({x + miss} needed)")
     raise AssemblyError(f"no cut of the haystack near {x} tokens gives exactly {target} tokens")
+
+
+class PromptForms:
+    """The forms a prompt is sent in around its context: the completion text (prefix, context, suffix, answer
+    prefix) and, with a chat counter, the rendered chat. Counts are per form; calling it gives the largest."""
+
+    def __init__(
+        self,
+        tok: Any,
+        text: TextCounter,
+        chat: TextCounter | None,
+        prefix: str,
+        suffix: str,
+        answer_prefix: str,
+    ) -> None:
+        self.forms: list[tuple[TextCounter, str, str]] = [(text, prefix, suffix + answer_prefix)]
+        if chat is not None:
+            head, tail = chat_frame(tok, answer_prefix)
+            self.forms.append((chat, head + prefix, suffix + tail))
+
+    def counts(self, context: str) -> tuple[int, ...]:
+        return tuple(counter.count(before + context + after) for counter, before, after in self.forms)
+
+    def tail_counts(self, tail: str) -> tuple[int, ...]:
+        """Counts of the end of a context with what follows it in each form."""
+        return tuple(counter.count(tail + after) for counter, _, after in self.forms)
+
+    def __call__(self, context: str) -> int:
+        return max(self.counts(context))
+
+
+def fit_whole_units(
+    tok: Any,
+    *,
+    measure: PromptForms,
+    units: TokenizedUnits,
+    order: np.ndarray,
+    inserts: Sequence[Insert] = (),
+    target: int,
+    max_rounds: int = 12,
+) -> Fit:
+    """The most whole units of `order` whose context fits `target` tokens in every form; no unit is cut.
+
+    This is RULER's way to reach a length (as many whole sentences, lines or documents as fit), used by the
+    RULER preset; `token_count` is the largest form's count and `form_counts` each form's. Each insert goes to
+    boundary `int(n * depth / 100)` of the `n` units used, as RULER places its needles by sentence or line
+    count. Whether one more unit fits is decided from the tail of the context alone (re-encoding a few units),
+    and every count that is kept comes from a full encode.
+    """
+    layout = _Layout(tok, units, order, "", "", inserts, reorderable=False)
+    cum = layout.cum
+    total_units = len(order)
+
+    def place(n: int) -> None:
+        layout.positions = [min(n, int(n * ins.depth / 100.0)) for ins in inserts]
+
+    def render(n: int) -> str:
+        place(n)
+        return layout.context(int(cum[n]))
+
+    counts: dict[int, tuple[int, ...]] = {}
+
+    def count(n: int) -> int:
+        if n not in counts:
+            counts[n] = measure.counts(render(n))
+        return max(counts[n])
+
+    def next_fits(n: int) -> bool:
+        """Whether n + 1 units fit: the full count of n, less its tail's, plus the tail's with one unit more."""
+        start = max(0, n - 4)
+        tails = []
+        for m in (n, n + 1):
+            place(m)
+            tails.append(measure.tail_counts("".join(layout.pieces(int(cum[m]), start))))
+        return max(c - a + b for c, a, b in zip(counts[n], tails[0], tails[1], strict=True)) <= target
+
+    fixed = count(0)
+    if fixed > target:
+        raise AssemblyError(f"{target} tokens is too short: the task text alone takes {fixed} tokens")
+    n = min(total_units, max(0, int(np.searchsorted(cum, target - fixed, side="right")) - 1))
+    mean_unit = max(1.0, float(cum[-1]) / max(total_units, 1))
+    for _ in range(max_rounds):
+        over = count(n) - target
+        if over > 0:
+            n = max(0, n - max(1, int(over / mean_unit)))
+            continue
+        if n == total_units or not next_fits(n):
+            break
+        n = min(total_units, n + max(1, int(-over / mean_unit) - 1))
+    else:
+        raise AssemblyError(f"no whole number of units near {n} fits in {target} tokens")
+    if n == total_units and total_units and cum[-1] + fixed < target * 0.9:
+        raise AssemblyError(f"the haystack ran out at {int(cum[-1])} tokens ({target - fixed} wanted)")
+    context = render(n)
+    return Fit(
+        text=context,
+        token_count=count(n),
+        context=context,
+        haystack_tokens=int(cum[n]),
+        whole_units=n,
+        partial_tokens=0,
+        used=np.arange(n, dtype=np.int64),
+        insert_depths=[round(100.0 * float(cum[p]) / max(int(cum[n]), 1), 2) for p in layout.positions],
+        full_encodes=len(counts),
+        form_counts=counts[n],
+    )
+
+
+_PLACEHOLDER = "\x00LONGCTX-CONTENT\x00"
+
+
+def chat_frame(tok: Any, answer_prefix: str) -> tuple[str, str]:
+    """The chat template's text before and after the user's content, ending with the answer prefix.
+
+    The conversation is the user's prompt and an assistant message holding the answer prefix, rendered the way
+    transformers renders `continue_final_message=True` (cut right after the final message), which is what a
+    server sends when it continues the prefix.
+    """
+    messages = [{"role": "user", "content": _PLACEHOLDER}, {"role": "assistant", "content": answer_prefix}]
+    rendered = tok.apply_chat_template(messages, add_generation_prompt=False)
+    rendered = continue_final(rendered, answer_prefix)
+    if rendered.count(_PLACEHOLDER) != 1:
+        raise AssemblyError("the chat template does not render the user's content verbatim")
+    head, tail = rendered.split(_PLACEHOLDER)
+    return head, tail
+
+
+def continue_final(rendered: str, final: str) -> str:
+    """Cut a rendered chat after its final message, as transformers does for continue_final_message."""
+    if not final.strip():
+        return rendered
+    if final.strip() not in rendered:
+        raise AssemblyError("the chat template does not render the assistant's answer prefix")
+    loc = rendered.rindex(final.strip())
+    if rendered[loc : loc + len(final.lstrip())] == final:
+        return rendered[: loc + len(final.lstrip())]
+    return rendered[: loc + len(final.strip())]

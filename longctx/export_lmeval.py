@@ -6,6 +6,12 @@ RULER's string_match_all / string_match_part. Each prompt goes out exactly as th
 completion-mode text (answer prefix included) is `doc_to_text`, with no target delimiter, no few-shot examples
 and greedy generation of the task's answer budget.
 
+Groups average the tasks as RULER does, each task counting once whatever its number of samples: one group
+per length (`longtrove_ruler_<length>`, RULER's average at that length) and `longtrove_ruler` over the
+per-length groups, so that `lm_eval` prints the RULER average itself. A length without all 13 tasks gets
+`longtrove_partial_<length>` instead (and the overall group `longtrove_partial`), so a partial average is never
+printed under RULER's name.
+
 lm-eval's API models left-truncate to `max_length` (2048 by default) when they tokenize requests; the folder's
 README gives the command line with `max_length` set from the suite and `tokenized_requests=False`, so that
 nothing is cut.
@@ -19,6 +25,7 @@ from typing import Any
 
 from longctx.atomic import write_atomic
 from longctx.suite import read_suite
+from longctx.tasks import RULER_TASKS
 
 TAG = "longtrove_longctx"
 
@@ -108,6 +115,43 @@ def _yaml(task: str, length_name: str, length: int, max_new_tokens: int, metric:
     return "\n".join(lines)
 
 
+def _group_yaml(name: str, members: list[str]) -> str:
+    """A group whose score is the unweighted mean of its members' scores (RULER's average of task columns)."""
+    lines = [f"group: {name}", "task:", *(f"  - {m}" for m in members)]
+    lines += [
+        "aggregate_metric_list:",
+        "  - metric: score",
+        "    aggregation: mean",
+        "    weight_by_size: false",
+        "metadata:",
+        "  version: 1.0",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_groups(out: Path, by_length: dict[str, list[str]]) -> list[str]:
+    """One group per length and one over them; named RULER's only where all 13 tasks are there."""
+    length_groups = []
+    for length_name, tasks in by_length.items():
+        complete = all(t in tasks for t in RULER_TASKS)
+        name = f"longtrove_{'ruler' if complete else 'partial'}_{length_name}"
+        members = [f"longtrove_{t}_{length_name}" for t in sorted(tasks, key=_task_order)]
+        write_atomic(out / f"{name}.yaml", _group_yaml(name, members).encode("utf-8"))
+        length_groups.append(name)
+    overall = (
+        "longtrove_ruler"
+        if all(g.startswith("longtrove_ruler_") for g in length_groups)
+        else "longtrove_partial"
+    )
+    write_atomic(out / f"{overall}.yaml", _group_yaml(overall, length_groups).encode("utf-8"))
+    return [*length_groups, overall]
+
+
+def _task_order(task: str) -> int:
+    return RULER_TASKS.index(task) if task in RULER_TASKS else len(RULER_TASKS)
+
+
 def _slim(line: str) -> bytes:
     """Only what lm-eval needs from a sample (the prompt is by far the largest part and is kept verbatim)."""
     s = json.loads(line)
@@ -124,6 +168,7 @@ def export_lm_eval(suite: str | Path, out: str | Path) -> dict[str, Any]:
     meta = read_suite(suite)
     tasks_meta = meta["tasks"]
     written: list[str] = []
+    by_length: dict[str, list[str]] = {}
     max_length = 0
     for f in meta["files"]:
         task, length = f["task"], int(f["length"])
@@ -139,10 +184,15 @@ def export_lm_eval(suite: str | Path, out: str | Path) -> dict[str, Any]:
         yaml = _yaml(task, length_name, length, int(tm["max_new_tokens"]), tm["metric"], data_file)
         write_atomic(out / f"longtrove_{task}_{length_name}.yaml", yaml.encode("utf-8"))
         written.append(f"longtrove_{task}_{length_name}")
+        by_length.setdefault(length_name, []).append(task)
         max_length = max(max_length, length)
+    for stale in out.glob("longtrove_*.yaml"):  # groups or tasks of an earlier export into the same folder
+        if stale.stem not in written:
+            stale.unlink()
+    groups = _write_groups(out, by_length)
     write_atomic(out / "utils.py", UTILS_PY.encode("utf-8"))
     command = (
-        f"lm_eval --model local-completions --include_path {out} --tasks {TAG} "
+        f"lm_eval --model local-completions --include_path {out} --tasks {groups[-1]} "
         f"--model_args base_url=http://HOST:PORT/v1/completions,model=MODEL,max_length={max_length},"
         "tokenized_requests=False,tokenizer_backend=None"
     )
@@ -153,10 +203,13 @@ def export_lm_eval(suite: str | Path, out: str | Path) -> dict[str, Any]:
         "suite records for that tokenizer; the answer budget is each task's `max_gen_toks`.\n\n"
         f"Run (max_length {max_length} covers the longest prompt and its answer, so lm-eval truncates nothing):\n\n"
         f"```bash\n{command}\n```\n\n"
+        f"Groups (the unweighted mean of their tasks, as RULER averages): "
+        + ", ".join(f"`{g}`" for g in groups)
+        + ". A `longtrove_partial_*` group lacks some of RULER's 13 tasks, so its mean is not RULER's average.\n\n"
         f"Tasks: `{TAG}` (all), `longtrove_<task>` (one task, all lengths), or one of:\n\n"
         + "".join(f"- `{t}`\n" for t in written)
     )
     write_atomic(out / "README.md", readme.encode("utf-8"))
-    summary = {"tasks": written, "max_length": max_length, "command": command}
+    summary = {"tasks": written, "groups": groups, "max_length": max_length, "command": command}
     write_atomic(out / "longtrove_export.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary

@@ -82,7 +82,7 @@ def _documents_units(docs: Iterable[str]) -> list[str]:
     return units
 
 
-def _digest(units: list[str]) -> str:
+def digest_units(units: list[str]) -> str:
     h = hashlib.sha256()
     for u in units:
         h.update(u.encode("utf-8"))
@@ -116,7 +116,7 @@ def essay_haystack() -> Haystack:
             "python": ".".join(map(str, sys.version_info[:3])),
             "documents": len(topics),
             "units": len(units),
-            "sha256": _digest(units),
+            "sha256": digest_units(units),
         },
     )
 
@@ -181,9 +181,10 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
                 yield value
 
 
-def _parse_hf(spec: str) -> tuple[str, str | None, str]:
+def parse_hf_spec(spec: str, default_split: str = "train") -> tuple[str, str | None, str]:
+    """`hf:NAME[:CONFIG][@SPLIT]` -> (name, config or None, split)."""
     rest = spec[3:]
-    split = "train"
+    split = default_split
     if "@" in rest:
         rest, split = rest.rsplit("@", 1)
     name, _, config = rest.partition(":")
@@ -193,7 +194,7 @@ def _parse_hf(spec: str) -> tuple[str, str | None, str]:
 def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
     import datasets
 
-    name, config, split = _parse_hf(spec)
+    name, config, split = parse_hf_spec(spec)
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # datasets raises many kinds; the user needs the name and the cause
@@ -264,7 +265,7 @@ def load_haystack(spec: str, *, text_field: str = "text", max_chars: int | None 
             "kind": kind,
             "documents": documents,
             "units": len(units),
-            "sha256": _digest(units),
+            "sha256": digest_units(units),
         },
     )
 

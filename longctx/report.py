@@ -2,7 +2,8 @@
 
 Scores are recomputed from each result's output and references (never trusted from the results file), grouped
 per task and length (and depth for the heatmaps), averaged over tasks per length, and summarised by RULER's
-effective length. Every file is written to a temporary name and renamed, and the same results give the same bytes.
+effective length. A sample without an answer scores 0 and is counted; the average is called RULER's only where
+all 13 tasks were scored, and is labelled partial, naming the missing tasks, elsewhere. Every file is written to a temporary name and renamed, and the same results give the same bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from longctx.atomic import write_atomic
 from longctx.client import RESULTS_FILE, RUN_FILE, read_results
 from longctx.scoring import aggregate, effective_length, metric_name, score_sample
+from longctx.tasks import RULER_TASKS
 
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "report.md"
@@ -35,37 +37,55 @@ def _depth_label(depth: float) -> str:
     return f"{depth:g}"
 
 
-def summarize(
-    results: dict[str, dict[str, Any]], *, model: str, threshold: float = DEFAULT_THRESHOLD
-) -> dict:
-    """The summary of one run. Samples that never got an answer (status `error`) are left out and counted;
-    prompts the server refused as too long score 0, since the model cannot take that length."""
+def _scored_rows(results: dict[str, dict[str, Any]]) -> tuple[list[dict], Counter, dict, dict]:
+    """Every result as a score: an answer is scored as RULER scores it; a sample without one (refused as too
+    long, failed, or any other status) scores 0 and is counted, as RULER scores every line of its files."""
     scored = []
     status: Counter[str] = Counter()
     samples: dict[str, Counter[int]] = {}
     metrics: dict[str, str] = {}
     for row in results.values():
-        status[row.get("status", "error")] += 1
-        if row.get("status") == "ok":
+        state = row.get("status", "error")
+        status[state] += 1
+        score = 0.0
+        if state == "ok":
             score = score_sample(
                 row["task"], row.get("output") or "", row["references"], metric=row.get("metric")
             )
-        elif row.get("status") == "too_long":
-            score = 0.0
-        else:
-            continue
         scored.append(
             {"task": row["task"], "length": int(row["length"]), "depth": row.get("depth"), "score": score}
         )
         samples.setdefault(row["task"], Counter())[int(row["length"])] += 1
         metrics[row["task"]] = row.get("metric") or metric_name(row["task"])
+    return scored, status, samples, metrics
+
+
+def missing_ruler_tasks(tasks: dict[str, dict[int, float]]) -> dict[int, list[str]]:
+    """Per length, RULER's tasks that have no score there (empty lists where all 13 are present)."""
+    lengths = sorted({n for row in tasks.values() for n in row})
+    return {n: [t for t in RULER_TASKS if n not in tasks.get(t, {})] for n in lengths}
+
+
+def summarize(
+    results: dict[str, dict[str, Any]], *, model: str, threshold: float = DEFAULT_THRESHOLD
+) -> dict:
+    """The summary of one run: scores per task and length, the average per length, and the effective length.
+
+    The average is RULER's only where all 13 tasks were scored at that length; elsewhere `partial` names the
+    tasks that are missing, and the effective length is marked partial too."""
+    scored, status, samples, metrics = _scored_rows(results)
     tasks, depths, average = aggregate(scored)
+    missing = missing_ruler_tasks(tasks)
+    partial = {str(n): m for n, m in missing.items() if m}
     return {
         "model": model,
         "threshold": threshold,
         "effective_length": effective_length(average, threshold),
+        "effective_length_partial": bool(partial),
         "tasks": {t: {str(n): s for n, s in lengths.items()} for t, lengths in tasks.items()},
         "average": {str(n): s for n, s in average.items()},
+        "ruler_average": {str(n): s for n, s in average.items() if not missing[n]},
+        "partial": partial,
         "depths": {
             t: {str(n): {_depth_label(d): s for d, s in ds.items()} for n, ds in lengths.items()}
             for t, lengths in depths.items()
@@ -78,28 +98,41 @@ def summarize(
     }
 
 
+def _average_label(summary: dict) -> str:
+    if not summary["partial"]:
+        return "**RULER average**"
+    missing = sorted({t for ts in summary["partial"].values() for t in ts}, key=RULER_TASKS.index)
+    return f"**average (partial: missing {', '.join(missing)})**"
+
+
 def markdown_table(summary: dict) -> str:
     """RULER's table: one row per task, one column per length, the average row and the effective length."""
     lengths = sorted({int(n) for row in summary["tasks"].values() for n in row})
-    head = "| task | " + " | ".join(length_label(n) for n in lengths) + " |"
-    rule = "|---|" + "---:|" * len(lengths)
-    lines = [f"# {summary['model']}", "", head, rule]
+    lines = [f"# {summary['model']}", ""]
+    if not lengths:
+        return "\n".join([*lines, "No samples were scored.", ""])
+    lines += [
+        "| task | " + " | ".join(length_label(n) for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
     for task, row in summary["tasks"].items():
-        cells = [f"{row[str(n)]:.2f}" if str(n) in row else "" for n in lengths]
+        cells = [f"{row[str(n)]:.2f}" if str(n) in row else "–" for n in lengths]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    avg = [f"{summary['average'][str(n)]:.2f}" if str(n) in summary["average"] else "" for n in lengths]
-    lines.append("| **average** | " + " | ".join(f"**{c}**" for c in avg) + " |")
+    avg = [f"**{summary['average'][str(n)]:.2f}**" for n in lengths]
+    lines.append(f"| {_average_label(summary)} | " + " | ".join(avg) + " |")
     eff = summary["effective_length"]
+    kind = "partial average" if summary["partial"] else "RULER average"
     lines += [
         "",
-        f"Effective length (average above {summary['threshold']:g}): "
+        f"Effective length ({kind} above {summary['threshold']:g}, RULER's threshold is {DEFAULT_THRESHOLD:g}): "
         f"{length_label(eff) if eff is not None else 'none of the tested lengths'}",
     ]
-    status = summary["status"]
-    if status.get("too_long") or status.get("error"):
+    for n, missing in summary["partial"].items():
+        lines.append(f"Partial at {length_label(int(n))}: missing {', '.join(missing)}")
+    failed = {k: v for k, v in summary["status"].items() if k != "ok"}
+    if failed:
         lines.append(
-            f"Refused as too long (scored 0): {status.get('too_long', 0)}; "
-            f"without an answer (left out): {status.get('error', 0)}"
+            "Scored 0 and counted (no answer): " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
         )
     return "\n".join(lines) + "\n"
 

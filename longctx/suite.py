@@ -8,6 +8,7 @@ whatever the number of workers. Files are written to a temporary name and rename
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,6 +45,9 @@ class SuiteConfig:
     on_short_haystack: str = "repeat"
     chat: bool = True
     workers: int = 1
+    preset: str | None = None
+    essays: str | None = None
+    cwe_words: str | None = None
 
     def validate(self) -> None:
         from longctx.tasks import TASKS
@@ -51,6 +55,15 @@ class SuiteConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        if self.preset is not None:
+            from longctx.qa_data import load_qa
+            from longctx.ruler_preset import check_qa_format, check_ruler_data, placement
+
+            placement(self.preset)
+            check_ruler_data(self.tasks, essays=self.essays, qa_data=self.qa_data, haystack=self.haystack)
+            for task, path in self.qa_data.items():
+                if task in self.tasks:  # read here, before any worker starts, so a wrong file is one error
+                    check_qa_format(task, load_qa(path).kind, path)
         missing = [t for t in self.tasks if TASKS[t].kind == "qa" and t not in self.qa_data]
         if missing:
             raise ValueError(f"{', '.join(missing)} need QA data: pass --qa-data FILE.jsonl")
@@ -58,10 +71,22 @@ class SuiteConfig:
             raise ValueError("samples must be at least 1")
         if not self.lengths:
             raise ValueError("give at least one length")
+        for length in self.lengths:
+            short = [t for t in self.tasks if length <= TASKS[t].max_new_tokens]
+            if short:
+                budget = max(TASKS[t].max_new_tokens for t in short)
+                raise ValueError(
+                    f"length {length} is not above the answer budget of {', '.join(short)} ({budget} tokens); "
+                    "use lengths like 4k,8k,...,1m"
+                )
         if not self.depths or any(not 0 <= d <= 100 for d in self.depths):
             raise ValueError("depths are percentages from 0 to 100")
         if self.on_short_haystack not in ("repeat", "fail"):
             raise ValueError("on_short_haystack must be 'repeat' or 'fail'")
+        if self.essays and not self.essays.startswith("hf:") and not Path(self.essays).exists():
+            raise ValueError(f"{self.essays}: no such essay source (--essays)")
+        if self.cwe_words and not Path(self.cwe_words).is_file():
+            raise ValueError(f"{self.cwe_words}: no such word list (--cwe-words)")
 
 
 def resolve_tasks(spec: str, *, qa: Collection[str] | bool = ()) -> list[str]:
@@ -103,12 +128,14 @@ _WORKER: dict[str, Any] = {}
 
 
 def _context(cfg: SuiteConfig) -> Any:
-    from longctx.tasks import BuildContext, load_qa
+    from longctx.drafts import BuildContext
+    from longctx.qa_data import load_qa
+    from longctx.ruler_preset import placement
     from tokenization import load_tokenizer
 
     # One thread per process: samples are already spread over processes.
     tok = load_tokenizer(cfg.tokenizer, num_threads=1)
-    qa = {task: load_qa(path) for task, path in cfg.qa_data.items()}
+    qa = {task: load_qa(path) for task, path in cfg.qa_data.items() if task in cfg.tasks}
     max_chars = None
     if cfg.haystack not in (None, "noise", "essay"):
         max_chars = max(cfg.lengths) * 12  # far more text than the longest prompt needs
@@ -119,6 +146,10 @@ def _context(cfg: SuiteConfig) -> Any:
         text_field=cfg.text_field,
         on_short_haystack=cfg.on_short_haystack,
         max_haystack_chars=max_chars,
+        essays=cfg.essays,
+        cwe_words=cfg.cwe_words,
+        placement=placement(cfg.preset),
+        seed=cfg.seed,
     )
     if not cfg.chat:
         ctx.chat = None
@@ -159,7 +190,8 @@ def encode_line(line: dict[str, Any]) -> tuple[bytes, Span | None, Span | None]:
 
 
 def _build(job: Job) -> tuple[bytes, Span | None, Span | None]:
-    from longctx.tasks import TASKS, build_sample
+    from longctx.sample import build_sample
+    from longctx.tasks import TASKS
 
     ctx = _WORKER["ctx"]
     try:
@@ -192,6 +224,7 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
     """Build every sample and write the suite; returns what suite.json holds."""
     from tqdm import tqdm
 
+    from longctx.ruler_preset import placement
     from longctx.tasks import TASKS, format_length
 
     cfg.validate()
@@ -258,14 +291,22 @@ def build_suite(cfg: SuiteConfig, out: str | Path, *, progress: bool = True) -> 
         "samples": cfg.samples,
         "seed": cfg.seed,
         "haystack": cfg.haystack or "default",
-        "qa_data": {t: Path(p).name for t, p in sorted(cfg.qa_data.items())},
+        "qa_data": {t: _source_name(p) for t, p in sorted(cfg.qa_data.items())},
         "on_short_haystack": cfg.on_short_haystack,
         "chat": ctx_tok["chat_template"] and cfg.chat,
+        "preset": cfg.preset,
+        "placement": dataclasses.asdict(placement(cfg.preset)),
+        "essays": _source_name(cfg.essays),
+        "cwe_words": _source_name(cfg.cwe_words),
         "files": files,
     }
     write_offsets(out, offsets)
     write_atomic(out / "suite.json", (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return meta
+
+
+def _source_name(spec: str | None) -> str | None:
+    return spec if spec is None or spec.startswith("hf:") else Path(spec).name
 
 
 def _line_rows(lines: Sequence[tuple[bytes, Span | None, Span | None]]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ def _qa_paths(values: list[str] | None) -> dict[str, str]:
             out.setdefault("qa_1", value)
             out.setdefault("qa_2", value)
     for task, path in out.items():
-        if not Path(path).is_file():
+        if not path.startswith("hf:") and not Path(path).is_file():
             raise typer.BadParameter(f"{path}: no such QA data file (for {task})", param_hint="--qa-data")
     return out
 
@@ -40,9 +40,34 @@ def build_command(
         str, typer.Option(help="Comma list: 4k,8k,...,1m (powers of two) or integers.")
     ] = "4k,8k,16k,32k,64k,128k,256k,512k,1m",
     depths: Annotated[
-        str, typer.Option(help="Needle depths in percent; sample i uses depth i mod the list.")
+        str,
+        typer.Option(
+            help="Needle depths in percent; sample i uses depth i mod the list (--preset ruler draws them)."
+        ),
     ] = "0,25,50,75,100",
-    samples: Annotated[int, typer.Option(help="Samples per task and length.")] = 25,
+    samples: Annotated[
+        int | None, typer.Option(help="Samples per task and length (25; 500 with --preset ruler).")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="ruler: RULER's benchmark (its 13 tasks, placement, whole units, 500 samples and data: "
+            "needs --essays and --qa-data qa_1=SQuAD-v2-dev.json --qa-data qa_2=hotpot-dev-distractor.json)."
+        ),
+    ] = None,
+    essays: Annotated[
+        str | None,
+        typer.Option(
+            help="Paul Graham's essays for the essay tasks: RULER's PaulGrahamEssays.json, a folder of .txt, "
+            "file.parquet, file.jsonl or hf:NAME."
+        ),
+    ] = None,
+    cwe_words: Annotated[
+        str | None,
+        typer.Option(
+            help="English word list for cwe where wonderwords is too small (RULER's english_words.json or .txt)."
+        ),
+    ] = None,
     haystack: Annotated[
         str,
         typer.Option(
@@ -53,7 +78,8 @@ def build_command(
     qa_data: Annotated[
         list[str] | None,
         typer.Option(
-            help="JSONL of {context, question, answers} for qa_1 and qa_2 (or qa_2=FILE for one task)."
+            help="qa_1=SQuAD v2 dev JSON, qa_2=HotpotQA dev distractor JSON, hf:NAME[:CONFIG]\\[@SPLIT], or a "
+            "JSONL of {context, question, answers} (FILE alone: both tasks)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Suite seed; every sample's seed derives from it.")] = 42,
@@ -75,17 +101,19 @@ def build_command(
     """Build RULER's tasks at exact token lengths: one JSONL per task and length, and suite.json."""
     import time
 
+    from longctx.ruler_preset import PRESET_SAMPLES
     from longctx.suite import SuiteConfig, build_suite, resolve_tasks
     from longctx.tasks import parse_length
+    from tokenization.errors import TokenizerError
 
     qa = _qa_paths(qa_data)
     try:
         cfg = SuiteConfig(
             tokenizer=tokenizer,
-            tasks=resolve_tasks(tasks, qa=qa.keys()),
+            tasks=resolve_tasks(tasks, qa=True if preset else qa.keys()),
             lengths=[parse_length(x) for x in _split(lengths)],
             depths=[float(x) for x in _split(depths)],
-            samples=samples,
+            samples=samples if samples is not None else (PRESET_SAMPLES if preset else 25),
             seed=seed,
             haystack=None if haystack == "default" else haystack,
             qa_data=qa,
@@ -93,12 +121,25 @@ def build_command(
             on_short_haystack=on_short_haystack,
             chat=chat,
             workers=workers,
+            preset=preset,
+            essays=essays,
+            cwe_words=cwe_words,
         )
         cfg.validate()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    left_out = [t for t in ("qa_1", "qa_2") if tasks.strip() == "all" and t not in cfg.tasks]
+    if left_out:
+        typer.echo(
+            f"note: {', '.join(left_out)} left out (no --qa-data); a report of this suite labels its average partial",
+            err=True,
+        )
     start = time.perf_counter()
-    meta = build_suite(cfg, out, progress=progress)
+    try:
+        meta = build_suite(cfg, out, progress=progress)
+    except (ValueError, TokenizerError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     seconds = time.perf_counter() - start
     n = sum(f["samples"] for f in meta["files"])
     typer.echo(

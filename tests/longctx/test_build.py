@@ -187,3 +187,18 @@ def test_unreadable_suite_json_is_named(tmp_path: Path) -> None:
     (tmp_path / "suite.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="suite.json: not a longtrove.longctx-suite"):
         read_suite(tmp_path)
+
+
+def test_a_length_below_the_answer_budget_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "longctx", "build", "--tokenizer", CL100K_OFFLINE, "--tasks", "niah_single_1,vt", "--lengths", "4k,64",
+            "--samples", "1", "--out", str(tmp_path / "x"), "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    message = [line for line in result.output.splitlines() if "64" in line]
+    assert message and "niah_single_1" in result.output and "128" in result.output
+    assert not (tmp_path / "x" / "suite.json").exists()

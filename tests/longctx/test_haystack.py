@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longctx.assemble import AssemblyError
+from longctx.drafts import BuildContext
 from longctx.haystack import (
     MAX_UNIT_CHARS,
     NOISE_SENTENCE,
@@ -19,7 +20,8 @@ from longctx.haystack import (
     split_units,
     tokenize_units,
 )
-from longctx.tasks import TASKS, BuildContext, build_sample
+from longctx.sample import build_sample
+from longctx.tasks import TASKS
 from tests.conftest import CL100K_OFFLINE
 from tokenization import load_tokenizer
 

@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 
 from longctx.assemble import AssemblyError
-from longctx.tasks import (
-    NEEDLE,
-    QA_TASKS,
-    TASKS,
-    BuildContext,
-    build_sample,
-    format_length,
-    load_qa,
-    parse_length,
-)
+from longctx.drafts import BuildContext
+from longctx.qa_data import load_qa
+from longctx.sample import build_sample
+from longctx.tasks import NEEDLE, QA_TASKS, TASKS, format_length, parse_length
 from tests.conftest import CL100K_OFFLINE
 from tokenization import load_tokenizer
 
