@@ -161,7 +161,28 @@ class InputError(ValueError):
     """An input that cannot be read as text documents; the message names it."""
 
 
-def _check_first_record(path: str, text_key: str) -> None:
+def check_text_field(
+    path: str, text_key: str, *, parquet: bool, hint: str = "name the text field with --text-key"
+) -> list[str] | None:
+    """Fail before any worker starts when an input cannot hold the text field: a parquet file without the
+    column, or a jsonl file whose first record lacks the field. Returns a parquet file's column names."""
+    if not parquet:
+        _check_first_record(path, text_key, hint)
+        return None
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            names = pq.read_schema(f).names
+    except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
+        raise InputError(f"{path}: not a readable parquet file ({e})") from None
+    if text_key not in names:
+        raise InputError(f"{path}: no column {text_key!r} (columns: {names[:12]}); {hint}")
+    return names
+
+
+def _check_first_record(path: str, text_key: str, hint: str = "name the text field with --text-key") -> None:
     """Fail before any worker starts when a jsonl file's first record lacks the text field."""
     import fsspec
     import orjson
@@ -175,8 +196,7 @@ def _check_first_record(path: str, text_key: str) -> None:
                     return  # the reader reports bad lines (or counts them with skip_bad_records)
                 if isinstance(record, dict) and text_key not in record:
                     raise InputError(
-                        f"{path} line {number + 1}: no field {text_key!r} (fields: {sorted(record)[:12]}); "
-                        "name the text field with --text-key"
+                        f"{path} line {number + 1}: no field {text_key!r} (fields: {sorted(record)[:12]}); {hint}"
                     )
                 return
 
@@ -218,7 +238,6 @@ def input_readers(
     """Readers for parquet/jsonl files and folders of them (local paths or fsspec URLs such as s3://) and
     Hugging Face datasets (`hf:NAME`, or a hub id that is not a path); also the number of inputs that ranks
     can share out."""
-    import pyarrow.parquet as pq
     from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
     adapter = TextAdapter(text_key, id_key, counter_key)
@@ -250,17 +269,9 @@ def input_readers(
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         for p in paths:
             url = p if local else fs.unstrip_protocol(p)
-            if p.endswith(".parquet"):
-                try:
-                    with fs.open(p, "rb") as f:
-                        names = pq.read_schema(f).names
-                except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
-                    raise InputError(f"{url}: not a readable parquet file ({e})") from None
-                if text_key not in names:
-                    raise InputError(f"{url}: no column {text_key!r} (columns: {names[:12]}); use --text-key")
+            names = check_text_field(url, text_key, parquet=p.endswith(".parquet"))
+            if names is not None:
                 columns_only = columns_only and id_key in names
-            else:
-                _check_first_record(url, text_key)
         root = os.path.commonpath([p.rsplit("/", 1)[0] if "/" in p else "" for p in paths])
         root_url = (root or "/") if local else fs.unstrip_protocol(root)
         files += [(root_url, p[len(root) :].lstrip("/")) for p in paths]
