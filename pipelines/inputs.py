@@ -162,12 +162,18 @@ class InputError(ValueError):
 
 
 def check_text_field(
-    path: str, text_key: str, *, parquet: bool, hint: str = "name the text field with --text-key"
+    path: str,
+    text_key: str,
+    *,
+    parquet: bool,
+    hint: str = "name the text field with --text-key",
+    records: int = 1,
 ) -> list[str] | None:
     """Fail before any worker starts when an input cannot hold the text field: a parquet file without the
-    column, or a jsonl file whose first record lacks the field. Returns a parquet file's column names."""
+    column, or a jsonl file none of whose first `records` records has the field. Returns a parquet file's
+    column names."""
     if not parquet:
-        _check_first_record(path, text_key, hint)
+        _check_first_record(path, text_key, hint, records)
         return None
     import fsspec
     import pyarrow.parquet as pq
@@ -182,23 +188,35 @@ def check_text_field(
     return names
 
 
-def _check_first_record(path: str, text_key: str, hint: str = "name the text field with --text-key") -> None:
-    """Fail before any worker starts when a jsonl file's first record lacks the text field."""
+def _check_first_record(
+    path: str, text_key: str, hint: str = "name the text field with --text-key", records: int = 1
+) -> None:
+    """Fail before any worker starts when none of a jsonl file's first `records` JSON objects (pack: the first
+    one) has the text field; lines that are not JSON objects are left to the reader."""
     import fsspec
     import orjson
 
+    first: tuple[int, dict] | None = None
+    seen = 0
     with fsspec.open(path, "rb", compression="infer") as f:
         for number, line in enumerate(f):
-            if line.strip():
-                try:
-                    record = orjson.loads(line)
-                except ValueError:
-                    return  # the reader reports bad lines (or counts them with skip_bad_records)
-                if isinstance(record, dict) and text_key not in record:
-                    raise InputError(
-                        f"{path} line {number + 1}: no field {text_key!r} (fields: {sorted(record)[:12]}); {hint}"
-                    )
-                return
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except ValueError:
+                record = None  # the reader reports bad lines (or counts them with skip_bad_records)
+            if isinstance(record, dict):
+                if text_key in record:
+                    return
+                first = first or (number + 1, record)
+                seen += 1
+            if seen >= records or number >= 10 * records:
+                break
+    if first is not None:
+        raise InputError(
+            f"{path} line {first[0]}: no field {text_key!r} (fields: {sorted(first[1])[:12]}); {hint}"
+        )
 
 
 def _list_files(spec: str) -> tuple[Any, list[str]] | None:

@@ -316,6 +316,8 @@ def _check_text_key(recipe: Recipe, source: str) -> None:
                     recipe.input.text_key,
                     parquet=recipe.input.format == "parquet",
                     hint="set input.text_key to the field that holds the text",
+                    # a few bad records are skipped and counted; a wrong key misses in all of them
+                    records=1 if recipe.input.on_bad_record == "fail" else 20,
                 )
             except InputError as e:
                 raise RecipeError(f"invalid recipe {source}: input.text_key: {e}") from None

@@ -63,6 +63,9 @@ def test_a_curation_that_keeps_nothing_fails_and_one_that_keeps_documents_counts
     assert "gopher_short_doc" in result.stdout  # the table says why
     assert "error: no document was curated" in result.stderr and "curated documents:" not in result.stdout
 
-    kept = _curate(tmp_path, simple_recipe([source], tmp_path / "all"), dask_client, "all.yaml")
+    # one record without the text field first: with on_bad_record skip it is counted, not taken for a wrong key
+    mixed = write_jsonl(tmp_path / "in2" / "docs.jsonl", [{"id": "x", "body": "elsewhere"}, *prose_docs[:12]])
+    kept = _curate(tmp_path, simple_recipe([mixed], tmp_path / "all"), dask_client, "all.yaml")
     assert kept.exit_code == 0, kept.output
     assert f"curated documents: {tmp_path / 'all' / 'curated'} (12 documents)" in kept.stdout
+    assert "missing_text: 1" in kept.stdout
