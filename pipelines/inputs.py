@@ -161,6 +161,10 @@ class InputError(ValueError):
     """An input that cannot be read as text documents; the message names it."""
 
 
+class UnreadableInputError(InputError):
+    """An input file that cannot be read at all (e.g. a truncated parquet file)."""
+
+
 def check_text_field(
     path: str,
     text_key: str,
@@ -182,7 +186,7 @@ def check_text_field(
         with fsspec.open(path, "rb") as f:
             names = pq.read_schema(f).names
     except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
-        raise InputError(f"{path}: not a readable parquet file ({e})") from None
+        raise UnreadableInputError(f"{path}: not a readable parquet file ({e})") from None
     if text_key not in names:
         raise InputError(f"{path}: no column {text_key!r} (columns: {names[:12]}); {hint}")
     return names
@@ -198,21 +202,24 @@ def _check_first_record(
 
     first: tuple[int, dict] | None = None
     seen = 0
-    with fsspec.open(path, "rb", compression="infer") as f:
-        for number, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except ValueError:
-                record = None  # the reader reports bad lines (or counts them with skip_bad_records)
-            if isinstance(record, dict):
-                if text_key in record:
-                    return
-                first = first or (number + 1, record)
-                seen += 1
-            if seen >= records or number >= 10 * records:
-                break
+    try:
+        with fsspec.open(path, "rb", compression="infer") as f:
+            for number, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except ValueError:
+                    record = None  # the reader reports bad lines (or counts them with skip_bad_records)
+                if isinstance(record, dict):
+                    if text_key in record:
+                        return
+                    first = first or (number + 1, record)
+                    seen += 1
+                if seen >= records or number >= 10 * records:
+                    break
+    except Exception as e:  # noqa: BLE001 - a broken compressed stream, whatever the codec raises
+        raise UnreadableInputError(f"{path}: not readable ({type(e).__name__}: {e})") from None
     if first is not None:
         raise InputError(
             f"{path} line {first[0]}: no field {text_key!r} (fields: {sorted(first[1])[:12]}); {hint}"

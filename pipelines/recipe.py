@@ -298,7 +298,7 @@ def _check_text_key(recipe: Recipe, source: str) -> None:
     from datatrove.io import get_datafolder
     from fsspec.core import url_to_fs
 
-    from pipelines.inputs import InputError, check_text_field
+    from pipelines.inputs import InputError, UnreadableInputError, check_text_field
 
     if recipe.input.format not in ("jsonl", "parquet"):
         return
@@ -319,5 +319,7 @@ def _check_text_key(recipe: Recipe, source: str) -> None:
                     # a few bad records are skipped and counted; a wrong key misses in all of them
                     records=1 if recipe.input.on_bad_record == "fail" else 20,
                 )
+            except UnreadableInputError:
+                continue  # the reader skips and counts it, or stops naming it, as input.on_bad_record says
             except InputError as e:
                 raise RecipeError(f"invalid recipe {source}: input.text_key: {e}") from None
