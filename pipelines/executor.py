@@ -467,35 +467,42 @@ def dask_client(
         return
     options = {"dashboard_address": ":0", "processes": True, "threads_per_worker": 1}
     options.update(cluster_kwargs or {})
-    # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL from them every 10 ms
-    with (
-        dask.config.set({"distributed.worker.profile.enabled": False}),
-        _workers_ignore_ctrl_c(),
-    ):
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, **options)
-    with cluster, Client(cluster) as new_client:
-        try:
-            yield new_client
-        except KeyboardInterrupt:
-            # the cluster closes under running ranks: its warnings about killed workers are expected noise
-            logging.getLogger("distributed").setLevel(logging.CRITICAL)
-            raise
+    # Ctrl-C is held while the cluster starts: its worker processes (and its event loop thread, which starts them
+    # again after a crash) inherit SIGINT blocked, so Ctrl-C reaches this process alone, which closes the cluster,
+    # instead of every worker printing its own traceback; a Ctrl-C pressed meanwhile arrives once it is up
+    held = _hold_ctrl_c()
+    try:
+        # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL every 10 ms
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, **options)
+        with cluster, Client(cluster) as new_client:
+            held = _release_ctrl_c(held)
+            try:
+                yield new_client
+            except KeyboardInterrupt:
+                # the cluster closes under running ranks: its warnings about killed workers are expected noise
+                logging.getLogger("distributed").setLevel(logging.CRITICAL)
+                raise
+    finally:
+        _release_ctrl_c(held)
 
 
-@contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Worker processes started in here inherit an ignored SIGINT: Ctrl-C reaches this process alone, which
-    closes the cluster, instead of every worker printing its own traceback."""
+def _hold_ctrl_c() -> bool:
+    """Block SIGINT in this (main) thread; threads and processes started meanwhile inherit the block."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return False
+    return signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _release_ctrl_c(held: bool) -> bool:
+    """Unblock SIGINT if `_hold_ctrl_c` blocked it (a pending Ctrl-C is raised here); returns False."""
+    import signal
+
+    if held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    return False
 
 
 def run_stages(
