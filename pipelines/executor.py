@@ -467,42 +467,99 @@ def dask_client(
         return
     options = {"dashboard_address": ":0", "processes": True, "threads_per_worker": 1}
     options.update(cluster_kwargs or {})
-    # Ctrl-C is held while the cluster starts: its worker processes (and its event loop thread, which starts them
-    # again after a crash) inherit SIGINT blocked, so Ctrl-C reaches this process alone, which closes the cluster,
-    # instead of every worker printing its own traceback; a Ctrl-C pressed meanwhile arrives once it is up
-    held = _hold_ctrl_c()
-    try:
-        # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL every 10 ms
-        with dask.config.set({"distributed.worker.profile.enabled": False}):
-            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, **options)
-        with cluster, Client(cluster) as new_client:
-            held = _release_ctrl_c(held)
-            try:
-                yield new_client
-            except KeyboardInterrupt:
-                # the cluster closes under running ranks: its warnings about killed workers are expected noise
-                logging.getLogger("distributed").setLevel(logging.CRITICAL)
-                raise
-    finally:
-        _release_ctrl_c(held)
+    # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL from them every 10 ms
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
+        _workers_ignore_ctrl_c(),
+        _DeferredCtrlC() as deferred,  # a cluster interrupted half way up does not close cleanly
+        LocalCluster(n_workers=workers or os.cpu_count() or 1, **options) as cluster,
+        Client(cluster) as new_client,
+    ):
+        try:
+            deferred.release()
+            yield new_client
+        except KeyboardInterrupt:
+            # the cluster closes under running ranks: its warnings about killed workers are expected noise
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
 
 
-def _hold_ctrl_c() -> bool:
-    """Block SIGINT in this (main) thread; threads and processes started meanwhile inherit the block."""
+class _DeferredCtrlC:
+    """Within the block, Ctrl-C is noted instead of raised; `release` raises it (once) where it is safe."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.previous: Any = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+
+    def __enter__(self) -> _DeferredCtrlC:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def release(self) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.pressed:
+            self.pressed = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes from a fork server that was started with SIGINT ignored, so that every worker
+    (restarted ones too) ignores it: Ctrl-C then reaches this process alone, which closes the cluster, instead
+    of every worker printing its own traceback. Only the fork server's start, not the cluster's, ignores Ctrl-C
+    here (spawned workers would need SIGINT ignored for the whole start-up)."""
+    import multiprocessing
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    return signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    import dask
 
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        yield
+        return
+    from multiprocessing import forkserver, resource_tracker
 
-def _release_ctrl_c(held: bool) -> bool:
-    """Unblock SIGINT if `_hold_ctrl_c` blocked it (a pending Ctrl-C is raised here); returns False."""
-    import signal
+    from distributed.utils import get_mp_context
 
-    if held:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    return False
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()  # sets the modules the fork server imports once for all workers
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the workers' own distributed logs (heartbeats lost while the cluster closes, ...) are not the user's
+        # business: a failed rank is reported by the client; set in the server's environment only
+        quiet = "DASK_LOGGING__DISTRIBUTED" not in os.environ
+        if quiet:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
+        # after a Ctrl-C, the resource tracker removes the semaphores of killed workers and warns about each
+        # (a UserWarning); it takes its warning filters from ours when it starts
+        sys.warnoptions.append("ignore::UserWarning")
+        try:
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()  # the server keeps the ignored SIGINT it started with for its children
+        finally:
+            sys.warnoptions.remove("ignore::UserWarning")
+            signal.signal(signal.SIGINT, previous)
+            if quiet:
+                del os.environ["DASK_LOGGING__DISTRIBUTED"]
+        yield
 
 
 def run_stages(
