@@ -88,9 +88,7 @@ def prepare_output(folder: Path, options: dict[str, Any], *, resume: bool, overw
                 f"--resume: {folder} holds no {RUN_FILE}, so its options are unknown; "
                 "pass --overwrite to start again, or choose an empty folder"
             )
-        for key in sorted(
-            set(earlier) | set(options), key=lambda k: list(options).index(k) if k in options else 0
-        ):
+        for key in [*options, *(k for k in earlier if k not in options)]:
             if earlier.get(key) != options.get(key):
                 raise OutputFolderError(
                     f"--resume: {key} ({_flag(key)}) differs from the earlier run in {folder} "
