@@ -54,7 +54,7 @@ def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | No
     if stats.get("bad_records"):
         table.add_row("bad records skipped", f"{stats['bad_records']:,}")
     if problems is not None:
-        table.add_row("checksums", "all match" if not problems else f"[red]{len(problems)} problem(s)[/red]")
+        table.add_row("checks", "all pass" if not problems else f"[red]{len(problems)} problem(s)[/red]")
     console = Console()
     console.print(table)
     for problem in problems or []:

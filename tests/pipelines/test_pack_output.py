@@ -48,6 +48,7 @@ def test_a_used_output_folder_is_refused_resumed_with_the_same_options_or_overwr
     out = tmp_path / "shards"
     first = _pack(runner, small_corpus, bpe_tokenizer_path, out, dask_client)
     assert first.exit_code == 0, first.output
+    assert first.stderr == ""  # --no-progress: no bars, and no datatrove log lines
     shards = {s["path"]: (out / s["path"]).stat().st_mtime_ns for s in read_index(out)["shards"]}
 
     again = _pack(runner, small_corpus, bpe_tokenizer_path, out, dask_client)
