@@ -156,10 +156,11 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
                 scheduler=scheduler,
                 progress=progress,
             )
-        except KeyboardInterrupt:
-            _fail(
-                "interrupted: rerun the same command with --resume to keep the ranks that finished", code=130
+        except KeyboardInterrupt:  # one line, not an error: the finished ranks are kept
+            typer.echo(
+                "interrupted: rerun the same command with --resume to keep the ranks that finished", err=True
             )
+            raise typer.Exit(130) from None
         except RankFailedError as e:
             _fail(str(e), code=1)
         except (ValueError, OSError) as e:  # InputError and OutputFolderError are ValueErrors
