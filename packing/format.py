@@ -516,3 +516,17 @@ def verify_shards(
         if tokens != shard["tokens"]:
             problems.append(f"{path}: {tokens} tokens, index says {shard['tokens']}")
     return problems
+
+
+def unlisted_files(
+    folder: str | os.PathLike[str], index: dict[str, Any], bookkeeping: Sequence[str] = ()
+) -> list[str]:
+    """Names in a shard folder that index.json does not list (hidden files and `bookkeeping` names aside).
+
+    A stale shard of an earlier run is not part of the data, but `shard-*.arrow` globs of other readers
+    (`datasets`, polars, duckdb) would pick it up.
+    """
+    listed = {s["path"] for s in index["shards"]} | {INDEX_FILE, *bookkeeping}
+    return sorted(
+        p.name for p in Path(folder).iterdir() if p.name not in listed and not p.name.startswith(".")
+    )

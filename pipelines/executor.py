@@ -10,7 +10,11 @@ them.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -21,10 +25,10 @@ from datatrove.executor.base import DistributedEnvVars, PipelineExecutor
 from datatrove.io import DataFolder, DataFolderLike
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.disk_base import DiskWriter
-from datatrove.utils.logging import logger
 from datatrove.utils.stats import PipelineStats
 
 STAGING_SUFFIX = ".longtrove-staging"
+_MAX_ERROR_CHARS = 300  # of a rank's error on the terminal; the whole error is in the rank's log
 
 
 class RankFailedError(RuntimeError):
@@ -149,8 +153,92 @@ def _clear_attempts(final: DataFolder, rank: int | None = None) -> None:
         fs.rm(path, recursive=True)
 
 
+_silenced_lock = threading.Lock()
+_silenced_ranks = 0
+_saved_stderr: Any = None
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """sys.stderr goes nowhere while any rank runs in this worker process (counted, for threaded workers)."""
+    global _silenced_ranks, _saved_stderr
+    with _silenced_lock:
+        if _silenced_ranks == 0:
+            _saved_stderr = sys.stderr
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - closed by the last rank out
+        _silenced_ranks += 1
+    try:
+        yield
+    finally:
+        with _silenced_lock:
+            _silenced_ranks -= 1
+            if _silenced_ranks == 0:
+                sys.stderr.close()
+                sys.stderr = _saved_stderr
+
+
+class _DropRankReports(logging.Filter):
+    """Drops the worker's reports about ranks: "Compute Failed" (task, exception and an escaped traceback,
+    dozens of lines; the client reports a failed rank in one line and the traceback is in the rank's log) and
+    the cancelled task of a Ctrl-C (the client says "interrupted")."""
+
+    PREFIXES = ("Compute Failed", "Async instruction for")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+def _quiet_worker_reports() -> None:
+    for name in ("distributed.worker", "distributed.worker.state_machine"):
+        worker_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRankReports) for f in worker_logger.filters):
+            worker_logger.addFilter(_DropRankReports())
+
+
+class DocumentCounter:
+    """A pass-through pipeline step that reports, about twice a second, how many documents went by: sent as a
+    Dask event on `topic`, so the client's progress bar counts documents as well as finished ranks."""
+
+    REPORT_SECONDS = 0.5
+
+    def __init__(self, topic: str):
+        self.topic = topic
+
+    def __repr__(self) -> str:
+        return "document counter (progress)"
+
+    def __call__(self, data: Any, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
+        from distributed import get_worker
+
+        try:
+            worker = get_worker()
+        except ValueError:  # not on a Dask worker: nobody to report to
+            yield from data or ()
+            return
+        pending, last = 0, time.monotonic()
+        for document in data or ():
+            pending += 1
+            if time.monotonic() - last >= self.REPORT_SECONDS:
+                worker.log_event(self.topic, pending)
+                pending, last = 0, time.monotonic()
+            yield document
+        if pending:
+            worker.log_event(self.topic, pending)
+
+
+def _with_document_counter(pipeline: list, topic: str) -> list:
+    """The pipeline with a DocumentCounter after its leading readers (unchanged if it reads no documents)."""
+    readers = 0
+    while readers < len(pipeline) and str(getattr(pipeline[readers], "type", "")).endswith("READER"):
+        readers += 1
+    if readers == 0:
+        return pipeline
+    return [*pipeline[:readers], DocumentCounter(topic), *pipeline[readers:]]
+
+
 def _run_rank(executor: DaskPipelineExecutor, rank: int) -> PipelineStats:
     """The Dask task: one rank of one stage."""
+    _quiet_worker_reports()
     return executor._run_for_rank(rank)
 
 
@@ -201,6 +289,7 @@ class DaskPipelineExecutor(PipelineExecutor):
         self.progress = progress
         self.cluster_kwargs = cluster_kwargs or {}
         self._launched = False
+        self.progress_topic: str | None = None  # set while a client shows progress
 
     # -- pickling: the copy sent to workers carries the pipeline, never the client or the dependency chain
     def __getstate__(self) -> dict:
@@ -231,11 +320,16 @@ class DaskPipelineExecutor(PipelineExecutor):
             return PipelineStats()
         # a fresh copy per attempt: step objects keep stats and open files
         self.pipeline = deepcopy(self.pipeline)
+        if self.progress_topic:
+            self.pipeline = _with_document_counter(self.pipeline, self.progress_topic)
         for folder in final_output_folders(self.pipeline):
             _clear_attempts(folder, rank)
         self._staged = stage_outputs(self.pipeline, f"{rank:05d}-{uuid.uuid4().hex[:12]}")
         try:
-            return super()._run_for_rank(rank, local_rank, node_rank)
+            # datatrove's task logger writes the rank's log file and copies it to stderr, where every rank of
+            # every worker would interleave on the user's terminal; the file alone keeps it
+            with _stderr_silenced():
+                return super()._run_for_rank(rank, local_rank, node_rank)
         finally:
             for folder in self._staged:  # after a failure (or a commit) nothing of this attempt stays
                 if folder.fs.exists(folder.path):
@@ -266,25 +360,29 @@ class DaskPipelineExecutor(PipelineExecutor):
                     f"stage {self.depends.name!r} has incomplete ranks {incomplete[:10]}; cannot start {self.name!r}"
                 )
         self._launched = True
-        logger.info(f"Dask dashboard: {client.dashboard_link}")
         ranks = self.get_incomplete_ranks()
         skipped = self.world_size - len(ranks)
         if ranks:
             self.save_executor_as_json()
         failures: list[tuple[int, str, str]] = []
+        if self.progress:
+            self.progress_topic = f"longtrove-progress-{self.name}-{uuid.uuid4().hex[:8]}"
         futures = {
             client.submit(
                 _run_rank, self, rank, key=f"{self.name}-rank-{rank:05d}-{uuid.uuid4().hex[:8]}", pure=False
             ): rank
             for rank in ranks
         }
-        with tqdm(
-            total=self.world_size,
-            initial=skipped,
-            desc=f"{self.name} ranks",
-            unit="rank",
-            disable=not self.progress,
-        ) as bar:
+        with (
+            tqdm(
+                total=self.world_size,
+                initial=skipped,
+                desc=f"{self.name} ranks",
+                unit="rank",
+                disable=not self.progress,
+            ) as bar,
+            self._documents_bar(client),
+        ):
             for future in as_completed(futures):
                 rank = futures[future]
                 if future.status == "error":
@@ -301,6 +399,27 @@ class DaskPipelineExecutor(PipelineExecutor):
             stats.save_to_disk(f)
         self.logging_dir.mv("stats.json.tmp", "stats.json")
         return stats
+
+    @contextmanager
+    def _documents_bar(self, client: Any) -> Iterator[None]:
+        """A second bar counting documents read, fed by the ranks' DocumentCounter events."""
+        from tqdm.auto import tqdm
+
+        topic = self.progress_topic
+        if topic is None:
+            yield
+            return
+        with tqdm(desc=f"{self.name} documents", unit="doc", position=1) as documents:
+            client.subscribe_topic(topic, lambda event: documents.update(event[1]))
+            try:
+                yield
+            finally:
+                client.unsubscribe_topic(topic)
+                self.progress_topic = None
+            # the last reports may still be on their way: the scheduler's copy of them settles the count
+            reported = sum(msg for _, msg in client.get_events(topic))
+            if reported > documents.n:
+                documents.update(reported - documents.n)
 
     def merged_stats(self) -> PipelineStats:
         """Sum the saved stats of every rank, including ranks completed by an earlier run."""
@@ -319,8 +438,12 @@ def _describe(error: BaseException | None) -> str:
     from distributed import KilledWorker
 
     if isinstance(error, KilledWorker):
-        return f"KilledWorker: the worker running it died on every attempt ({error})"
-    return f"{type(error).__name__}: {error}"
+        return "KilledWorker: the worker running it died on every attempt"
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > _MAX_ERROR_CHARS:
+        first = first[: _MAX_ERROR_CHARS - 1] + "…"
+    return f"{type(error).__name__}: {first}" + (" (more in the log)" if len(lines) > 1 else "")
 
 
 @contextmanager
@@ -347,10 +470,96 @@ def dask_client(
     # ranks are long pure-Python tasks: the workers' sampling profiler would take the GIL from them every 10 ms
     with (
         dask.config.set({"distributed.worker.profile.enabled": False}),
+        _workers_ignore_ctrl_c(),
+        _DeferredCtrlC() as deferred,  # a cluster interrupted half way up does not close cleanly
         LocalCluster(n_workers=workers or os.cpu_count() or 1, **options) as cluster,
         Client(cluster) as new_client,
     ):
-        yield new_client
+        try:
+            deferred.release()
+            yield new_client
+        except KeyboardInterrupt:
+            # the cluster closes under running ranks: its warnings about killed workers are expected noise
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
+
+
+class _DeferredCtrlC:
+    """Within the block, Ctrl-C is noted instead of raised; `release` raises it (once) where it is safe."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self.previous: Any = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+
+    def __enter__(self) -> _DeferredCtrlC:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def release(self) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.pressed:
+            self.pressed = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes from a fork server that was started with SIGINT ignored, so that every worker
+    (restarted ones too) ignores it: Ctrl-C then reaches this process alone, which closes the cluster, instead
+    of every worker printing its own traceback. Only the fork server's start, not the cluster's, ignores Ctrl-C
+    here (spawned workers would need SIGINT ignored for the whole start-up)."""
+    import multiprocessing
+    import signal
+
+    import dask
+
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        yield
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()  # sets the modules the fork server imports once for all workers
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the workers' own distributed logs (heartbeats lost while the cluster closes, ...) are not the user's
+        # business: a failed rank is reported by the client; set in the server's environment only
+        quiet = "DASK_LOGGING__DISTRIBUTED" not in os.environ
+        if quiet:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
+        # after a Ctrl-C, the resource tracker removes the semaphores of killed workers and warns about each
+        # (a UserWarning); it takes its warning filters from ours when it starts
+        sys.warnoptions.append("ignore::UserWarning")
+        try:
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()  # the server keeps the ignored SIGINT it started with for its children
+        finally:
+            sys.warnoptions.remove("ignore::UserWarning")
+            signal.signal(signal.SIGINT, previous)
+            if quiet:
+                del os.environ["DASK_LOGGING__DISTRIBUTED"]
+        yield
 
 
 def run_stages(

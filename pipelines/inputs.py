@@ -161,24 +161,69 @@ class InputError(ValueError):
     """An input that cannot be read as text documents; the message names it."""
 
 
-def _check_first_record(path: str, text_key: str) -> None:
-    """Fail before any worker starts when a jsonl file's first record lacks the text field."""
+class UnreadableInputError(InputError):
+    """An input file that cannot be read at all (e.g. a truncated parquet file)."""
+
+
+def check_text_field(
+    path: str,
+    text_key: str,
+    *,
+    parquet: bool,
+    hint: str = "name the text field with --text-key",
+    records: int = 1,
+) -> list[str] | None:
+    """Fail before any worker starts when an input cannot hold the text field: a parquet file without the
+    column, or a jsonl file none of whose first `records` records has the field. Returns a parquet file's
+    column names."""
+    if not parquet:
+        _check_first_record(path, text_key, hint, records)
+        return None
+    import fsspec
+    import pyarrow.parquet as pq
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            names = pq.read_schema(f).names
+    except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
+        raise UnreadableInputError(f"{path}: not a readable parquet file ({e})") from None
+    if text_key not in names:
+        raise InputError(f"{path}: no column {text_key!r} (columns: {names[:12]}); {hint}")
+    return names
+
+
+def _check_first_record(
+    path: str, text_key: str, hint: str = "name the text field with --text-key", records: int = 1
+) -> None:
+    """Fail before any worker starts when none of a jsonl file's first `records` JSON objects (pack: the first
+    one) has the text field; lines that are not JSON objects are left to the reader."""
     import fsspec
     import orjson
 
-    with fsspec.open(path, "rb", compression="infer") as f:
-        for number, line in enumerate(f):
-            if line.strip():
+    first: tuple[int, dict] | None = None
+    seen = 0
+    try:
+        with fsspec.open(path, "rb", compression="infer") as f:
+            for number, line in enumerate(f):
+                if not line.strip():
+                    continue
                 try:
                     record = orjson.loads(line)
                 except ValueError:
-                    return  # the reader reports bad lines (or counts them with skip_bad_records)
-                if isinstance(record, dict) and text_key not in record:
-                    raise InputError(
-                        f"{path} line {number + 1}: no field {text_key!r} (fields: {sorted(record)[:12]}); "
-                        "name the text field with --text-key"
-                    )
-                return
+                    record = None  # the reader reports bad lines (or counts them with skip_bad_records)
+                if isinstance(record, dict):
+                    if text_key in record:
+                        return
+                    first = first or (number + 1, record)
+                    seen += 1
+                if seen >= records or number >= 10 * records:
+                    break
+    except Exception as e:  # noqa: BLE001 - a broken compressed stream, whatever the codec raises
+        raise UnreadableInputError(f"{path}: not readable ({type(e).__name__}: {e})") from None
+    if first is not None:
+        raise InputError(
+            f"{path} line {first[0]}: no field {text_key!r} (fields: {sorted(first[1])[:12]}); {hint}"
+        )
 
 
 def _list_files(spec: str) -> tuple[Any, list[str]] | None:
@@ -241,7 +286,6 @@ def input_readers(
     """Readers for parquet/jsonl files and folders of them (local paths or fsspec URLs such as s3://) and
     Hugging Face datasets (`hf:NAME`, or a hub id that is not a path); also the number of inputs that ranks
     can share out."""
-    import pyarrow.parquet as pq
     from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
     adapter = TextAdapter(text_key, id_key, counter_key)
@@ -278,17 +322,9 @@ def input_readers(
         local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         for p in paths:
             url = p if local else fs.unstrip_protocol(p)
-            if p.endswith(".parquet"):
-                try:
-                    with fs.open(p, "rb") as f:
-                        names = pq.read_schema(f).names
-                except Exception as e:  # noqa: BLE001 - any unreadable footer gets the same clear message
-                    raise InputError(f"{url}: not a readable parquet file ({e})") from None
-                if text_key not in names:
-                    raise InputError(f"{url}: no column {text_key!r} (columns: {names[:12]}); use --text-key")
+            names = check_text_field(url, text_key, parquet=p.endswith(".parquet"))
+            if names is not None:
                 columns_only = columns_only and id_key in names
-            else:
-                _check_first_record(url, text_key)
         root = os.path.commonpath([p.rsplit("/", 1)[0] if "/" in p else "" for p in paths])
         root_url = (root or "/") if local else fs.unstrip_protocol(root)
         files += [(root_url, p[len(root) :].lstrip("/")) for p in paths]

@@ -319,6 +319,7 @@ def check_recipe(recipe: Recipe, source: str = "<recipe>") -> None:
             if not get_datafolder(path).list_files(glob_pattern=recipe.input.glob):
                 pattern = f" matching input.glob {recipe.input.glob!r}" if recipe.input.glob else ""
                 raise RecipeError(f"invalid recipe {source}: input.paths.{i}: no files{pattern} in {path!r}")
+    _check_text_key(recipe, source)
     from pipelines.curation.paths import check_curation_files
     from pipelines.datasets.catalog import DatasetAccessError, check_named_access
 
@@ -335,3 +336,35 @@ def check_recipe(recipe: Recipe, source: str = "<recipe>") -> None:
                 resolve_lid_model(spec.language.model_path, spec.language.backend, f"filters.{i}.language")
             except OfflineModelError as e:
                 raise RecipeError(f"invalid recipe {source}: {e}") from None
+
+
+def _check_text_key(recipe: Recipe, source: str) -> None:
+    """A wrong input.text_key would drop every document as missing_text: refuse it before anything runs."""
+    from datatrove.io import get_datafolder
+    from fsspec.core import url_to_fs
+
+    from pipelines.inputs import InputError, UnreadableInputError, check_text_field
+
+    if recipe.input.format not in ("jsonl", "parquet"):
+        return
+    for path in recipe.input.paths:
+        fs, fs_path = url_to_fs(path)
+        if fs.isdir(fs_path):
+            folder = get_datafolder(path)
+            files = [folder.resolve_paths(f) for f in folder.list_files(glob_pattern=recipe.input.glob)]
+        else:
+            files = [path]
+        for file in files:
+            try:
+                check_text_field(
+                    file,
+                    recipe.input.text_key,
+                    parquet=recipe.input.format == "parquet",
+                    hint="set input.text_key to the field that holds the text",
+                    # a few bad records are skipped and counted; a wrong key misses in all of them
+                    records=1 if recipe.input.on_bad_record == "fail" else 20,
+                )
+            except UnreadableInputError:
+                continue  # the reader skips and counts it, or stops naming it, as input.on_bad_record says
+            except InputError as e:
+                raise RecipeError(f"invalid recipe {source}: input.text_key: {e}") from None

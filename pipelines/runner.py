@@ -117,6 +117,21 @@ def run_recipe(recipe: Recipe, *, client: Any = None, progress: bool = True) -> 
     return rows
 
 
+def count_curated(path: str) -> int:
+    """Documents in the curated parquet files under `path` (local or fsspec URL), from the files' footers."""
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(path)
+    if not fs.isdir(root):
+        return 0
+    total = 0
+    for file in fs.glob(f"{root.rstrip('/')}/**/*.parquet"):
+        with fs.open(file, "rb") as f:
+            total += pq.read_metadata(f).num_rows
+    return total
+
+
 def read_curated(path: str | os.PathLike) -> list[dict]:
     """The curated documents of a finished run, in rank order (for checks and tests)."""
     import pyarrow.parquet as pq

@@ -63,7 +63,9 @@ def demo_stage(ctx: Any) -> dict[str, Any]:
         client = default_client()
     except ValueError:
         client = None
-    index = pack_inputs([str(p) for p in curated], config, workers=workers, client=client, progress=False)
+    index = pack_inputs(
+        [str(p) for p in curated], config, workers=workers, client=client, progress=False, overwrite=True
+    )
     stats = index["stats"]
     rows = sum(s["rows"] for s in index["shards"])
     return {

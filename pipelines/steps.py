@@ -208,19 +208,33 @@ def run_pack(
     scheduler: str | None = None,
     progress: bool = True,
     step: TokenizeAndPack | None = None,
+    overwrite: bool = False,
+    run_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read, tokenize and pack on Dask (one task per rank), then write `index.json`; returns the index.
 
     `step` is the TokenizeAndPack to use (readers may hold a reference to it to count empty texts).
+    A non-empty output folder is refused unless `resume` (same options as the run that wrote it, see
+    `pipelines.pack_output`) or `overwrite`; `run_options` are further options to hold equal on resume.
     """
     from packing.build import merge_ranks
     from pipelines.executor import DaskPipelineExecutor
+    from pipelines.pack_output import prepare_output
 
     out_dir = Path(config.output_folder)
     # fail fast, before any worker starts: a bad tokenizer or separator is a config error
     tokenizer = load_for(config)
-    pack_options(config, tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    options = pack_options(config, tokenizer)
+    decisive = {
+        "tokenizer": tokenizer.fingerprint,
+        "seq_len": options.seq_len,
+        "dtype": options.dtype,
+        **options.describe(),
+        "merge_tails": config.merge_tails,
+        "tasks": tasks,
+        **(run_options or {}),
+    }
+    prepare_output(out_dir, decisive, resume=resume, overwrite=overwrite)
     clear_index(out_dir)
     executor = DaskPipelineExecutor(
         [*readers, step or TokenizeAndPack(config=config)],
@@ -251,6 +265,7 @@ def pack_inputs(
     client: Any = None,
     scheduler: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """`longtrove pack` as a function: files, folders or datasets to a finished shard folder; returns the index.
 
@@ -277,4 +292,12 @@ def pack_inputs(
         scheduler=scheduler,
         step=step,
         progress=progress,
+        overwrite=overwrite,
+        run_options={
+            "inputs": [os.path.abspath(p) if os.path.exists(p) else p for p in inputs],
+            "text_key": text_key,
+            "id_key": id_key,
+            "split": split,
+            "skip_bad_records": skip_bad_records,
+        },
     )

@@ -13,12 +13,20 @@ def print_counts(rows: list[Any], title: str = "Curation") -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # one reason a line, never cut: on a narrow terminal the names wrap, the reasons keep their width
+    reasons = [
+        [f"{k}: {v:,}" for k, v in sorted(row.detail.items(), key=lambda kv: -kv[1])[:4]] for row in rows
+    ]
+    widest = max((len(line) for lines in reasons for line in lines), default=11)
     table = Table(title=title)
-    for column in ("stage", "step", "in", "kept", "dropped", "why dropped"):
-        table.add_column(column, justify="right" if column in ("in", "kept", "dropped") else "left")
-    for row in rows:
-        why = ", ".join(f"{k}: {v}" for k, v in sorted(row.detail.items(), key=lambda kv: -kv[1])[:4])
-        table.add_row(row.stage, row.step, f"{row.seen:,}", f"{row.kept:,}", f"{row.dropped:,}", why)
+    for column in ("stage", "step", "in", "kept", "dropped"):
+        numeric = column in ("in", "kept", "dropped")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+    table.add_column("why dropped", min_width=min(widest, 48), no_wrap=True, overflow="fold")
+    for row, lines in zip(rows, reasons, strict=True):
+        table.add_row(
+            row.stage, row.step, f"{row.seen:,}", f"{row.kept:,}", f"{row.dropped:,}", "\n".join(lines)
+        )
     Console(stderr=False).print(table)
 
 
@@ -42,7 +50,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         """Run a curation recipe (read, filter, exact and MinHash dedup, write parquet) on Dask."""
         from pipelines.executor import RankFailedError
         from pipelines.recipe import RecipeError, load_recipe
-        from pipelines.runner import run_recipe
+        from pipelines.runner import count_curated, run_recipe
 
         overrides: dict[str, Any] = {}
         if output:
@@ -65,8 +73,19 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         except (RecipeError, RankFailedError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2 if isinstance(e, RecipeError) else 1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: rerun the same command to resume (finished ranks are kept)", err=True)
+            raise typer.Exit(130) from None
         print_counts(rows, title=f"Curation: {parsed.name}")
-        from pipelines.curation.stages import finished_outputs
+        from pipelines.curation.stages import curates_documents, finished_outputs
 
-        for line in finished_outputs(parsed):
+        documents = count_curated(parsed.output.path) if curates_documents(parsed) else None
+        if documents == 0:  # nothing to hand on is a failure, whatever the steps say
+            typer.echo(
+                f"error: no document was curated into {parsed.output.path}: every one was dropped "
+                "(see 'why dropped' above)",
+                err=True,
+            )
+            raise typer.Exit(1)
+        for line in finished_outputs(parsed, documents):
             typer.echo(line)

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+
+MIN_SEQ_LEN = 512
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def one_line(error: Any) -> str:
+    """A pydantic ValidationError as one line naming the options at fault (no pydantic text or URL)."""
+    parts = []
+    for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in item["loc"])
+        parts.append(f"--{loc.replace('_', '-')}: {message}" if loc else message)
+    return "; ".join(parts)
 
 
 def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | None) -> None:
@@ -37,7 +54,7 @@ def _print_summary(index: dict[str, Any], folder: Path, problems: list[str] | No
     if stats.get("bad_records"):
         table.add_row("bad records skipped", f"{stats['bad_records']:,}")
     if problems is not None:
-        table.add_row("checksums", "all match" if not problems else f"[red]{len(problems)} problem(s)[/red]")
+        table.add_row("checks", "all pass" if not problems else f"[red]{len(problems)} problem(s)[/red]")
     console = Console()
     console.print(table)
     for problem in problems or []:
@@ -53,7 +70,9 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             list[str], typer.Argument(help="parquet/jsonl files or folders, or hf:NAME datasets")
         ],
         tokenizer: Annotated[str, typer.Option(help="tokenizer.json, folder, hub id or tiktoken encoding")],
-        seq_len: Annotated[int, typer.Option(help="tokens per packed sequence (512 … 1048576 and more)")],
+        seq_len: Annotated[
+            int, typer.Option(help=f"tokens per packed sequence ({MIN_SEQ_LEN} … 1048576 and more)")
+        ],
         out: Annotated[Path, typer.Option(help="shard folder to write")],
         text_key: Annotated[str, typer.Option(help="field holding the text")] = "text",
         id_key: Annotated[str, typer.Option(help="field holding the document id")] = "id",
@@ -81,7 +100,11 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             int | None, typer.Option(help="ranks (default: workers, at most one per input file)")
         ] = None,
         resume: Annotated[
-            bool, typer.Option(help="keep ranks finished by an earlier run of the same command")
+            bool, typer.Option(help="keep ranks finished by an earlier run with the same options")
+        ] = False,
+        overwrite: Annotated[
+            bool,
+            typer.Option(help="replace the shards of an earlier run in --out (a non-empty --out is refused)"),
         ] = False,
         scheduler: Annotated[
             str | None, typer.Option(help="address of a running Dask scheduler (default: a local cluster)")
@@ -89,14 +112,16 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         skip_bad_records: Annotated[
             bool, typer.Option(help="count and skip jsonl lines that are not JSON objects (default: stop)")
         ] = False,
+        progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     ) -> None:
         """Tokenize and pack text datasets into Arrow shards plus index.json (see docs/shards.md, Shard format)."""
         from pydantic import ValidationError
 
         from pipelines.executor import RankFailedError
-        from pipelines.inputs import InputError
         from pipelines.steps import ShardsConfig, pack_inputs
 
+        if seq_len < MIN_SEQ_LEN:
+            _fail(f"--seq-len {seq_len}: must be at least {MIN_SEQ_LEN} tokens", code=2)
         try:
             # absolute paths: workers of a remote scheduler do not share this shell's working directory
             config = ShardsConfig(
@@ -115,7 +140,7 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
                 dtype=dtype,
             )
         except ValidationError as e:
-            raise typer.BadParameter(str(e)) from None
+            _fail(one_line(e), code=2)
         try:
             index = pack_inputs(
                 inputs,
@@ -127,13 +152,19 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
                 workers=workers,
                 tasks=tasks,
                 resume=resume,
+                overwrite=overwrite,
                 scheduler=scheduler,
+                progress=progress,
             )
-        except InputError as e:
-            raise typer.BadParameter(str(e)) from None
-        except (ValueError, OSError, RankFailedError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # one line, not an error: the finished ranks are kept
+            typer.echo(
+                "interrupted: rerun the same command with --resume to keep the ranks that finished", err=True
+            )
+            raise typer.Exit(130) from None
+        except RankFailedError as e:
+            _fail(str(e), code=1)
+        except (ValueError, OSError) as e:  # InputError and OutputFolderError are ValueErrors
+            _fail(str(e), code=2)
         _print_summary(index, out, None)
 
     @app.command("inspect")
@@ -142,8 +173,11 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
         verify: Annotated[bool, typer.Option(help="check every shard's sha256, rows and tokens")] = True,
         as_json: Annotated[bool, typer.Option("--json", help="print the index stats as JSON")] = False,
     ) -> None:
-        """Show a shard folder's stats and fill rate, and verify its checksums (exit 1 on a mismatch)."""
-        from packing.format import ShardFormatError, read_index, verify_shards
+        """Show a shard folder's stats and fill rate, verify its checksums and list files that index.json does
+        not list (exit 1 on a mismatch or an unlisted .arrow file)."""
+        from packing.build import RANKS_DIR, TAILS_DIR
+        from packing.format import ShardFormatError, read_index, unlisted_files, verify_shards
+        from pipelines.pack_output import LOGS_DIR, RUN_FILE
 
         try:
             index = read_index(folder)
@@ -151,6 +185,15 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
         problems = verify_shards(folder, index, progress=not as_json) if verify else None
+        unlisted = unlisted_files(folder, index, bookkeeping=(RANKS_DIR, TAILS_DIR, LOGS_DIR, RUN_FILE))
+        # a stale shard is picked up by `shard-*.arrow` globs of other readers: a problem; other files a note
+        stale = [
+            f"{folder / name}: an Arrow file that index.json does not list"
+            for name in unlisted
+            if name.endswith(".arrow")
+        ]
+        if stale:
+            problems = [*(problems or []), *stale]
         if as_json:
             rows = sum(s["rows"] for s in index["shards"])
             capacity = rows * index["seq_len"]
@@ -162,9 +205,15 @@ def register(app: typer.Typer, longctx_app: typer.Typer) -> None:
                 "stats": index["stats"],
                 "tokenizer": index["tokenizer"],
                 "problems": problems,
+                "unlisted_files": unlisted,
             }
             typer.echo(json.dumps(report, indent=2))
         else:
             _print_summary(index, folder, problems)
+            others = [name for name in unlisted if not name.endswith(".arrow")]
+            if others:
+                typer.echo(
+                    f"note: {len(others)} other file(s) not listed in index.json: {', '.join(others[:5])}"
+                )
         if problems:
             raise typer.Exit(1)

@@ -142,9 +142,17 @@ def extra_stages(recipe: Any, input_readers: list | None = None) -> list[StageSp
     return stages
 
 
-def finished_outputs(recipe: Any) -> list[str]:
+def curates_documents(recipe: Any) -> bool:
+    """Whether the run writes curated documents (a recipe that only tokenizes into shards writes none)."""
+    return not (recipe.shards and nothing_to_curate(recipe))
+
+
+def finished_outputs(recipe: Any, curated_documents: int | None = None) -> list[str]:
     """What a finished run of the recipe left, one line each, for the end of `longtrove curate`."""
-    lines = [] if recipe.shards and nothing_to_curate(recipe) else [f"curated documents: {recipe.output.path}"]
+    lines = []
+    if curates_documents(recipe):
+        count = "" if curated_documents is None else f" ({curated_documents:,} documents)"
+        lines.append(f"curated documents: {recipe.output.path}{count}")
     quality = getattr(recipe, "quality", None)
     if quality is not None and quality.enabled:
         out = quality_output(recipe)
