@@ -31,6 +31,16 @@ class EvalConfig:
     tasks: tuple[str, ...] | None = None
     lengths: tuple[int, ...] | None = None
     check_tokenize: bool = True
+    check_model: bool = True
+    """Refuse a model name the server does not list in /v1/models (off for proxies that list nothing)."""
+    check_context: bool = True
+    """Refuse lengths that do not fit the server's context (off: send them and record the refusals)."""
+    max_flagged: int = 3
+    """Rows marked prompt_mismatch or budget_cut (of one kind) that stop the run."""
+    outage_window: float = 300.0
+    """Seconds the server may stay unreachable during a run before the run gives up."""
+    probe_every: float = 2.0
+    """Seconds between probes of an unreachable server."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -40,6 +50,10 @@ class EvalConfig:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0 or self.timeout_per_1k_tokens < 0:
             raise ValueError("timeout must be positive and timeout_per_1k_tokens not negative")
+        if self.max_flagged < 1 or self.outage_window < 0 or self.probe_every <= 0:
+            raise ValueError(
+                "max_flagged must be at least 1, outage_window not negative, probe_every positive"
+            )
         if not re.match(r"^https?://", self.endpoint):
             raise ValueError(f"endpoint must start with http:// or https://, got {self.endpoint!r}")
 
@@ -54,6 +68,13 @@ class EvalConfig:
         seconds = self.timeout + self.timeout_per_1k_tokens * prompt_tokens / 1000.0
         return aiohttp.ClientTimeout(total=seconds, sock_connect=self.connect_timeout)
 
+    def timeout_note(self, prompt_tokens: int) -> str:
+        """Which limit a timed-out request hit, for its error message."""
+        return (
+            f", the limit for a {prompt_tokens:,}-token prompt (--timeout {self.timeout:g} + "
+            f"--timeout-per-1k-tokens {self.timeout_per_1k_tokens:g} per 1,000 prompt tokens)"
+        )
+
 
 @dataclass
 class RunStats:
@@ -67,5 +88,11 @@ class RunStats:
     failed: int = 0
     retries: int = 0
     tokens_sent: int = 0
+    prompt_mismatch: int = 0
+    budget_cut: int = 0
+    outages: int = 0
+    outage_s: float = 0.0
     elapsed_s: float = 0.0
     tokenize_checks: list[dict[str, Any]] = field(default_factory=list)
+    server: dict[str, Any] = field(default_factory=dict)
+    """What the preflight learnt: models, context size and where from, the tokenizer check, the BOS."""

@@ -101,6 +101,9 @@ def markdown_table(summary: dict) -> str:
             f"Refused as too long (scored 0): {status.get('too_long', 0)}; "
             f"without an answer (left out): {status.get('error', 0)}"
         )
+    marked = [f"{mark}: {status[mark]}" for mark in ("prompt_mismatch", "budget_cut") if status.get(mark)]
+    if marked:
+        lines.append(f"Marked and left out (the server did not run them as built): {', '.join(marked)}")
     return "\n".join(lines) + "\n"
 
 

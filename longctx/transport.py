@@ -116,3 +116,49 @@ def extract_reply(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, A
         raise TransientHTTPError(
             200, f"malformed reply ({type(exc).__name__}): {body[:200]!r}", None
         ) from exc
+
+
+class ServerUnreachable(RuntimeError):
+    """Nothing answers at the endpoint (at the start, or for longer than the outage window during a run)."""
+
+
+class ReplyTimeout(TimeoutError):
+    """A request ran past one of its limits; the message names the limit and its value."""
+
+
+class HttpClient:
+    """One run's connection to the server: the session, its headers and proxy, and the base URL."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, headers: dict[str, str]) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.headers = headers
+        self.proxy = proxy_for(base_url)
+
+    async def post(
+        self, route: str, body: bytes, timeout: aiohttp.ClientTimeout, limit: str = ""
+    ) -> tuple[int, bytes]:
+        """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError, a
+        request past its time raises ReplyTimeout naming `limit`."""
+        try:
+            async with self.session.post(
+                self.base_url + route, data=body, headers=self.headers, timeout=timeout, proxy=self.proxy
+            ) as response:
+                status, content = response.status, await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ReplyTimeout(
+                f"no connection to {self.base_url} within {timeout.sock_connect:g} s (--connect-timeout)"
+            ) from exc
+        except TimeoutError as exc:
+            raise ReplyTimeout(f"no complete reply within {timeout.total:g} s{limit or ''}") from exc
+        if status == 429 or status == 408 or status >= 500:
+            raise TransientHTTPError(status, reply_text(content), retry_after(response.headers))
+        return status, content
+
+    async def get(self, route: str, seconds: float) -> tuple[int, bytes]:
+        """One GET with a short overall limit, for the preflight and the outage probe."""
+        timeout = aiohttp.ClientTimeout(total=seconds)
+        async with self.session.get(
+            self.base_url + route, headers=self.headers, timeout=timeout, proxy=self.proxy
+        ) as response:
+            return response.status, await response.read()
