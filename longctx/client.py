@@ -84,16 +84,25 @@ class Runner:
         self.http = http
         self.facts = facts
         self.checks = ReplyChecks(cfg, facts.bos)
-        self.breaker = OutageBreaker(http.base_url, self.server_answers, cfg.outage_window, cfg.probe_every)
         self.writer = writer
         self.stats = stats
         self.progress = progress
+        self.breaker = OutageBreaker(
+            http.base_url, self.server_answers, cfg.outage_window, cfg.probe_every, say=self.say
+        )
         self.started = time.monotonic()
 
     async def server_answers(self) -> bool:
         """The outage probe: any HTTP answer on /v1/models means the server is back."""
         await self.http.get("/v1/models", min(10.0, self.cfg.connect_timeout))
         return True
+
+    def say(self, message: str) -> None:
+        """A line for the user, above the progress bar when there is one."""
+        if self.progress is not None:
+            self.progress.write(message)
+        else:
+            log.warning(message)
 
     @property
     def can_check_tokens(self) -> bool:
@@ -201,11 +210,7 @@ class Runner:
             setattr(self.stats, status, getattr(self.stats, status) + 1)
         else:
             self.stats.failed += 1
-            message = f"{row['id']}: failed after {row['attempts']} attempts: {row.get('error')}"
-            if self.progress is not None:
-                self.progress.write(message)
-            else:
-                log.warning(message)
+            self.say(f"{row['id']}: failed after {row['attempts']} attempts: {row.get('error')}")
         if self.progress is not None:
             self._refresh()
             self.progress.update(1)

@@ -22,9 +22,15 @@ class OutageBreaker:
     until a probe gets an answer, or until `window` seconds have passed, when every waiting worker fails."""
 
     def __init__(
-        self, url: str, probe: Callable[[], Awaitable[bool]], window: float, probe_every: float
+        self,
+        url: str,
+        probe: Callable[[], Awaitable[bool]],
+        window: float,
+        probe_every: float,
+        say: Callable[[str], None] = print,
     ) -> None:
         self.url = url
+        self._say = say
         self._probe = probe
         self.window = window
         self.probe_every = probe_every
@@ -55,6 +61,10 @@ class OutageBreaker:
         self.outages += 1
         self._down_since = time.monotonic()
         self._last_error = f"{type(exc).__name__}: {exc}"
+        self._say(
+            f"the server at {self.url} refuses connections ({self._last_error}): all requests paused, probing "
+            f"every {self.probe_every:g} s for up to {self.window:g} s"
+        )
         self._prober = asyncio.create_task(self._probe_until_up())
 
     async def _probe_until_up(self) -> None:
@@ -63,6 +73,9 @@ class OutageBreaker:
                 await asyncio.sleep(self.probe_every)
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                     if await self._probe():
+                        self._say(
+                            f"the server at {self.url} answers again after {time.monotonic() - self._down_since:.0f} s: resuming"
+                        )
                         return
                 down = time.monotonic() - self._down_since
                 if down >= self.window:

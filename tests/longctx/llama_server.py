@@ -19,8 +19,17 @@ MODEL_NAME = "tiny-llama"
 EMBED, LAYERS, HEADS, FEED_FORWARD = 64, 2, 4, 128
 
 
-def write_tiny_llama(path: Path, tokenizer_json: Path, chat_template: str, seed: int = 0) -> Path:
-    """A 2-layer Llama with random weights and the given byte-level BPE tokenizer, as one GGUF file."""
+def write_tiny_llama(
+    path: Path,
+    tokenizer_json: Path,
+    chat_template: str,
+    *,
+    bos: str = "<s>",
+    eos: str = "</s>",
+    seed: int = 0,
+) -> Path:
+    """A 2-layer Llama with random weights and the given byte-level BPE tokenizer (a Hugging Face
+    tokenizer.json whose pre-tokenizer splits like Llama 3's), as one GGUF file."""
     import gguf
 
     spec = json.loads(tokenizer_json.read_text())
@@ -28,8 +37,17 @@ def write_tiny_llama(path: Path, tokenizer_json: Path, chat_template: str, seed:
     special = {t["content"]: t["id"] for t in spec["added_tokens"] if t.get("special")}
     for content, token_id in special.items():
         vocab.setdefault(content, token_id)
-    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
-    types = [gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL for token in tokens]
+    by_id = {token_id: token for token, token_id in vocab.items()}
+    # An id the tokenizer leaves out (cl100k has one) gets a placeholder the text never produces.
+    tokens = [by_id.get(i, f"[UNUSED{i}]") for i in range(max(by_id) + 1)]
+    types = [
+        gguf.TokenType.CONTROL
+        if token in special
+        else gguf.TokenType.NORMAL
+        if i in by_id
+        else gguf.TokenType.UNUSED
+        for i, token in enumerate(tokens)
+    ]
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
 
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -49,8 +67,8 @@ def write_tiny_llama(path: Path, tokenizer_json: Path, chat_template: str, seed:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
-    writer.add_bos_token_id(special["<s>"])
-    writer.add_eos_token_id(special["</s>"])
+    writer.add_bos_token_id(special[bos])
+    writer.add_eos_token_id(special[eos])
     writer.add_add_bos_token(True)
     writer.add_chat_template(chat_template)
 
