@@ -355,7 +355,9 @@ async def _run(
             while (sample := feed.next()) is not None:
                 runner.record(await runner.send(sample), sample)
 
-        workers = [asyncio.create_task(work()) for _ in range(cfg.concurrency)]
+        workers = [
+            asyncio.create_task(work()) for _ in range(min(cfg.concurrency, facts.slots or cfg.concurrency))
+        ]
         try:
             # A worker that fails (the endpoint refuses everything, the server stays down, too many marked
             # replies, a bad suite line) stops the others.

@@ -14,7 +14,14 @@ import orjson
 
 from longctx.eval_config import EvalConfig
 from longctx.request_body import body_with_prompt, chat_messages
-from longctx.server_dialects import CONTEXT_SOURCES, PROBE_TEXT, TOKENIZE_ROUTES, TokenizeRoute
+from longctx.server_dialects import (
+    CONTEXT_SOURCES,
+    PROBE_TEXT,
+    SLOT_SOURCES,
+    TOKENIZE_ROUTES,
+    StatedNumber,
+    TokenizeRoute,
+)
 from longctx.transport import TRANSIENT, EndpointError, HttpClient, ServerUnreachable, reply_count
 
 PREFLIGHT_SECONDS = 10.0
@@ -28,6 +35,8 @@ class ServerFacts:
     models: list[str] | None = None
     context: int | None = None
     context_from: str | None = None
+    slots: int | None = None
+    slots_from: str | None = None
     tokenize: TokenizeRoute | None = None
     bos: int | None = None
     """Tokens the server puts before a completion prompt (its BOS); None until known."""
@@ -38,6 +47,7 @@ class ServerFacts:
             "models": self.models,
             "context": self.context,
             "context_from": self.context_from,
+            "slots": self.slots,
             "tokenize": self.tokenize.describe() if self.tokenize else None,
             "bos": self.bos,
         }
@@ -118,20 +128,22 @@ async def _served_models(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) 
     return listing
 
 
-async def _find_context(http: HttpClient, cfg: EvalConfig, listing: Any, facts: ServerFacts) -> None:
-    for source in CONTEXT_SOURCES:
-        reply = listing
-        if source.path != "/v1/models":
+async def _stated(
+    http: HttpClient, cfg: EvalConfig, sources: tuple[StatedNumber, ...], replies: dict[str, Any]
+) -> tuple[int | None, str | None]:
+    """The first number one of `sources` states, and where it came from; each route is asked once."""
+    for source in sources:
+        if source.path not in replies:
+            replies[source.path] = None
             try:
                 status, reply = await _get_json(http, source.path)
+                replies[source.path] = reply if status == 200 else None
             except (*TRANSIENT, OSError):
-                continue
-            if status != 200:
-                continue
-        size = source.read(reply, cfg.model)
-        if size is not None:
-            facts.context, facts.context_from = size, f"GET {source.path}, {source.servers}"
-            return
+                pass
+        value = source.read(replies[source.path], cfg.model)
+        if value is not None:
+            return value, f"GET {source.path}, {source.servers}"
+    return None, None
 
 
 async def _find_tokenizer(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) -> None:
@@ -181,7 +193,9 @@ async def preflight(http: HttpClient, cfg: EvalConfig, needs: dict[int, int]) ->
     """
     facts = ServerFacts()
     listing = await _served_models(http, cfg, facts)
-    await _find_context(http, cfg, listing, facts)
+    replies: dict[str, Any] = {"/v1/models": listing}
+    facts.context, facts.context_from = await _stated(http, cfg, CONTEXT_SOURCES, replies)
+    facts.slots, facts.slots_from = await _stated(http, cfg, SLOT_SOURCES, replies)
     if cfg.check_tokenize:
         await _find_tokenizer(http, cfg, facts)
     if cfg.check_context:
@@ -212,4 +226,10 @@ def describe(facts: ServerFacts, cfg: EvalConfig) -> str:
     else:
         check = f"tokenizer check: {route.describe()}"
     bos = f"; BOS tokens added: {facts.bos}" if facts.bos is not None else ""
-    return f"server {cfg.base_url}: {model}; {context}; {check}{bos}"
+    slots = ""
+    if facts.slots is not None and facts.slots < cfg.concurrency:
+        slots = (
+            f"; --concurrency {cfg.concurrency} lowered to the server's {facts.slots} slot(s) ({facts.slots_from}): "
+            "more requests would wait inside the server while their time limit runs"
+        )
+    return f"server {cfg.base_url}: {model}; {context}; {check}{bos}{slots}"

@@ -28,6 +28,7 @@ class ReplyChecks:
         self.bos = None if cfg.chat else bos
         """Tokens the server adds before the suite's prompt; learnt from the first reply when not known."""
         self.flagged: Counter[str] = Counter()
+        self.stopped: RunStopped | None = None
 
     def expected_prompt_tokens(self, sample: dict[str, Any]) -> int | None:
         value = sample.get("chat_token_count" if self.cfg.chat else "token_count")
@@ -50,8 +51,10 @@ class ReplyChecks:
     def count(self, mark: str, row: dict[str, Any], sample: dict[str, Any]) -> None:
         """Count a marked row; raise RunStopped once `max_flagged` rows carry the same mark."""
         self.flagged[mark] += 1
-        if self.flagged[mark] >= self.cfg.max_flagged:
-            raise RunStopped(self.reason(mark, row, sample))
+        if self.stopped is None and self.flagged[mark] >= self.cfg.max_flagged:
+            self.stopped = RunStopped(self.reason(mark, row, sample))
+        if self.stopped is not None:
+            raise self.stopped  # the same reason from every worker that finishes after the stop
 
     def reason(self, mark: str, row: dict[str, Any], sample: dict[str, Any]) -> str:
         n = self.flagged[mark]

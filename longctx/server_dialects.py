@@ -5,7 +5,7 @@ Servers tried (see docs/longctx.md for what was checked on each):
 - vLLM and SGLang: `max_model_len` on each `/v1/models` entry; `POST /tokenize` with `prompt` (or `messages`),
   `add_special_tokens`, answering `count` and `tokens`.
 - llama.cpp's C++ server (`llama-server`): `GET /props` with `default_generation_settings.n_ctx` (the context of
-  one slot); `POST /tokenize` with `content` and `add_special`, answering `tokens` only.
+  one slot) and `total_slots`; `POST /tokenize` with `content` and `add_special`, answering `tokens` only.
 - llama-cpp-python's server (`python -m llama_cpp.server`): no context size anywhere; `POST
   /extras/tokenize/count` with `input`, counting the BOS the model adds (there is no switch to leave it out).
 - longtrove's reference server: vLLM's shapes.
@@ -18,8 +18,9 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class ContextSource:
-    """Where a server states the longest sequence (prompt plus answer) one request may use."""
+class StatedNumber:
+    """Where a server states a number about itself: its context (the longest prompt plus answer one request may
+    use) or its slots (the requests it runs at once)."""
 
     servers: str
     path: str
@@ -27,7 +28,7 @@ class ContextSource:
     """The keys leading to the number: in the reply itself, or, for `/v1/models`, in the served model's entry."""
 
     def read(self, reply: Any, model: str) -> int | None:
-        """The context size in `reply`, or None when this server does not say it there."""
+        """The number in `reply`, or None when this server does not say it there."""
         node = reply
         if self.path == "/v1/models":
             entries = reply.get("data") if isinstance(reply, dict) else None
@@ -64,11 +65,15 @@ class TokenizeRoute:
         return f"POST {self.path} ({self.servers})"
 
 
-CONTEXT_SOURCES: tuple[ContextSource, ...] = (
-    ContextSource("vLLM, SGLang", "/v1/models", ("max_model_len",)),
-    ContextSource("llama.cpp", "/props", ("default_generation_settings", "n_ctx")),
+CONTEXT_SOURCES: tuple[StatedNumber, ...] = (
+    StatedNumber("vLLM, SGLang", "/v1/models", ("max_model_len",)),
+    StatedNumber("llama.cpp", "/props", ("default_generation_settings", "n_ctx")),
 )
 """Tried in order; the first that states a size wins."""
+
+SLOT_SOURCES: tuple[StatedNumber, ...] = (StatedNumber("llama.cpp", "/props", ("total_slots",)),)
+"""Servers that run a fixed number of requests at once and say so; a request past that number waits inside the
+server while its time limit runs, so the runner sends no more than that. (vLLM and SGLang batch: no limit.)"""
 
 TOKENIZE_ROUTES: tuple[TokenizeRoute, ...] = (
     TokenizeRoute(
