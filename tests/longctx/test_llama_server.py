@@ -138,21 +138,28 @@ def _wait_for_lines(path: Path, n: int, timeout: float = 60.0) -> None:
     raise AssertionError(f"{path} did not reach {n} lines")
 
 
-def test_a_server_killed_mid_run_pauses_the_run_until_it_is_back(tiny_llama, suite, tmp_path):
-    server = LlamaServer(tiny_llama, N_CTX, tmp_path / "server.log").start()
-    out = tmp_path / "out"
+def _eval_in_thread(suite: Path, out: Path, cfg: EvalConfig) -> tuple[threading.Thread, dict]:
+    """run_eval on a thread of its own, started once its first answer is written; its stats or its error
+    are handed back in the dict."""
     outcome: dict = {}
 
     def run() -> None:
         try:
-            outcome["stats"] = run_eval(suite, out, _cfg(server.url, lengths=(512,), concurrency=1))
+            outcome["stats"] = run_eval(suite, out, cfg)
         except BaseException as exc:  # handed to the test thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    _wait_for_lines(out / "results.jsonl", 1)
+    return thread, outcome
+
+
+def test_a_server_killed_mid_run_pauses_the_run_until_it_is_back(tiny_llama, suite, tmp_path):
+    server = LlamaServer(tiny_llama, N_CTX, tmp_path / "server.log").start()
+    out = tmp_path / "out"
     try:
-        thread.start()
-        _wait_for_lines(out / "results.jsonl", 1)
+        thread, outcome = _eval_in_thread(suite, out, _cfg(server.url, lengths=(512,), concurrency=1))
         server.kill()
         time.sleep(1.5)  # the run waits (breaker open) instead of failing samples
         server.start()
@@ -169,19 +176,9 @@ def test_a_server_killed_mid_run_pauses_the_run_until_it_is_back(tiny_llama, sui
 def test_a_server_that_stays_down_ends_the_run_and_a_rerun_resumes(tiny_llama, suite, tmp_path):
     server = LlamaServer(tiny_llama, N_CTX, tmp_path / "server.log").start()
     out = tmp_path / "out"
-    outcome: dict = {}
     cfg = _cfg(server.url, lengths=(512,), concurrency=1, outage_window=1.0)
-
-    def run() -> None:
-        try:
-            run_eval(suite, out, cfg)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
     try:
-        thread.start()
-        _wait_for_lines(out / "results.jsonl", 1)
+        thread, outcome = _eval_in_thread(suite, out, cfg)
         server.kill()
         thread.join(timeout=60)
         error = outcome.get("error")
