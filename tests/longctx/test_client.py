@@ -186,21 +186,21 @@ def test_tokenize_check_warns_when_server_and_suite_disagree(
         assert server.stats.tokenize_calls == 2 + 2  # the preflight probe (without, with BOS), one per length
     assert [c["match"] for c in stats.tokenize_checks] == [True, True]
     other = load_tokenizer(str(bpe_tokenizer_path))
-    out = tmp_path / "other"
-    # Every reply then reads another prompt than the suite built: the rows are marked and the run stops.
-    with (
-        caplog.at_level(logging.WARNING),
-        reference_server(other, window_tokens=WINDOW) as server,
-        pytest.raises(RunStopped, match="3 prompt mismatches.*disagree on the tokenizer"),
-    ):
-        run_eval(niah_suite, out, _cfg(server.url, lengths=(1024,)))
-    run = json.loads((out / "run.json").read_text())["last_run"]
-    assert [c["match"] for c in run["tokenize_checks"]] == [False]
-    assert run["tokenize_checks"][0]["server"] != run["tokenize_checks"][0]["suite"]
-    assert "disagree on the tokenizer" in caplog.text and "prompt mismatches" in run["stopped"]
-    rows = read_results(out / "results.jsonl")
-    assert len(rows) >= 3 and {r["status"] for r in rows.values()} == {"prompt_mismatch"}
+    with caplog.at_level(logging.WARNING), reference_server(other, window_tokens=WINDOW) as server:
+        # Every reply then reads another prompt than the suite built: each row is marked...
+        stats = run_eval(niah_suite, tmp_path / "other", _cfg(server.url, lengths=(1024,), max_flagged=10))
+        # ...and with the default threshold the run stops at the third.
+        with pytest.raises(RunStopped, match="3 prompt mismatches.*disagree on the tokenizer"):
+            run_eval(niah_suite, tmp_path / "stopped", _cfg(server.url, lengths=(1024,)))
+    assert [c["match"] for c in stats.tokenize_checks] == [False]
+    assert stats.tokenize_checks[0]["server"] != stats.tokenize_checks[0]["suite"]
+    assert "disagree on the tokenizer" in caplog.text
+    assert stats.prompt_mismatch == len(DEPTHS) and stats.ok == 0
+    rows = read_results(tmp_path / "other" / "results.jsonl")
+    assert {r["status"] for r in rows.values()} == {"prompt_mismatch"}
     assert all(r["prompt_tokens"] != r["token_count"] for r in rows.values())
+    stopped = json.loads((tmp_path / "stopped" / "run.json").read_text())["last_run"]["stopped"]
+    assert "3 prompt mismatches" in stopped
 
 
 def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
