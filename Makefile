@@ -2,6 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# Prebuilt wheels (llama-cpp-python for CPU) beside the checkout, used when the folder exists.
+WHEELS := ../shared/wheels
+FIND_LINKS := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
 .PHONY: demo test lint bench clean
 
@@ -14,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(FIND_LINKS) -e '.[test]'
 	# megatron-core declares no CPU-only dependency set: install it alone, beside the CPU torch above
 	$(BIN)/python -m pip install --quiet --no-deps megatron-core==0.16.1
 	touch $@

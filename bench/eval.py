@@ -8,11 +8,18 @@ The anchor, measured in the same run against the same server and prompts, is lm-
 
 Target: at 128K tokens the runner's CPU time stays under 5% of a request's wall time.
 
+Then the same against a real llama.cpp server (llama-cpp-python's `python -m llama_cpp.server`, serving a tiny
+random-weight Llama written as GGUF with the same cl100k tokenizer, on CPU), runner and anchor in the same run on
+the same server and prompts, both sending the anchor's stop string so that the server does the same work. The model
+is tiny so that the server's time stays short and the client's share shows; prompts stay at a few thousand
+tokens (default 1K), since CPU prefill grows with the square of the length.
+
 The suite comes from the project's builder, with its offsets.json; the same suite without it (every line then
 validated in full), and chat mode, are measured too, at concurrency 1.
 
     .venv/bin/python bench/eval.py [--shared ../shared/bench] [--lengths 4k,128k] [--concurrency 1,4,16]
         [--repeat 3]   # figures are medians of 3 runs, runner and anchor alternating
+        [--llama-lengths 1k] [--llama-samples 8] [--llama-concurrency 1,4] [--no-llama]
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ sys.path.insert(0, str(REPO))
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
 RESERVE = 128  # niah's answer budget, as the suite's max_new_tokens
+STOP = {
+    "stop": ["\n\n"]
+}  # the anchor's stop string: sent by the runner too against llama.cpp, so both generate alike
 
 
 def parse_length(text: str) -> int:
@@ -93,12 +103,39 @@ def start_server(tokenizer_path: Path, window: int) -> tuple[subprocess.Popen, s
     return proc, line.split()[1]
 
 
-def measure_runner(suite: Path, url: str, concurrency: int, work: Path, *, chat: bool = False) -> dict:
+def start_llama_server(tokenizer_path: Path, n_ctx: int, work: Path) -> tuple[object, str]:
+    """llama-cpp-python's server with a tiny random-weight Llama (GGUF written here, the cl100k tokenizer)."""
+    from tests.longctx.llama_server import MODEL_NAME, LlamaServer, write_tiny_llama
+
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    model = write_tiny_llama(
+        work / "tiny-llama.gguf", tokenizer_path, template, bos="<|endoftext|>", eos="<|endoftext|>"
+    )
+    server = LlamaServer(model, n_ctx, work / "llama-server.log").start()
+    return server, MODEL_NAME
+
+
+def measure_runner(
+    suite: Path,
+    url: str,
+    concurrency: int,
+    work: Path,
+    *,
+    chat: bool = False,
+    model: str = "reference",
+    extra_body: dict | None = None,
+) -> dict:
     from longctx.client import EvalConfig, read_results, run_eval
 
     out = Path(tempfile.mkdtemp(dir=work, prefix=f"runner-c{concurrency}-"))
     cfg = EvalConfig(
-        endpoint=f"{url}/v1", model="reference", concurrency=concurrency, progress=False, chat=chat
+        endpoint=f"{url}/v1",
+        model=model,
+        concurrency=concurrency,
+        progress=False,
+        chat=chat,
+        timeout=600.0,
+        extra_body=extra_body or {},
     )
     cpu, wall = time.process_time(), time.perf_counter()
     stats = run_eval(suite, out, cfg)
@@ -133,13 +170,15 @@ def median_run(runs: list[dict]) -> dict:
     return out
 
 
-def measure_anchor(rows: list[dict], url: str, concurrency: int, length: int) -> dict:
+def measure_anchor(
+    rows: list[dict], url: str, concurrency: int, length: int, model: str = "reference"
+) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
     lm = LocalCompletionsAPI(
         base_url=f"{url}/v1/completions",
-        model="reference",
+        model=model,
         tokenizer_backend=None,
         num_concurrent=concurrency,
         max_length=length + 1024,
@@ -173,6 +212,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4096, help="tokens the reference server reads")
     parser.add_argument("--no-anchor", action="store_true", help="skip lm-eval's local-completions")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
+    parser.add_argument("--llama-lengths", default="1k", help="lengths sent to the llama.cpp server")
+    parser.add_argument("--llama-samples", type=int, default=8, help="samples per length (llama.cpp)")
+    parser.add_argument("--llama-concurrency", default="1,4", help="concurrencies (llama.cpp)")
+    parser.add_argument("--no-llama", action="store_true", help="skip the llama.cpp server")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for name in ("lm-eval", "lm_eval", "aiohttp"):
@@ -256,9 +299,48 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    if not args.no_llama:
+        bench_llama(args, tokenizer_path, corpus[-1])
     for length, c, share in verdicts:
         status = "PASS" if share < 5.0 else "FAIL"
         print(f"target {label(length)} c={c}: runner CPU {share:.2f}% of request wall time (< 5%): {status}")
+
+
+def bench_llama(args: argparse.Namespace, tokenizer_path: Path, haystack: Path) -> None:
+    """Runner and anchor against llama-cpp-python's server: requests/s, client CPU per request, same outputs."""
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError:
+        print("\nllama.cpp: skipped (install llama-cpp-python[server], as the test extra does)")
+        return
+    lengths = [parse_length(n) for n in args.llama_lengths.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-eval-llama-") as tmp:
+        work = Path(tmp)
+        server, model = start_llama_server(tokenizer_path, max(lengths) + 256, work)
+        print(
+            f"\nllama.cpp: llama-cpp-python server, tiny random-weight Llama (GGUF, cl100k), context {max(lengths) + 256}"
+        )
+        try:
+            for length in lengths:
+                suite = work / f"suite-{length}"
+                rows = build_suite(suite, tokenizer_path, haystack, length, args.llama_samples)
+                for c in (int(x) for x in args.llama_concurrency.split(",")):
+                    runs, anchors = [], []
+                    for _ in range(args.repeat):
+                        runs.append(measure_runner(suite, server.url, c, work, model=model, extra_body=STOP))
+                        anchors.append(measure_anchor(rows, server.url, c, length, model=model))
+                    ours, anchor = median_run(runs), median_run(anchors)
+                    same = ours["outputs"] == anchor["outputs"]
+                    print(
+                        f"eval llama.cpp {label(length):>5} c={c:<2} runner: {ours['rps']:6.2f} req/s, "
+                        f"{cpu_share(ours)[1]} | anchor lm-eval local-completions: {anchor['rps']:6.2f} req/s, "
+                        f"CPU {anchor['cpu_ms']:7.2f} ms/req | ratio req/s {ours['rps'] / anchor['rps']:.2f}x, "
+                        f"CPU/req {ours['cpu_ms'] / anchor['cpu_ms']:.2f}x | same outputs: "
+                        f"{same and ours['same_outputs'] and anchor['same_outputs']}",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ def markdown_table(summary: dict) -> str:
         lines.append(
             "Scored 0 and counted (no answer): " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
         )
+    marked = [f"{mark}: {status[mark]}" for mark in ("prompt_mismatch", "budget_cut") if status.get(mark)]
+    if marked:
+        lines.append(f"Marked and left out (the server did not run them as built): {', '.join(marked)}")
     return "\n".join(lines) + "\n"
 
 

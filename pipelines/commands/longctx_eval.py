@@ -50,12 +50,32 @@ def eval_command(
     lengths: Annotated[
         str | None, typer.Option(help="Only these lengths (comma-separated, e.g. 4k,128k).")
     ] = None,
-    check_tokenize: Annotated[bool, typer.Option(help="Compare /tokenize counts with the suite's.")] = True,
+    check_tokenize: Annotated[
+        bool, typer.Option(help="Compare the server's token counts (/tokenize or its like) with the suite's.")
+    ] = True,
+    check_model: Annotated[
+        bool,
+        typer.Option(help="Require --model in the server's /v1/models (off for proxies that list none)."),
+    ] = True,
+    allow_over_context: Annotated[
+        bool,
+        typer.Option(
+            "--allow-over-context",
+            help="Send lengths longer than the server's context anyway and record the refusals.",
+        ),
+    ] = False,
+    max_flagged: Annotated[
+        int,
+        typer.Option(help="Replies marked prompt_mismatch or budget_cut (of one kind) that stop the run."),
+    ] = 3,
+    outage_window: Annotated[
+        float, typer.Option(help="Seconds the server may stay unreachable mid-run before the run gives up.")
+    ] = 300.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
 ) -> None:
     """Send every sample of SUITE to an OpenAI-compatible endpoint (greedy), appending answers to OUT/results.jsonl."""
-    from longctx.client import EndpointError, EvalConfig, SuiteError, run_eval
+    from longctx.client import EndpointError, EvalConfig, ServerUnreachable, SuiteError, run_eval
 
     try:
         body = json.loads(extra_body) if extra_body else {}
@@ -77,31 +97,49 @@ def eval_command(
             tasks=tuple(_csv(tasks)) if tasks else None,
             lengths=tuple(_parse_length(n) for n in _csv(lengths) or []) if lengths else None,
             check_tokenize=check_tokenize,
+            check_model=check_model,
+            check_context=not allow_over_context,
+            max_flagged=max_flagged,
+            outage_window=outage_window,
             progress=progress,
         )
-        stats = run_eval(suite, out, cfg)
+        stats = run_eval(suite, out, cfg, announce=lambda line: typer.echo(line, err=True))
+    except ServerUnreachable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except (ValueError, SuiteError, EndpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    flagged = stats.prompt_mismatch + stats.budget_cut
     typer.echo(
         f"{stats.samples} samples: {stats.skipped_done} already answered, {stats.sent} sent "
-        f"({stats.ok} answered, {stats.too_long} too long, {stats.failed} failed) with {stats.retries} retries "
-        f"in {stats.elapsed_s:.1f} s; results in {out / 'results.jsonl'}"
+        f"({stats.ok} answered, {stats.too_long} too long, {stats.failed} failed"
+        + (f", {stats.prompt_mismatch} prompt_mismatch, {stats.budget_cut} budget_cut" if flagged else "")
+        + f") with {stats.retries} retries"
+        + (f" and {stats.outages} outage(s) ({stats.outage_s:.0f} s)" if stats.outages else "")
+        + f" in {stats.elapsed_s:.1f} s; results in {out / 'results.jsonl'}"
     )
     mismatches = [c for c in stats.tokenize_checks if c.get("match") is False]
     if mismatches:
         typer.echo(
             f"warning: {len(mismatches)} /tokenize check(s) disagree with the suite's token counts", err=True
         )
-    if report and (stats.ok or stats.too_long or stats.skipped_done):
+    if report and (stats.ok or stats.too_long or stats.skipped_done or flagged):
         from longctx.report import write_report
 
         summary = write_report(out)
         typer.echo(f"report: {out / 'summary.json'}, {out / 'report.md'}; average {summary['average']}")
+    if flagged:
+        typer.echo(
+            f"{flagged} answer(s) marked prompt_mismatch or budget_cut and left out of the scores: the server did "
+            "not run them as built (see the rows' prompt_tokens and completion_tokens)",
+            err=True,
+        )
     if stats.failed:
         typer.echo(
             f"{stats.failed} sample(s) without an answer: run the same command again to retry them", err=True
         )
+    if stats.failed or flagged:
         raise typer.Exit(1)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx.client import EndpointError, EvalConfig, SuiteError, read_results, run_eval
+from longctx.client import EndpointError, EvalConfig, RunStopped, SuiteError, read_results, run_eval
 from longctx.reference_server import Faults, prompt_key
 from longctx.report import write_report
 from tests.conftest import CL100K_OFFLINE
@@ -110,7 +110,7 @@ def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah
 
 def test_too_long_prompt_is_recorded_not_retried(niah_suite, cl100k, tmp_path):
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
-        stats = run_eval(niah_suite, tmp_path, _cfg(server.url, max_attempts=5))
+        stats = run_eval(niah_suite, tmp_path, _cfg(server.url, max_attempts=5, check_context=False))
         requests = dict(server.stats.requests)
     results = read_results(tmp_path / "results.jsonl")
     too_long = {sid for sid, row in results.items() if row["status"] == "too_long"}
@@ -123,7 +123,7 @@ def test_too_long_prompt_is_recorded_not_retried(niah_suite, cl100k, tmp_path):
     assert summary["tasks"][TASK]["4096"] == 0.0 and summary["status"]["too_long"] == len(DEPTHS)
     # A too-long answer is final: a rerun sends nothing.
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
-        again = run_eval(niah_suite, tmp_path, _cfg(server.url))
+        again = run_eval(niah_suite, tmp_path, _cfg(server.url, check_context=False))
         assert sum(server.stats.requests.values()) == 0 and again.skipped_done == len(results)
 
 
@@ -183,14 +183,24 @@ def test_tokenize_check_warns_when_server_and_suite_disagree(
 
     with reference_server(cl100k, window_tokens=WINDOW) as server:
         stats = run_eval(niah_suite, tmp_path / "same", _cfg(server.url, lengths=(1024, 2048)))
-        assert server.stats.tokenize_calls == 2
+        assert server.stats.tokenize_calls == 2 + 2  # the preflight probe (without, with BOS), one per length
     assert [c["match"] for c in stats.tokenize_checks] == [True, True]
     other = load_tokenizer(str(bpe_tokenizer_path))
     with caplog.at_level(logging.WARNING), reference_server(other, window_tokens=WINDOW) as server:
-        stats = run_eval(niah_suite, tmp_path / "other", _cfg(server.url, lengths=(1024,)))
+        # Every reply then reads another prompt than the suite built: each row is marked...
+        stats = run_eval(niah_suite, tmp_path / "other", _cfg(server.url, lengths=(1024,), max_flagged=10))
+        # ...and with the default threshold the run stops at the third.
+        with pytest.raises(RunStopped, match="3 prompt mismatches.*disagree on the tokenizer"):
+            run_eval(niah_suite, tmp_path / "stopped", _cfg(server.url, lengths=(1024,)))
     assert [c["match"] for c in stats.tokenize_checks] == [False]
     assert stats.tokenize_checks[0]["server"] != stats.tokenize_checks[0]["suite"]
     assert "disagree on the tokenizer" in caplog.text
+    assert stats.prompt_mismatch == len(DEPTHS) and stats.ok == 0
+    rows = read_results(tmp_path / "other" / "results.jsonl")
+    assert {r["status"] for r in rows.values()} == {"prompt_mismatch"}
+    assert all(r["prompt_tokens"] != r["token_count"] for r in rows.values())
+    stopped = json.loads((tmp_path / "stopped" / "run.json").read_text())["last_run"]["stopped"]
+    assert "3 prompt mismatches" in stopped
 
 
 def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
@@ -214,15 +224,18 @@ def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
     assert {r["score"] for r in results.values()} == {0.0, 100.0}
 
 
-def test_suite_errors_name_the_file_line_and_field(niah_suite, tmp_path):
+def test_suite_errors_name_the_file_line_and_field(niah_suite, cl100k, tmp_path):
     bad = tmp_path / "bad"
     (bad / TASK).mkdir(parents=True)
     lines = (niah_suite / TASK / "1k.jsonl").read_text().splitlines()
     broken = json.loads(lines[1])
     del broken["references"]
     (bad / TASK / "1k.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
-    with pytest.raises(SuiteError, match=r"1k\.jsonl:2: field 'references' is missing"):
-        run_eval(bad, tmp_path / "out", _cfg("http://127.0.0.1:9"))
+    with (
+        reference_server(cl100k, window_tokens=WINDOW) as server,
+        pytest.raises(SuiteError, match=r"1k\.jsonl:2: field 'references' is missing"),
+    ):
+        run_eval(bad, tmp_path / "out", _cfg(server.url))
 
 
 def test_a_results_folder_refuses_another_model_or_mode(niah_suite, cl100k, tmp_path):

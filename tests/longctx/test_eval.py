@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from longctx.client import EvalConfig, read_results, run_eval
@@ -180,3 +181,50 @@ def test_eval_command_reports_bad_input_clearly(tmp_path):
     assert result.exit_code == 2 and "nope: not a suite folder" in result.output
     result = CliRunner().invoke(app, ["longctx", "report", str(tmp_path)])
     assert result.exit_code == 2 and "results.jsonl: no results to report" in result.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_eval_with_nothing_listening_exits_at_once_naming_the_url(tmp_path):
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[1024], depths=[50.0])
+    url = f"http://127.0.0.1:{_free_port()}"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["longctx", "eval", str(suite), "--endpoint", f"{url}/v1", "--model", "m", "--out", str(out)],
+    )
+    # Not one retry per sample for minutes: one refused connection is enough to say so.
+    assert result.exit_code == 1 and f"nothing answers at {url}" in result.output, result.output
+    assert not out.exists()
+
+
+def test_eval_of_a_missing_suite_creates_no_results_folder(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["longctx", "eval", str(tmp_path / "nope"), "--endpoint", "http://127.0.0.1:9", "--model", "m"]
+        + ["--out", str(out)],
+    )
+    assert result.exit_code == 2 and "nope: not a suite folder" in result.output
+    assert not out.exists()
+
+
+def test_lengths_over_the_served_context_are_refused_before_sending(cl100k, tmp_path):
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[1024, 2048, 4096], depths=[50.0])
+    out = tmp_path / "out"
+    with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
+        argv = ["longctx", "eval", str(suite), "--endpoint", server.url, "--model", "reference"]
+        result = CliRunner().invoke(app, [*argv, "--out", str(out), "--no-progress"])
+        assert sum(server.stats.requests.values()) == 0
+    # vLLM's way of saying the context (max_model_len on /v1/models), read from the dialect table.
+    assert result.exit_code == 2, result.output
+    assert "context of 3,000 tokens (GET /v1/models, vLLM, SGLang)" in result.output
+    assert "4096 (needs 4,096)" in result.output and "--lengths 1024,2048" in result.output
+    assert not out.exists()

@@ -194,13 +194,13 @@ def test_offsets_that_do_not_fit_the_file_are_an_error_naming_the_line(built_sui
 
 
 def test_top_level_value_skips_nested_keys_of_the_same_name():
-    from longctx.client import _reply_count
     from longctx.suite_reader import top_level_value
+    from longctx.transport import reply_count
 
     reply = b'{"meta": {"count": 3}, "tokens": [1, 2, 3], "count" : 131072}'
     assert reply[top_level_value(reply, "count") :] == b"131072}"
-    assert _reply_count(reply) == 131072
-    assert _reply_count(orjson.dumps({"count": 12, "tokens": list(range(1000))})) == 12
+    assert reply_count(reply) == 131072
+    assert reply_count(orjson.dumps({"count": 12, "tokens": list(range(1000))})) == 12
     assert top_level_value(b'{"meta": {"count": 3}}', "count") is None
 
 
