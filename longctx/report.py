@@ -129,14 +129,19 @@ def markdown_table(summary: dict) -> str:
     ]
     for n, missing in summary["partial"].items():
         lines.append(f"Partial at {length_label(int(n))}: missing {', '.join(missing)}")
-    failed = {k: v for k, v in summary["status"].items() if k != "ok"}
+    marks = ("prompt_mismatch", "budget_cut")
+    status = summary["status"]
+    failed = {k: v for k, v in status.items() if k != "ok" and k not in marks}
     if failed:
         lines.append(
             "Scored 0 and counted (no answer): " + ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
         )
-    marked = [f"{mark}: {status[mark]}" for mark in ("prompt_mismatch", "budget_cut") if status.get(mark)]
+    marked = [f"{mark} {status[mark]}" for mark in marks if status.get(mark)]
     if marked:
-        lines.append(f"Marked and left out (the server did not run them as built): {', '.join(marked)}")
+        lines.append(
+            "Scored 0 and counted (the server did not run them as built; rerun after fixing it): "
+            + ", ".join(marked)
+        )
     return "\n".join(lines) + "\n"
 
 
