@@ -6,19 +6,23 @@ signature step reads back exactly the file its own rank wrote before (see ``Rank
 
     stage            ranks         steps
     filter           tasks         read -> filters -> write filtered [-> exact signatures | minhash signatures]
-    exact-find       1             find exact duplicates
+    exact-find       partitions    find exact duplicates, one hash range per rank
     exact-filter     tasks         read filtered -> drop exact duplicates -> write [-> minhash signatures]
-    minhash-buckets  num_buckets   match signatures bucket by bucket
-    minhash-cluster  1             cluster the matches
+    minhash-...      partitions    band keys -> edges -> connected components (pipelines/dedup/stages.py)
     minhash-filter   tasks         read -> drop near duplicates -> write curated
+
+With ``dedup.engine: datatrove`` the dedup stages are datatrove's own (exact-find and minhash-cluster as one task,
+minhash-buckets with num_buckets tasks), kept for comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.recipe import Recipe
+from pipelines.stage import Stage
+
+__all__ = ["Stage", "build_filters", "build_stages", "document_text"]
 
 
 def document_text(doc: Any) -> str:
@@ -28,15 +32,6 @@ def document_text(doc: Any) -> str:
 
 # datatrove picks its hash function from the getter's return annotation, which must be the type itself
 document_text.__annotations__["return"] = str
-
-
-@dataclass
-class Stage:
-    """One datatrove pipeline and how many ranks run it."""
-
-    name: str
-    pipeline: list = field(repr=False)
-    tasks: int
 
 
 def _readers(recipe: Recipe) -> list:
@@ -152,6 +147,16 @@ def build_stages(recipe: Recipe) -> list[Stage]:
         n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed
     )
     stages: list[Stage] = []
+    ours = recipe.dedup.engine == "longtrove"
+    if ours:
+        from pipelines.dedup import stages as dedup
+
+        def minhash_signatures():
+            return dedup.minhash_signature_step(recipe)
+    else:
+
+        def minhash_signatures():
+            return MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config)
 
     first = [*_readers(recipe), *build_filters(recipe)]
     if not exact and not minhash:
@@ -159,19 +164,25 @@ def build_stages(recipe: Recipe) -> list[Stage]:
     first.append(writer(f"{work}/filtered"))
     previous = f"{work}/filtered"
     if exact:
-        first.append(ExactDedupSignature(f"{work}/exact/sigs", config=exact_config))
+        if ours:
+            first.append(dedup.exact_signature_step(recipe, exact_config))
+        else:
+            first.append(ExactDedupSignature(f"{work}/exact/sigs", config=exact_config))
     else:
-        first.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
+        first.append(minhash_signatures())
     stages.append(Stage("filter", first, tasks))
 
     if exact:
-        stages.append(
-            Stage(
-                "exact-find",
-                [ExactFindDedups(f"{work}/exact/sigs", f"{work}/exact/dups", config=exact_config)],
-                1,
+        if ours:
+            stages.append(dedup.exact_find_stage(recipe, exact_config))
+        else:
+            stages.append(
+                Stage(
+                    "exact-find",
+                    [ExactFindDedups(f"{work}/exact/sigs", f"{work}/exact/dups", config=exact_config)],
+                    1,
+                )
             )
-        )
         target = f"{work}/exact-kept" if minhash else recipe.output.path
         steps = [
             RankFileReader(previous),
@@ -179,11 +190,20 @@ def build_stages(recipe: Recipe) -> list[Stage]:
             writer(target),
         ]
         if minhash:
-            steps.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
+            steps.append(minhash_signatures())
         stages.append(Stage("exact-filter", steps, tasks))
         previous = target
 
-    if minhash:
+    if minhash and ours:
+        stages += dedup.minhash_stages(recipe)
+        stages.append(
+            Stage(
+                "minhash-filter",
+                [RankFileReader(previous), dedup.minhash_filter_step(recipe), writer(recipe.output.path)],
+                tasks,
+            )
+        )
+    elif minhash:
         stages += [
             Stage(
                 "minhash-buckets",
