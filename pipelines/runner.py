@@ -106,14 +106,15 @@ def _metric_total(metric: Any) -> int:
     return int(getattr(metric, "total", metric))
 
 
-def run_recipe(recipe: Recipe, *, client: Any = None, progress: bool = True) -> list[StepCount]:
-    """Run every stage of the recipe on Dask (one cluster for all stages) and return per-step counts.
-
-    Stages run in order; a stage with a ``follow_up`` adds the stages it returns right after itself.
+def run_recipe(
+    recipe: Recipe, *, client: Any = None, progress: bool = True, stages: list[Stage] | None = None
+) -> list[StepCount]:
+    """Run every stage of the recipe (or `stages` built from it) on Dask, one cluster for all stages, and return
+    per-step counts. Stages run in order; a stage with a ``follow_up`` adds the stages it returns after itself.
     """
     from pipelines.executor import dask_client
 
-    pending = build_stages(recipe)
+    pending = list(stages) if stages is not None else build_stages(recipe)
     rows: list[StepCount] = []
     with dask_client(client, recipe.executor.scheduler, recipe.executor.workers) as active:
         while pending:

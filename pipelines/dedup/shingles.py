@@ -31,7 +31,6 @@ import numpy as np
 
 from pipelines.dedup.xxh64 import xxh64_ranges
 
-
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
 _ASCII_NUMBERS = re.compile(rb"[0-9]+(?:[.,][0-9]+)?")
 
