@@ -118,23 +118,44 @@ class PieceTokenizer:
         self.single: set[bytes] = set()  # pieces that are one word
         self.words_of: dict[bytes, tuple[bytes, ...]] = {}  # every piece seen -> its words
 
-    def words(self, simplified: bytes) -> list[bytes]:
-        pieces = simplified.split()
-        if self.single.issuperset(pieces):
+    def words(self, simplified: list[bytes]) -> list[list[bytes]]:
+        """The words of each of a batch of simplified texts."""
+        pieces = [text.split() for text in simplified]
+        single = self.single
+        if all(map(single.issuperset, pieces)):
             return pieces
-        self._learn(set(pieces).difference(self.words_of))
-        if self.single.issuperset(pieces):
-            return pieces
-        return list(chain.from_iterable(map(self.words_of.__getitem__, pieces)))
+        self._learn(set().union(*pieces))
+        words_of = self.words_of
+        return [p if single.issuperset(p) else list(chain.from_iterable(map(words_of.__getitem__, p))) for p in pieces]
 
-    def _learn(self, new: set[bytes]) -> None:
-        if not new:
-            return
+    def _learn(self, needed: set[bytes]) -> None:
+        new = needed.difference(self.words_of)
         if len(self.words_of) + len(new) > self.max_cached:
             self.single.clear()
             self.words_of.clear()
-        pieces = sorted(new)
-        texts = [p.decode("utf-8") for p in pieces]
+            new = needed
+        texts = {piece: piece.decode("utf-8") for piece in new}
+        # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
+        # one token as it is; only the others go through the tokenizer
+        hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
+        for piece in new.difference(hard):
+            self.single.add(piece)
+            self.words_of[piece] = (piece,)
+        if hard:
+            self._tokenize(sorted(hard), [texts[piece] for piece in sorted(hard)])
+
+    def _plainly_one_token(self, text: str) -> bool:
+        tok = self._spacy
+        return not (
+            text in tok.rules
+            or (tok.token_match is not None and tok.token_match(text))
+            or (tok.url_match is not None and tok.url_match(text))
+            or (tok.prefix_search is not None and tok.prefix_search(text))
+            or (tok.suffix_search is not None and tok.suffix_search(text))
+            or (tok.infix_finditer is not None and next(tok.infix_finditer(text), None) is not None)
+        )
+
+    def _tokenize(self, pieces: list[bytes], texts: list[str]) -> None:
         joined = " ".join(texts)
         starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
         doc = self._spacy(joined)
@@ -183,13 +204,9 @@ class Shingler:
             parts = [self.reference_shingles(t) for t in texts]
             offsets = np.cumsum([0] + [len(p) for p in parts])
             return ShingleBatch(np.concatenate(parts) if parts else np.empty(0, np.uint64), offsets)
-        words: list[bytes] = []
-        word_counts = np.empty(len(texts), dtype=np.int64)
-        for i, text in enumerate(texts):
-            doc_words = self.tokenizer.words(simplify_to_bytes(text))
-            words += doc_words
-            word_counts[i] = len(doc_words)
-        return self._hash_ngrams(words, word_counts)
+        per_doc = self.tokenizer.words([simplify_to_bytes(text) for text in texts])
+        word_counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
+        return self._hash_ngrams(list(chain.from_iterable(per_doc)), word_counts)
 
     def _hash_ngrams(self, words: list[bytes], word_counts: np.ndarray) -> ShingleBatch:
         n = self.n_grams

@@ -157,7 +157,7 @@ def test_curate_command_end_to_end(tmp_path, dask_client, curation_corpus):
     address = dask_client.scheduler.address
     result = CliRunner().invoke(app, ["curate", str(path), "--scheduler", address, "--no-progress"])
     assert result.exit_code == 0, result.output
-    for step in ("Jsonl (checked)", "Gopher Repetition", "FineWeb Quality", "MinHash stage 4"):
+    for step in ("Jsonl (checked)", "Gopher Repetition", "FineWeb Quality", "MinHash filter"):
         assert step in result.output
 
     kept = [d["id"] for d in read_curated(tmp_path / "curated")]
