@@ -9,7 +9,8 @@ MinHash, on dedup-dev (real documents and planted near copies, truth.parquet):
            Filter, run by datatrove's LocalPipelineExecutor with `--workers` processes
 Both stages 1 read the same parquet files and write the documents back as each rank's file. Printed: seconds and
 docs/s per stage and total; recall (planted pairs with Jaccard >= 0.8 of which at least one document was
-removed); false removals (removed documents none of whose planted cluster survived).
+removed); false removals: removed documents outside planted clusters (singletons), and removed documents none of
+whose planted cluster survived.
 Signatures in one process: our batch path against datatrove's get_shingles + get_signature on the same texts,
 with the number of documents whose signature differs (must be 0).
 Exact: the whole set written twice (every document has a copy); datatrove's ExactFindDedups (one task) against
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -95,16 +97,20 @@ def run_datatrove(recipe) -> tuple[list[tuple[str, float]], float]:
     return times, time.perf_counter() - start
 
 
-def quality(curated: Path, docs: pa.Table, truth: pa.Table) -> tuple[float, int, int]:
+def quality(curated: Path, docs: pa.Table, truth: pa.Table) -> tuple[float, int, int, int]:
+    """Recall on planted pairs with Jaccard >= 0.8; removed documents of singleton clusters (never planted);
+    removed documents none of whose cluster survived; documents removed."""
     kept = set(pq.read_table(sorted(curated.glob("*.parquet")), columns=["id"]).column("id").to_pylist())
     removed = set(docs.column("id").to_pylist()) - kept
     pairs = truth.filter(pa.compute.greater_equal(truth.column("jaccard"), 0.8))
     a_ids, b_ids = pairs.column("a").to_pylist(), pairs.column("b").to_pylist()
     caught = sum(a in removed or b in removed for a, b in zip(a_ids, b_ids, strict=True))
     cluster = dict(zip(docs.column("id").to_pylist(), docs.column("cluster").to_pylist(), strict=True))
+    sizes = Counter(cluster.values())
     surviving = {cluster[i] for i in kept}
-    false = sum(cluster[i] not in surviving for i in removed)
-    return caught / max(1, len(pairs)), false, len(removed)
+    outside = sum(sizes[cluster[i]] == 1 for i in removed)
+    lost = sum(cluster[i] not in surviving for i in removed)
+    return caught / max(1, len(pairs)), outside, lost, len(removed)
 
 
 def print_stages(label: str, times: list[tuple[str, float]], total: float, n_docs: int) -> None:
@@ -223,8 +229,11 @@ def main() -> None:
                 f"whole MinHash dedup, start-up included: ratio {dt_total / our_total:.1f}x"
             )
             for label, recipe in (("datatrove", theirs), ("ours", ours)):
-                recall, false, removed = quality(Path(recipe.output.path), docs, truth)
-                print(f"  {label:9s} recall {recall:.4f}  false removals {false}  removed {removed}")
+                recall, outside, lost, removed = quality(Path(recipe.output.path), docs, truth)
+                print(
+                    f"  {label:9s} recall {recall:.4f}  removed {removed}, of which outside planted clusters "
+                    f"{outside}, from clusters of which nothing survived {lost}"
+                )
         if "signatures" not in args.skip:
             signature_equality(docs.column("text").to_pylist())
         if "exact" not in args.skip:
