@@ -27,7 +27,7 @@ def permutations(num_hashes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(
-    hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, rows_per_chunk: int = 16384
+    hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, rows_per_chunk: int = 2048
 ) -> np.ndarray:
     """Min-hash signatures, one row per document that has at least one shingle (in document order).
 
@@ -41,19 +41,23 @@ def signatures(
     row_of_doc = np.full(len(counts), -1, dtype=np.int64)
     row_of_doc[with_shingles] = np.arange(len(with_shingles))
     doc_of_shingle = np.repeat(np.arange(len(counts)), counts)
+    values = np.empty((rows_per_chunk, len(a)), dtype=np.uint64)
+    folded = np.empty_like(values)
     with np.errstate(over="ignore"):
         for lo in range(0, len(hashes), rows_per_chunk):
             chunk = hashes[lo : lo + rows_per_chunk, None]
-            values = chunk * a
-            values += b
-            folded = values & MERSENNE_PRIME
-            values >>= _SHIFT61
-            folded += values
-            np.subtract(folded, MERSENNE_PRIME, out=folded, where=folded >= MERSENNE_PRIME)
+            v, f = values[: len(chunk)], folded[: len(chunk)]
+            np.multiply(chunk, a, out=v)
+            v += b
+            np.bitwise_and(v, MERSENNE_PRIME, out=f)
+            v >>= _SHIFT61
+            f += v  # = (a * x + b) mod p, or that plus p (never more)
+            if f.max() >= MERSENNE_PRIME:  # about once in 10^17 values: take off the p
+                np.subtract(f, MERSENNE_PRIME, out=f, where=f >= MERSENNE_PRIME)
             docs = doc_of_shingle[lo : lo + rows_per_chunk]
             starts = np.flatnonzero(np.concatenate([[True], docs[1:] != docs[:-1]]))
             rows = row_of_doc[docs[starts]]
-            out[rows] = np.minimum(out[rows], np.minimum.reduceat(folded, starts, axis=0))
+            out[rows] = np.minimum(out[rows], np.minimum.reduceat(f, starts, axis=0))
     return out
 
 

@@ -77,3 +77,21 @@ def test_band_keys_match_exactly_when_a_band_is_equal():
     assert len(keys) == 400 * 14 - 1
     nodes = np.repeat(np.arange(400, dtype=np.uint64) + 7, 14)
     assert band_edges(k1.reshape(-1), k2.reshape(-1), nodes).tolist() == [[8, 7]]
+
+
+def test_min_hashes_equal_plain_modulo_even_at_the_edge_of_the_prime():
+    a, b = permutations(112, 1)
+    prime = (1 << 61) - 1
+    rng = np.random.default_rng(2)
+    hashes = list(rng.integers(0, 1 << 63, 300, dtype=np.uint64))
+    j = next(i for i in range(112) if int(a[i]) % 2)  # an odd multiplier can be inverted modulo 2^64
+    for target in (prime, prime + 3, (1 << 64) - 1):  # a * x + b wraps to these: folded sums reach p and above
+        hashes.append(np.uint64((target - int(b[j])) * pow(int(a[j]), -1, 1 << 64) % (1 << 64)))
+    hashes = np.array(hashes, dtype=np.uint64)
+    offsets = np.array([0, 100, 100, 299, 300, 301, 302, 303])
+    with np.errstate(over="ignore"):
+        plain = (hashes[:, None] * a + b) % np.uint64(prime)
+    want = [plain[lo:hi].min(axis=0) for lo, hi in zip(offsets[:-1], offsets[1:], strict=True) if hi > lo]
+    got = signatures(hashes, offsets, a, b, rows_per_chunk=64)
+    assert got.tolist() == np.array(want).tolist()
+    assert got[-3:, j].tolist() == [0, 3, ((1 << 64) - 1) % prime]
