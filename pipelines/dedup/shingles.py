@@ -173,6 +173,12 @@ class PieceTokenizer:
                 self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
 
 
+@cache
+def piece_tokenizer(language: str = "en") -> PieceTokenizer:
+    """One per process and language: spaCy loads once and what it taught about pieces serves every later rank."""
+    return PieceTokenizer(language)
+
+
 @dataclass
 class ShingleBatch:
     """The shingles of a batch of documents: ``hashes[offsets[i]:offsets[i + 1]]`` belong to document i."""
@@ -186,7 +192,7 @@ class Shingler:
 
     def __init__(self, n_grams: int = 5, language: str = "en"):
         self.n_grams = n_grams
-        self.tokenizer = PieceTokenizer(language)
+        self.tokenizer = piece_tokenizer(language)
         self._reference_step = None
 
     def reference_shingles(self, text: str) -> np.ndarray:

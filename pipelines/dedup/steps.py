@@ -35,21 +35,22 @@ class MinhashBandSignature(PipelineStep):
         num_buckets: int = 14,
         hashes_per_bucket: int = 8,
         seed: int = 1,
-        batch_size: int = 256,
+        batch_size: int = 1024,
+        batch_chars: int = 16_000_000,
     ):
         super().__init__()
         self.output_folder = get_datafolder(output_folder)
         self.partitions = partitions
         self.n_grams, self.num_buckets, self.seed = n_grams, num_buckets, seed
         self.num_hashes = num_buckets * hashes_per_bucket
-        self.batch_size = batch_size
+        self.batch_size, self.batch_chars = batch_size, batch_chars
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         shingler = Shingler(self.n_grams)
         a, b = permutations(self.num_hashes, self.seed)
         keys: list[np.ndarray] = []
         batch: list[str] = []
-        first = 0
+        first = chars = 0
 
         def flush() -> None:
             with self.track_time(unit="batch"):
@@ -64,10 +65,11 @@ class MinhashBandSignature(PipelineStep):
         for doc in data:
             self.stat_update(StatHints.total)
             batch.append(doc.text)
-            if len(batch) == self.batch_size:
+            chars += len(doc.text)
+            if len(batch) == self.batch_size or chars >= self.batch_chars:
                 flush()
                 first += len(batch)
-                batch = []
+                batch, chars = [], 0
         if batch:
             flush()
         rows = np.concatenate(keys) if keys else np.empty((0, 3), np.uint64)
