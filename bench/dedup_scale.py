@@ -83,7 +83,7 @@ def worker_peak_rss(client) -> list[float]:
 def run_size(size: int, args, root: Path) -> dict:
     from pipelines.executor import dask_client
     from pipelines.recipe import parse_recipe
-    from pipelines.runner import make_executors
+    from pipelines.runner import make_executors, step_counts
     from pipelines.stages import build_stages
 
     t0 = time.perf_counter()
@@ -121,9 +121,7 @@ def run_size(size: int, args, root: Path) -> dict:
             if follow_up is not None:
                 pending[:0] = follow_up(stats)
             if stage.name == "minhash-filter":
-                kept = sum(
-                    int(s.stats["forwarded"].total) for s in stats.stats if "forwarded" in s.stats
-                )
+                kept = next(row.kept for row in step_counts(stage.name, stats) if "MinHash" in row.step)
         rss = worker_peak_rss(client)
     total = time.perf_counter() - start
     print(f"{'stage':18s} {'seconds':>9s} {'docs/s':>10s} {'docs/s/core':>12s}")
