@@ -8,30 +8,20 @@ signature step reads back exactly the file its own rank wrote before (see ``Rank
     filter           tasks         read -> filters -> write filtered [-> exact signatures | minhash signatures]
     exact-find       partitions    find exact duplicates, one hash range per rank
     exact-filter     tasks         read filtered -> drop exact duplicates -> write [-> minhash signatures]
-    minhash-...      partitions    band keys -> edges -> connected components (pipelines/dedup/stages.py)
+    minhash-...      partitions    band keys -> edges -> connected components
     minhash-filter   tasks         read -> drop near duplicates -> write curated
 
-With ``dedup.engine: datatrove`` the dedup stages are datatrove's own (exact-find and minhash-cluster as one task,
-minhash-buckets with num_buckets tasks), kept for comparison.
+The dedup steps and stages come from ``pipelines.dedup.stages``, for the partitioned engine (the default) or, with
+``dedup.engine: datatrove``, datatrove's own (exact-find and minhash-cluster as one task).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from pipelines.dedup.stages import dedup_engine, document_text
 from pipelines.recipe import Recipe
 from pipelines.stage import Stage
 
 __all__ = ["Stage", "build_filters", "build_stages", "document_text"]
-
-
-def document_text(doc: Any) -> str:
-    """What exact dedup hashes: the document's text."""
-    return doc.text
-
-
-# datatrove picks its hash function from the getter's return annotation, which must be the type itself
-document_text.__annotations__["return"] = str
 
 
 def _readers(recipe: Recipe) -> list:
@@ -110,19 +100,6 @@ def build_filters(recipe: Recipe) -> list:
 
 def build_stages(recipe: Recipe) -> list[Stage]:
     """The datatrove stages of a recipe, in the order they must run."""
-    from datatrove.pipeline.dedup import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
-    from datatrove.pipeline.dedup.exact_dedup import (
-        ExactDedupConfig,
-        ExactDedupFilter,
-        ExactDedupSignature,
-        ExactFindDedups,
-    )
     from datatrove.pipeline.writers import ParquetWriter
 
     from pipelines.readers import RankFileReader
@@ -130,6 +107,7 @@ def build_stages(recipe: Recipe) -> list[Stage]:
     tasks = recipe.executor.tasks
     work = recipe.work_dir.rstrip("/")
     exact, minhash = recipe.dedup.exact.enabled, recipe.dedup.minhash.enabled
+    dedup = dedup_engine(recipe)
 
     def writer(folder: str) -> ParquetWriter:
         # one file per rank with a fixed name: what RankFileReader reads back, and byte-identical on reruns
@@ -141,96 +119,20 @@ def build_stages(recipe: Recipe) -> list[Stage]:
             use_content_defined_chunking=False,
         )
 
-    exact_config = ExactDedupConfig(content_getter=document_text)
-    mh = recipe.dedup.minhash
-    minhash_config = MinhashConfig(
-        n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed
-    )
-    stages: list[Stage] = []
-    ours = recipe.dedup.engine == "longtrove"
-    if ours:
-        from pipelines.dedup import stages as dedup
-
-        def minhash_signatures():
-            return dedup.minhash_signature_step(recipe)
-    else:
-
-        def minhash_signatures():
-            return MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config)
-
     first = [*_readers(recipe), *build_filters(recipe)]
     if not exact and not minhash:
         return [Stage("filter", [*first, writer(recipe.output.path)], tasks)]
-    first.append(writer(f"{work}/filtered"))
+    first += [writer(f"{work}/filtered"), dedup.exact_signature() if exact else dedup.minhash_signature()]
+    stages = [Stage("filter", first, tasks)]
     previous = f"{work}/filtered"
     if exact:
-        if ours:
-            first.append(dedup.exact_signature_step(recipe, exact_config))
-        else:
-            first.append(ExactDedupSignature(f"{work}/exact/sigs", config=exact_config))
-    else:
-        first.append(minhash_signatures())
-    stages.append(Stage("filter", first, tasks))
-
-    if exact:
-        if ours:
-            stages.append(dedup.exact_find_stage(recipe, exact_config))
-        else:
-            stages.append(
-                Stage(
-                    "exact-find",
-                    [ExactFindDedups(f"{work}/exact/sigs", f"{work}/exact/dups", config=exact_config)],
-                    1,
-                )
-            )
         target = f"{work}/exact-kept" if minhash else recipe.output.path
-        steps = [
-            RankFileReader(previous),
-            ExactDedupFilter(f"{work}/exact/dups", config=exact_config),
-            writer(target),
-        ]
+        steps = [RankFileReader(previous), dedup.exact_filter(), writer(target)]
         if minhash:
-            steps.append(minhash_signatures())
-        stages.append(Stage("exact-filter", steps, tasks))
+            steps.append(dedup.minhash_signature())
+        stages += [dedup.exact_find(), Stage("exact-filter", steps, tasks)]
         previous = target
-
-    if minhash and ours:
-        stages += dedup.minhash_stages(recipe)
-        stages.append(
-            Stage(
-                "minhash-filter",
-                [RankFileReader(previous), dedup.minhash_filter_step(recipe), writer(recipe.output.path)],
-                tasks,
-            )
-        )
-    elif minhash:
-        stages += [
-            Stage(
-                "minhash-buckets",
-                [
-                    MinhashDedupBuckets(
-                        f"{work}/minhash/sigs", f"{work}/minhash/buckets", config=minhash_config
-                    )
-                ],
-                minhash_config.num_buckets,
-            ),
-            Stage(
-                "minhash-cluster",
-                [
-                    MinhashDedupCluster(
-                        f"{work}/minhash/buckets", f"{work}/minhash/clusters", config=minhash_config
-                    )
-                ],
-                1,
-            ),
-            Stage(
-                "minhash-filter",
-                [
-                    RankFileReader(previous),
-                    MinhashDedupFilter(f"{work}/minhash/clusters"),
-                    writer(recipe.output.path),
-                ],
-                tasks,
-            ),
-        ]
+    if minhash:
+        steps = [RankFileReader(previous), dedup.minhash_filter(), writer(recipe.output.path)]
+        stages += [*dedup.minhash_stages(), Stage("minhash-filter", steps, tasks)]
     return stages
