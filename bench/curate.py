@@ -32,6 +32,8 @@ def recipe_for(corpus: Path, out: Path, tasks: int, workers: int, limit: int):
         "input": {"format": "parquet", "paths": [str(corpus)], "glob": None, "limit": limit},
         "output": {"path": str(out / "curated"), "work_dir": str(out / "work")},
         "executor": {"tasks": tasks, "workers": workers, "skip_completed": False},
+        # the two executors run the same fixed list of datatrove stages (bench/dedup.py compares dedup engines)
+        "dedup": {"engine": "datatrove"},
     }
     return load_recipe(DEFAULT_RECIPE, overrides=overrides)
 

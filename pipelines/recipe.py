@@ -180,6 +180,12 @@ class MinhashDedup(_Strict):
 
 
 class DedupConfig(_Strict):
+    engine: Literal["longtrove", "datatrove"] = Field(
+        "longtrove", description="longtrove: partitioned stages, fast signatures; datatrove: its own stages"
+    )
+    partitions: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="tasks of each partitioned dedup stage; default: executor.tasks, at least 2"
+    )
     exact: ExactDedup = ExactDedup()
     minhash: MinhashDedup = MinhashDedup()
 

@@ -33,6 +33,12 @@ def make_executors(
 ) -> list:
     """One executor per stage, each depending on the one before, logging under ``<work_dir>/logs/<stage>``."""
     stages = stages if stages is not None else build_stages(recipe)
+    open_ended = [stage.name for stage in stages if stage.follow_up is not None]
+    if open_ended:
+        raise ValueError(
+            f"stage {open_ended[0]!r} decides at run time what runs after it: run the recipe with run_recipe, "
+            "or set dedup.engine: datatrove for a fixed list of stages"
+        )
     logs = f"{recipe.work_dir.rstrip('/')}/logs"
     executors: list = []
     for stage in stages:
@@ -100,20 +106,25 @@ def _metric_total(metric: Any) -> int:
     return int(getattr(metric, "total", metric))
 
 
-def run_recipe(recipe: Recipe, *, client: Any = None, progress: bool = True) -> list[StepCount]:
-    """Run every stage of the recipe on Dask (one cluster for all stages) and return per-step counts."""
-    from pipelines.executor import run_stages
+def run_recipe(
+    recipe: Recipe, *, client: Any = None, progress: bool = True, stages: list[Stage] | None = None
+) -> list[StepCount]:
+    """Run every stage of the recipe (or `stages` built from it) on Dask, one cluster for all stages, and return
+    per-step counts. Stages run in order; a stage with a ``follow_up`` adds the stages it returns after itself.
+    """
+    from pipelines.executor import dask_client
 
-    stages = build_stages(recipe)
-    executors = make_executors(recipe, stages, client=client, progress=progress)
-    for executor in executors:  # run_stages walks them in order on one cluster
-        executor.depends = None
-    all_stats = run_stages(
-        executors, client=client, scheduler=recipe.executor.scheduler, workers=recipe.executor.workers
-    )
+    pending = list(stages) if stages is not None else build_stages(recipe)
     rows: list[StepCount] = []
-    for stage, stats in zip(stages, all_stats, strict=True):
-        rows += step_counts(stage.name, stats)
+    with dask_client(client, recipe.executor.scheduler, recipe.executor.workers) as active:
+        while pending:
+            stage = pending.pop(0)
+            follow_up, stage.follow_up = stage.follow_up, None
+            [executor] = make_executors(recipe, [stage], client=active, progress=progress)
+            stats = executor._run_with_client(active)
+            rows += step_counts(stage.name, stats)
+            if follow_up is not None:
+                pending[:0] = follow_up(stats)
     return rows
 
 

@@ -6,37 +6,22 @@ signature step reads back exactly the file its own rank wrote before (see ``Rank
 
     stage            ranks         steps
     filter           tasks         read -> filters -> write filtered [-> exact signatures | minhash signatures]
-    exact-find       1             find exact duplicates
+    exact-find       partitions    find exact duplicates, one hash range per rank
     exact-filter     tasks         read filtered -> drop exact duplicates -> write [-> minhash signatures]
-    minhash-buckets  num_buckets   match signatures bucket by bucket
-    minhash-cluster  1             cluster the matches
+    minhash-...      partitions    band keys -> edges -> connected components
     minhash-filter   tasks         read -> drop near duplicates -> write curated
+
+The dedup steps and stages come from ``pipelines.dedup.stages``, for the partitioned engine (the default) or, with
+``dedup.engine: datatrove``, datatrove's own (exact-find and minhash-cluster as one task).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
+from pipelines.dedup.stages import dedup_engine, document_text
 from pipelines.recipe import Recipe
+from pipelines.stage import Stage
 
-
-def document_text(doc: Any) -> str:
-    """What exact dedup hashes: the document's text."""
-    return doc.text
-
-
-# datatrove picks its hash function from the getter's return annotation, which must be the type itself
-document_text.__annotations__["return"] = str
-
-
-@dataclass
-class Stage:
-    """One datatrove pipeline and how many ranks run it."""
-
-    name: str
-    pipeline: list = field(repr=False)
-    tasks: int
+__all__ = ["Stage", "build_filters", "build_stages", "document_text"]
 
 
 def _readers(recipe: Recipe) -> list:
@@ -128,19 +113,6 @@ def build_stages(recipe: Recipe) -> list[Stage]:
 
 
 def _curation_stages(recipe: Recipe) -> list[Stage]:
-    from datatrove.pipeline.dedup import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-        MinhashDedupSignature,
-    )
-    from datatrove.pipeline.dedup.exact_dedup import (
-        ExactDedupConfig,
-        ExactDedupFilter,
-        ExactDedupSignature,
-        ExactFindDedups,
-    )
     from datatrove.pipeline.writers import ParquetWriter
 
     from pipelines.readers import RankFileReader
@@ -148,6 +120,7 @@ def _curation_stages(recipe: Recipe) -> list[Stage]:
     tasks = recipe.executor.tasks
     work = recipe.work_dir.rstrip("/")
     exact, minhash = recipe.dedup.exact.enabled, recipe.dedup.minhash.enabled
+    dedup = dedup_engine(recipe)
 
     def writer(folder: str) -> ParquetWriter:
         # one file per rank with a fixed name: what RankFileReader reads back, and byte-identical on reruns
@@ -159,71 +132,20 @@ def _curation_stages(recipe: Recipe) -> list[Stage]:
             use_content_defined_chunking=False,
         )
 
-    exact_config = ExactDedupConfig(content_getter=document_text)
-    mh = recipe.dedup.minhash
-    minhash_config = MinhashConfig(
-        n_grams=mh.n_grams, num_buckets=mh.num_buckets, hashes_per_bucket=mh.hashes_per_bucket, seed=mh.seed
-    )
-    stages: list[Stage] = []
-
     first = [*_readers(recipe), *build_filters(recipe)]
     if not exact and not minhash:
         return [Stage("filter", [*first, writer(recipe.output.path)], tasks)]
-    first.append(writer(f"{work}/filtered"))
+    first += [writer(f"{work}/filtered"), dedup.exact_signature() if exact else dedup.minhash_signature()]
+    stages = [Stage("filter", first, tasks)]
     previous = f"{work}/filtered"
     if exact:
-        first.append(ExactDedupSignature(f"{work}/exact/sigs", config=exact_config))
-    else:
-        first.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
-    stages.append(Stage("filter", first, tasks))
-
-    if exact:
-        stages.append(
-            Stage(
-                "exact-find",
-                [ExactFindDedups(f"{work}/exact/sigs", f"{work}/exact/dups", config=exact_config)],
-                1,
-            )
-        )
         target = f"{work}/exact-kept" if minhash else recipe.output.path
-        steps = [
-            RankFileReader(previous),
-            ExactDedupFilter(f"{work}/exact/dups", config=exact_config),
-            writer(target),
-        ]
+        steps = [RankFileReader(previous), dedup.exact_filter(), writer(target)]
         if minhash:
-            steps.append(MinhashDedupSignature(f"{work}/minhash/sigs", config=minhash_config))
-        stages.append(Stage("exact-filter", steps, tasks))
+            steps.append(dedup.minhash_signature())
+        stages += [dedup.exact_find(), Stage("exact-filter", steps, tasks)]
         previous = target
-
     if minhash:
-        stages += [
-            Stage(
-                "minhash-buckets",
-                [
-                    MinhashDedupBuckets(
-                        f"{work}/minhash/sigs", f"{work}/minhash/buckets", config=minhash_config
-                    )
-                ],
-                minhash_config.num_buckets,
-            ),
-            Stage(
-                "minhash-cluster",
-                [
-                    MinhashDedupCluster(
-                        f"{work}/minhash/buckets", f"{work}/minhash/clusters", config=minhash_config
-                    )
-                ],
-                1,
-            ),
-            Stage(
-                "minhash-filter",
-                [
-                    RankFileReader(previous),
-                    MinhashDedupFilter(f"{work}/minhash/clusters"),
-                    writer(recipe.output.path),
-                ],
-                tasks,
-            ),
-        ]
+        steps = [RankFileReader(previous), dedup.minhash_filter(), writer(recipe.output.path)]
+        stages += [*dedup.minhash_stages(), Stage("minhash-filter", steps, tasks)]
     return stages

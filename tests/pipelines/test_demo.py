@@ -35,7 +35,7 @@ def test_every_step_removes_something(demo_run):
     dropped = {row.step: row.dropped for row in demo_run.counts}
     assert set(dropped) == {
         "Jsonl (checked)", "Gopher Repetition", "Gopher Quality", "C4 Quality", "FineWeb Quality",
-        "exact-deduplication stage 3", "MinHash stage 4",
+        "exact-deduplication stage 3", "MinHash filter",
     }  # fmt: skip
     assert all(n > 0 for n in dropped.values()), dropped
     reader = demo_run.counts[0]

@@ -81,8 +81,8 @@ def read_ids(folder: Path) -> list[str]:
 
 
 def test_recipe_output_equals_local_executor(tmp_path, dask_client, prose_docs):
-    """All stages of a recipe (filters, exact and MinHash dedup) on Dask give byte-identical files to datatrove's
-    LocalPipelineExecutor."""
+    """All stages of a recipe (filters, datatrove's exact and MinHash dedup) on Dask give byte-identical files to
+    datatrove's LocalPipelineExecutor."""
     docs = [dict(d, text=d["text"][:4000]) for d in prose_docs[:24]]
     docs += [dict(d, id=d["id"] + "-copy") for d in docs[:4]]
     for i in range(3):
@@ -98,6 +98,7 @@ def test_recipe_output_equals_local_executor(tmp_path, dask_client, prose_docs):
                     "work_dir": str(tmp_path / kind / "work"),
                 },
                 "executor": {"tasks": 3, "workers": 1},
+                "dedup": {"engine": "datatrove"},  # a fixed list of stages, as make_executors needs
             }
         )
         stages = build_stages(recipe)

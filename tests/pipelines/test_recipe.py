@@ -86,14 +86,29 @@ def test_yaml_errors_and_relative_paths(tmp_path):
 def test_default_recipe_has_every_stage():
     recipe = load_recipe(DEFAULT_RECIPE, overrides={"input": {"paths": ["/"]}}, check_paths=False)
     stages = build_stages(recipe)
+    # the component rounds and the removals follow up from minhash-large-001 at run time
     assert [s.name for s in stages] == [
-        "filter", "exact-find", "exact-filter", "minhash-buckets", "minhash-cluster", "minhash-filter",
+        "filter", "exact-find", "exact-filter", "minhash-buckets", "minhash-large-001", "minhash-filter",
     ]  # fmt: skip
-    assert [s.tasks for s in stages] == [4, 1, 4, 14, 1, 4]
+    assert [s.tasks for s in stages] == [4, 4, 4, 4, 4, 4]
     assert [type(s).__name__ for s in stages[0].pipeline] == [
         "GuardedJsonlReader", "GopherRepetitionFilter", "GopherQualityFilter", "C4QualityFilter",
         "FineWebQualityFilter", "ParquetWriter", "ExactDedupSignature",
     ]  # fmt: skip
+    assert type(stages[2].pipeline[-1]).__name__ == "MinhashBandSignature"
+
+
+def test_datatrove_engine_keeps_datatrove_stages():
+    recipe = load_recipe(
+        DEFAULT_RECIPE,
+        overrides={"input": {"paths": ["/"]}, "dedup": {"engine": "datatrove"}},
+        check_paths=False,
+    )
+    stages = build_stages(recipe)
+    assert [s.name for s in stages] == [
+        "filter", "exact-find", "exact-filter", "minhash-buckets", "minhash-cluster", "minhash-filter",
+    ]  # fmt: skip
+    assert [s.tasks for s in stages] == [4, 1, 4, 14, 1, 4]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +157,7 @@ def test_curate_command_end_to_end(tmp_path, dask_client, curation_corpus):
     address = dask_client.scheduler.address
     result = CliRunner().invoke(app, ["curate", str(path), "--scheduler", address, "--no-progress"])
     assert result.exit_code == 0, result.output
-    for step in ("Jsonl (checked)", "Gopher Repetition", "FineWeb Quality", "MinHash stage 4"):
+    for step in ("Jsonl (checked)", "Gopher Repetition", "FineWeb Quality", "MinHash filter"):
         assert step in result.output
 
     kept = [d["id"] for d in read_curated(tmp_path / "curated")]

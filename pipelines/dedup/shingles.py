@@ -1,0 +1,231 @@
+"""Word n-gram shingles equal to datatrove's MinHash shingles, without running spaCy on every document.
+
+datatrove hashes the n-grams of ``word_tokenize(simplify_text(text))``, where the word tokenizer is spaCy's. Its
+cost is almost all spaCy, on text that ``simplify_text`` has already lowercased and stripped of punctuation. Two
+facts make a fast path exact:
+
+* spaCy's tokenizer first cuts text at whitespace and then tokenizes each piece on its own (special cases, prefixes,
+  suffixes, infixes and URL matches all act within one piece; the English tokenizer has no special case that spans
+  whitespace, which ``PieceTokenizer`` checks when it loads). So the words of a text are the concatenation of the
+  words of its whitespace pieces.
+* The pieces of real text repeat. Each new piece is tokenized by spaCy once (all new pieces of a batch in one
+  call) and remembered: most pieces stay one word ("house"), some split ("cannot" -> "can", "not";
+  "0km" -> "0", "km").
+
+``simplify_text`` is reproduced step for step with faster equivalents (bytes for ASCII text, ``str.split`` for the
+whitespace regex, a translate table for the diacritics filter). ``tests/pipelines/test_dedup_signatures.py`` and
+``bench/dedup.py`` compare the shingles with datatrove's own ``get_shingles``; where a language's tokenizer has a
+special case spanning whitespace, every document takes datatrove's own path.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from itertools import chain
+
+import numpy as np
+
+from pipelines.dedup.xxh64 import xxh64_ranges
+
+# datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
+_ASCII_NUMBERS = re.compile(rb"[0-9]+(?:[.,][0-9]+)?")
+
+
+@cache
+def _ascii_punctuation_table() -> bytes:
+    from datatrove.utils.text import PUNCTUATION
+
+    table = bytearray(range(256))
+    for ch in PUNCTUATION:
+        if ord(ch) < 128:
+            table[ord(ch)] = ord(" ")
+    return bytes(table)
+
+
+@cache
+def _punctuation_mask() -> np.ndarray:
+    """True at every code point that simplify_text turns into a space."""
+    from datatrove.utils.text import PUNCTUATION
+
+    mask = np.zeros(sys.maxunicode + 1, dtype=bool)
+    mask[[ord(c) for c in PUNCTUATION]] = True
+    return mask
+
+
+class _CombiningMarks:
+    """Which code points are of category Mn (what simplify_text drops after NFD), looked up as they appear."""
+
+    def __init__(self) -> None:
+        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)
+
+    def mask(self, points: np.ndarray) -> np.ndarray:
+        state = self.known[points]
+        if (state < 0).any():
+            for cp in np.unique(points[state < 0]).tolist():
+                self.known[cp] = unicodedata.category(chr(cp)) == "Mn"
+            state = self.known[points]
+        return state.astype(bool)
+
+
+_COMBINING_MARKS = _CombiningMarks()
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _from_code_points(points: np.ndarray) -> str:
+    return points.tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def simplify_to_bytes(text: str) -> bytes:
+    """``datatrove.utils.text.simplify_text(text)`` with the default TextNormConfig, encoded as UTF-8."""
+    from datatrove.utils.text import NUMBERS_PATTERN
+
+    text = text.lower()
+    if text.isascii():  # the same steps on bytes: ASCII digits, byte-for-byte punctuation, nothing to strip
+        data = _ASCII_NUMBERS.sub(b"0", text.encode("ascii"))
+        return b" ".join(data.translate(_ascii_punctuation_table()).split())
+    text = NUMBERS_PATTERN.sub("0", text)
+    points = _code_points(text).copy()
+    points[_punctuation_mask()[points]] = ord(" ")
+    text = " ".join(_from_code_points(points).split())
+    points = _code_points(unicodedata.normalize("NFD", text))
+    text = _from_code_points(points[~_COMBINING_MARKS.mask(points)])
+    # dropping a lone mark can leave two spaces in a row; spaCy's words never hold whitespace either way
+    return " ".join(text.split()).encode("utf-8")
+
+
+class PieceTokenizer:
+    """spaCy's word split of simplified text, one whitespace piece at a time, remembering what each piece gives."""
+
+    def __init__(self, language: str = "en", max_cached: int = 2_000_000):
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+        self.reference = load_word_tokenizer(language)
+        nlp = getattr(self.reference, "tokenizer", None)
+        self._spacy = getattr(nlp, "tokenizer", None)
+        # a special case that contains whitespace next to other characters would make pieces depend on each other
+        rules = getattr(self._spacy, "rules", None) or {}
+        self.exact = self._spacy is not None and not any(
+            any(c.isspace() for c in key) and not key.isspace() for key in rules
+        )
+        self.max_cached = max_cached
+        self.single: set[bytes] = set()  # pieces that are one word
+        self.words_of: dict[bytes, tuple[bytes, ...]] = {}  # every piece seen -> its words
+
+    def words(self, simplified: list[bytes]) -> list[list[bytes]]:
+        """The words of each of a batch of simplified texts."""
+        pieces = [text.split() for text in simplified]
+        single = self.single
+        if all(map(single.issuperset, pieces)):
+            return pieces
+        self._learn(set().union(*pieces))
+        words_of = self.words_of
+        return [p if single.issuperset(p) else list(chain.from_iterable(map(words_of.__getitem__, p))) for p in pieces]
+
+    def _learn(self, needed: set[bytes]) -> None:
+        new = needed.difference(self.words_of)
+        if len(self.words_of) + len(new) > self.max_cached:
+            self.single.clear()
+            self.words_of.clear()
+            new = needed
+        texts = {piece: piece.decode("utf-8") for piece in new}
+        # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
+        # one token as it is; only the others go through the tokenizer
+        hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
+        for piece in new.difference(hard):
+            self.single.add(piece)
+            self.words_of[piece] = (piece,)
+        if hard:
+            self._tokenize(sorted(hard), [texts[piece] for piece in sorted(hard)])
+
+    def _plainly_one_token(self, text: str) -> bool:
+        tok = self._spacy
+        return not (
+            text in tok.rules
+            or (tok.token_match is not None and tok.token_match(text))
+            or (tok.url_match is not None and tok.url_match(text))
+            or (tok.prefix_search is not None and tok.prefix_search(text))
+            or (tok.suffix_search is not None and tok.suffix_search(text))
+            or (tok.infix_finditer is not None and next(tok.infix_finditer(text), None) is not None)
+        )
+
+    def _tokenize(self, pieces: list[bytes], texts: list[str]) -> None:
+        joined = " ".join(texts)
+        starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+        doc = self._spacy(joined)
+        owner = np.searchsorted(starts, np.fromiter((t.idx for t in doc), dtype=np.int64), side="right") - 1
+        words: list[list[str]] = [[] for _ in pieces]
+        for token, i in zip(doc, owner.tolist(), strict=True):
+            text = token.text.strip()
+            if text:
+                words[i].append(text)
+        for piece, text, got in zip(pieces, texts, words, strict=True):
+            if got == [text]:
+                self.single.add(piece)
+                self.words_of[piece] = (piece,)
+            else:
+                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+
+
+@cache
+def piece_tokenizer(language: str = "en") -> PieceTokenizer:
+    """One per process and language: spaCy loads once and what it taught about pieces serves every later rank."""
+    return PieceTokenizer(language)
+
+
+@dataclass
+class ShingleBatch:
+    """The shingles of a batch of documents: ``hashes[offsets[i]:offsets[i + 1]]`` belong to document i."""
+
+    hashes: np.ndarray
+    offsets: np.ndarray
+
+
+class Shingler:
+    """Hashed word n-grams of documents, equal to datatrove's ``MinhashDedupSignature.get_shingles``."""
+
+    def __init__(self, n_grams: int = 5, language: str = "en"):
+        self.n_grams = n_grams
+        self.tokenizer = piece_tokenizer(language)
+        self._reference_step = None
+
+    def reference_shingles(self, text: str) -> np.ndarray:
+        """datatrove's own shingles (the slow path, and the reference the tests compare with)."""
+        if self._reference_step is None:
+            from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+
+            self._reference_step = MinhashDedupSignature(
+                "memory://unused", config=MinhashConfig(n_grams=self.n_grams)
+            )
+        return self._reference_step.get_shingles(text).reshape(-1)
+
+    def shingles(self, texts: list[str]) -> ShingleBatch:
+        if not self.tokenizer.exact:
+            parts = [self.reference_shingles(t) for t in texts]
+            offsets = np.cumsum([0] + [len(p) for p in parts])
+            return ShingleBatch(np.concatenate(parts) if parts else np.empty(0, np.uint64), offsets)
+        per_doc = self.tokenizer.words([simplify_to_bytes(text) for text in texts])
+        word_counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
+        return self._hash_ngrams(list(chain.from_iterable(per_doc)), word_counts)
+
+    def _hash_ngrams(self, words: list[bytes], word_counts: np.ndarray) -> ShingleBatch:
+        n = self.n_grams
+        ngram_counts = np.maximum(word_counts - n + 1, 0)
+        offsets = np.concatenate([[0], np.cumsum(ngram_counts)])
+        if not offsets[-1]:
+            return ShingleBatch(np.empty(0, np.uint64), offsets)
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        word_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+        buffer = np.frombuffer(b" ".join(words), dtype=np.uint8)
+        # the first word of every n-gram: positions within each document that leave n words
+        doc_first_word = np.concatenate([[0], np.cumsum(word_counts)[:-1]])
+        first = np.repeat(doc_first_word - offsets[:-1], ngram_counts) + np.arange(offsets[-1])
+        last = first + n - 1
+        hashes = xxh64_ranges(buffer, word_starts[first], word_starts[last] + lengths[last])
+        return ShingleBatch(hashes, offsets)

@@ -1,0 +1,97 @@
+"""The fast MinHash path against datatrove's own: XXH64, shingles (spaCy's word split), signatures, band keys."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import xxhash
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+
+from pipelines.dedup.minhash import band_edges, band_keys, permutations, signatures
+from pipelines.dedup.shingles import Shingler
+from pipelines.dedup.xxh64 import xxh64_ranges
+
+# what spaCy splits after simplify_text, and what simplify_text itself must get right
+TRICKY = [
+    "We cannot stop, we're gonna go and we gotta see it; don't wanna miss it, I'd say, lemme see",
+    "It weighs 3.5kg and runs 10km at 25°C, costs $12,000.50 or 9€ per 100m² in 2023.",
+    "Café naïve résumé: ÀÉÎÕÜ — coöperate Ångström the ﬁne ligature, the Kelvin sign K is here",
+    "Сегодня 5 декабря: Москва, Санкт-Петербург — «привет»! Ελληνικά κείμενα με τόνους ά έ ή",
+    "東京は日本の首都です。人口は約1400万人、面積は2194平方キロメートル。 中文文本，没有空格！",
+    "emoji 😀 and 👍🏽 thumbs, flags 🇫🇷, a lone mark \u0301 here and e\u0301 there, zero\u200bwidth",
+    "tabs\tand\nnew lines\r\nand\u00a0no-break\u2003em spaces  and\u3000ideographic",
+    "URLs like https://example.com/a?b=c and e-mail me@example.org and C++ or c# or x86-64 or 5'11\"",
+    "U.S.A. e.g. i.e. a.m. p.m. Mr. Dr. St. No. vs. etc. Inc. Ltd. 'tis 'twas o'clock rock'n'roll",
+    "one two three four",  # fewer words than an n-gram: no shingles
+    "",
+    "١٢٣ ٤٥٦ arabic digits 3,14 and १२३ devanagari १२.५ next to words in a sentence here",
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> MinhashDedupSignature:
+    return MinhashDedupSignature("memory://reference", config=MinhashConfig())
+
+
+def test_xxh64_of_ranges_equals_xxhash():
+    rng = random.Random(3)
+    data = bytes(rng.randrange(256) for _ in range(3000))
+    starts = np.array([rng.randrange(2000) for _ in range(2000)])
+    lengths = np.array([rng.choice([0, 1, 3, 4, 7, 8, 31, 32, 33, 64, rng.randrange(400)]) for _ in starts])
+    got = xxh64_ranges(np.frombuffer(data, dtype=np.uint8), starts, starts + lengths, seed=0)
+    want = [xxhash.xxh64_intdigest(data[s : s + n]) for s, n in zip(starts, lengths, strict=True)]
+    assert got.tolist() == want
+
+
+def test_shingles_and_signatures_equal_datatrove(reference, prose_texts):
+    rng = random.Random(5)
+    texts = TRICKY + [t[:3000] for t in prose_texts[::12]]
+    texts += [" ".join(rng.sample(t.split(), min(60, len(t.split())))) for t in texts[:6]]
+    shingler = Shingler()
+    batch = shingler.shingles(texts)
+    a, b = permutations(reference.num_hashes, 1)
+    sigs = signatures(batch.hashes, batch.offsets, a, b, rows_per_chunk=97)  # chunks split documents
+    assert shingler.tokenizer.exact
+    assert len(shingler.tokenizer.single) > 100 and any(  # both kinds of piece were met
+        len(words) > 1 for words in shingler.tokenizer.words_of.values()
+    )
+    row = 0
+    for i, text in enumerate(texts):
+        want = reference.get_shingles(text).reshape(-1)
+        assert batch.hashes[batch.offsets[i] : batch.offsets[i + 1]].tolist() == want.tolist(), text[:60]
+        if want.size:
+            assert sigs[row].tolist() == np.concatenate(reference.get_signature(want[:, None])).tolist()
+            row += 1
+    assert row == len(sigs) < len(texts)  # the short and empty texts have no signature, as in datatrove
+
+
+def test_band_keys_match_exactly_when_a_band_is_equal():
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(0, 1 << 61, size=(400, 14 * 8), dtype=np.uint64)
+    sigs[1, 8:16] = sigs[0, 8:16]  # docs 0 and 1 share band 1
+    sigs[2, 16:24] = sigs[0, 8:16]  # doc 2 has doc 0's band 1 values, but in band 2
+    k1, k2 = band_keys(sigs, 14)
+    keys = set(zip(k1.reshape(-1).tolist(), k2.reshape(-1).tolist(), strict=True))
+    assert len(keys) == 400 * 14 - 1
+    nodes = np.repeat(np.arange(400, dtype=np.uint64) + 7, 14)
+    assert band_edges(k1.reshape(-1), k2.reshape(-1), nodes).tolist() == [[8, 7]]
+
+
+def test_min_hashes_equal_plain_modulo_even_at_the_edge_of_the_prime():
+    a, b = permutations(112, 1)
+    prime = (1 << 61) - 1
+    rng = np.random.default_rng(2)
+    hashes = list(rng.integers(0, 1 << 63, 300, dtype=np.uint64))
+    j = next(i for i in range(112) if int(a[i]) % 2)  # an odd multiplier can be inverted modulo 2^64
+    for target in (prime, prime + 3, (1 << 64) - 1):  # a * x + b wraps to these: folded sums reach p and above
+        hashes.append(np.uint64((target - int(b[j])) * pow(int(a[j]), -1, 1 << 64) % (1 << 64)))
+    hashes = np.array(hashes, dtype=np.uint64)
+    offsets = np.array([0, 100, 100, 299, 300, 301, 302, 303])
+    with np.errstate(over="ignore"):
+        plain = (hashes[:, None] * a + b) % np.uint64(prime)
+    want = [plain[lo:hi].min(axis=0) for lo, hi in zip(offsets[:-1], offsets[1:], strict=True) if hi > lo]
+    got = signatures(hashes, offsets, a, b, rows_per_chunk=64)
+    assert got.tolist() == np.array(want).tolist()
+    assert got[-3:, j].tolist() == [0, 3, ((1 << 64) - 1) % prime]
