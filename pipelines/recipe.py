@@ -188,7 +188,8 @@ class Recipe(_Strict):
     input: InputConfig
     filters: list[FilterSpec] = Field(default_factory=list)
     filter_engine: Literal["fast", "datatrove"] = Field(
-        "fast", description="fast: shared words, same decisions; datatrove: datatrove's filter classes as they are"
+        "fast",
+        description="fast: shared words, same decisions; datatrove: datatrove's filter classes as they are",
     )
     dedup: DedupConfig = DedupConfig()
     output: OutputConfig = OutputConfig()

@@ -89,12 +89,16 @@ def build_filters(recipe: Recipe) -> list:
     from pipelines.filters.steps import FAST_FILTERS, BatchLanguageFilter
 
     fast = recipe.filter_engine == "fast"
-    classes = FAST_FILTERS if fast else {
-        "gopher_quality": GopherQualityFilter,
-        "gopher_repetition": GopherRepetitionFilter,
-        "c4": C4QualityFilter,
-        "fineweb_quality": FineWebQualityFilter,
-    }
+    classes = (
+        FAST_FILTERS
+        if fast
+        else {
+            "gopher_quality": GopherQualityFilter,
+            "gopher_repetition": GopherRepetitionFilter,
+            "c4": C4QualityFilter,
+            "fineweb_quality": FineWebQualityFilter,
+        }
+    )
     steps = []
     for i, spec in enumerate(recipe.filters):
         params = spec.params.model_dump()

@@ -102,7 +102,11 @@ def duplicated_ngram_chars(table: NgramTable, n: int, join_fix: bool = False) ->
     seen_again: set[int] = set()
     position = repeated = 0
     for r, group, first_at, length in zip(
-        repeats.tolist(), repeat_groups.tolist(), first[repeat_groups].tolist(), chars[repeats].tolist(), strict=True
+        repeats.tolist(),
+        repeat_groups.tolist(),
+        first[repeat_groups].tolist(),
+        chars[repeats].tolist(),
+        strict=True,
     ):
         if r < position:
             continue
@@ -155,7 +159,9 @@ def gopher_repetition_reason(
     return None
 
 
-def gopher_quality_reason(text: str, ids: np.ndarray, splitter: WordSplitter, f, stop_ids: list[int]) -> str | None:
+def gopher_quality_reason(
+    text: str, ids: np.ndarray, splitter: WordSplitter, f, stop_ids: list[int]
+) -> str | None:
     """``GopherQualityFilter.filter`` for a text with at least one word."""
     n_words = len(ids)
     non_symbol = splitter.non_symbol[ids]
@@ -182,7 +188,10 @@ def gopher_quality_reason(text: str, ids: np.ndarray, splitter: WordSplitter, f,
         sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > f.max_ellipsis_lines_ratio
     ):
         return "gopher_too_many_end_ellipsis"
-    if f.max_non_alpha_words_ratio and int(splitter.has_alpha[ids].sum()) / n_words < f.max_non_alpha_words_ratio:
+    if (
+        f.max_non_alpha_words_ratio
+        and int(splitter.has_alpha[ids].sum()) / n_words < f.max_non_alpha_words_ratio
+    ):
         return "gopher_below_alpha_threshold"
     if f.min_stop_words and int(np.isin(stop_ids, ids).sum()) < f.min_stop_words:
         return "gopher_enough_stop_words"
@@ -191,7 +200,12 @@ def gopher_quality_reason(text: str, ids: np.ndarray, splitter: WordSplitter, f,
 
 def c4_reason(text: str, splitter: WordSplitter, f, line_stats: Counter) -> tuple[str | None, str]:
     """``C4QualityFilter.filter`` with ``split_paragraph``: the reason and the text it leaves; counts line stats."""
-    from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
+    from datatrove.pipeline.filters.c4_filters import (
+        CITATION_REGEX,
+        ELLIPSIS,
+        END_PUNCTUATION,
+        POLICY_SUBSTRINGS,
+    )
 
     kept: list[str] = []
     lines = text.splitlines()

@@ -8,6 +8,7 @@ kept, keyed by the document, until its text changes (C4 rewrites it) or it leave
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -23,7 +24,12 @@ from datatrove.utils.batching import batched
 from datatrove.utils.stats import MetricStats
 from datatrove.utils.typeshelper import StatHints
 
-from pipelines.filters.checks import c4_reason, fineweb_reason, gopher_quality_reason, gopher_repetition_reason
+from pipelines.filters.checks import (
+    c4_reason,
+    fineweb_reason,
+    gopher_quality_reason,
+    gopher_repetition_reason,
+)
 from pipelines.filters.offline import LocalModelLanguageFilter
 from pipelines.filters.words import WordSplitter
 
@@ -70,8 +76,8 @@ class _FastFilter(BaseFilter):
 
     reference_class: type[BaseFilter]
 
-    def __init__(self, batch_size: int = 256, **params):
-        super().__init__(exclusion_writer=None, batch_size=batch_size)
+    def __init__(self, batch_size: int = 256, exclusion_writer=None, **params):
+        super().__init__(exclusion_writer=exclusion_writer, batch_size=batch_size)
         self.reference = self.reference_class(**params)
         self.language = getattr(self.reference, "language", "en")
 
@@ -94,20 +100,25 @@ class _FastFilter(BaseFilter):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         # BaseFilter.run without its "batches" count, so the stats carry datatrove's keys only
-        for batch in batched(data, self.batch_size):
-            with self.track_time("batch"):
-                results = self.filter_batch(batch)
-            for doc, result in zip(batch, results, strict=True):
-                self.stat_update(StatHints.total)
-                keep, reason = result if isinstance(result, tuple) else (result, None)
-                if keep:
-                    self.stat_update(StatHints.forwarded)
-                    self.update_doc_stats(doc)
-                    yield doc
-                else:
+        with self.exclusion_writer if self.exclusion_writer else contextlib.nullcontext() as writer:
+            for batch in batched(data, self.batch_size):
+                with self.track_time("batch"):
+                    results = self.filter_batch(batch)
+                for doc, result in zip(batch, results, strict=True):
+                    self.stat_update(StatHints.total)
+                    keep, reason = result if isinstance(result, tuple) else (result, None)
+                    if keep:
+                        self.stat_update(StatHints.forwarded)
+                        self.update_doc_stats(doc)
+                        yield doc
+                        continue
                     self.stat_update(StatHints.dropped)
                     if reason:
                         self.stat_update(f"dropped_{reason}")
+                    if self.exclusion_writer:
+                        if reason:
+                            doc.metadata["filter_reason"] = reason
+                        writer.write(doc, rank)
 
 
 def _verdict(reason: str | None) -> bool | tuple[bool, str]:
@@ -120,8 +131,8 @@ class FastGopherRepetitionFilter(_FastFilter):
     name = GopherRepetitionFilter.name
     reference_class = GopherRepetitionFilter
 
-    def __init__(self, join_fix: bool = False, batch_size: int = 256, **params):
-        super().__init__(batch_size=batch_size, **params)
+    def __init__(self, join_fix: bool = False, batch_size: int = 256, exclusion_writer=None, **params):
+        super().__init__(batch_size=batch_size, exclusion_writer=exclusion_writer, **params)
         self.join_fix = join_fix
         ref = self.reference
         self.use_reference = any(n < 1 for n, _ in (*ref.top_n_grams, *ref.dup_n_grams))
@@ -129,7 +140,9 @@ class FastGopherRepetitionFilter(_FastFilter):
     def decide(self, doc: Document) -> bool | tuple[bool, str]:
         if self.use_reference:
             return self.reference.filter(doc)
-        reason = gopher_repetition_reason(doc.text, lambda: self.words(doc), self.splitter, self.reference, self.join_fix)
+        reason = gopher_repetition_reason(
+            doc.text, lambda: self.words(doc), self.splitter, self.reference, self.join_fix
+        )
         return _verdict(reason)
 
 
@@ -186,7 +199,10 @@ class BatchLanguageFilter(LocalModelLanguageFilter):
         results = []
         for doc, doc_labels, doc_scores in zip(batch, labels, scores, strict=True):
             # datatrove's FastTextLID.predict and LanguageFilter.filter, on this document's row
-            lang_pairs = {label.split("__")[2]: float(score) for label, score in zip(doc_labels, doc_scores)}
+            lang_pairs = {
+                label.split("__")[2]: float(score)
+                for label, score in zip(doc_labels, doc_scores, strict=False)
+            }
             lang, lang_score = max(lang_pairs.items(), key=lambda x: x[1])
             if self.languages:
                 lang_pairs = {language: lang_pairs.get(language, 0.0) for language in self.languages}

@@ -21,10 +21,10 @@ import re
 from itertools import chain
 
 import numpy as np
-from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
 # characters datatrove treats as symbols (a word made only of these is a "symbol word")
 from datatrove.utils.text import PUNCTUATION_SET
+from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
 _WS_SPLIT = re.compile(r"(\s+)")
 # the sentencizer's rule on token classes: P = a sentence-final punctuation character, O = other punctuation,
@@ -49,7 +49,7 @@ class WordSplitter:
             self._nlp = self._private_nlp()
             self._punct_chars = set(self._nlp.get_pipe("sentencizer").punct_chars)
             self._patterns = self._special_case_patterns()
-            self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:])}
+            self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
             self._pattern_lengths = sorted({len(p) for p in self._patterns})
         self._reset()
 
@@ -57,8 +57,6 @@ class WordSplitter:
     def _reset(self) -> None:
         self.generation = getattr(self, "generation", -1) + 1  # token ids from an older generation are stale
         if self.fast and self.generation:
-            from datatrove.utils.word_tokenizers import SpaCyTokenizer
-
             self._nlp = self._private_nlp()  # drops the lexemes spaCy learnt meanwhile
         self._chunk_ids: dict[str, tuple[int, ...]] = {}
         self._chunk_codes: dict[str, str] = {"": ""}
@@ -138,7 +136,9 @@ class WordSplitter:
             parts = tuple(t.text for t in plain(key))
             if len(parts) > 1:
                 if any(not p.strip() for p in parts):
-                    raise RuntimeError(f"spaCy special case {key!r} has a whitespace token; fast split unproven")
+                    raise RuntimeError(
+                        f"spaCy special case {key!r} has a whitespace token; fast split unproven"
+                    )
                 patterns.add(parts)
         return patterns
 
@@ -199,7 +199,11 @@ class WordSplitter:
                 return None
         if len(chunks) > 1 and self._boundary_pairs:
             tokens = self.tokens
-            pairs = zip([tokens[ids[c][-1]] for c in chunks[:-1]], [tokens[ids[c][0]] for c in chunks[1:]])
+            pairs = zip(
+                [tokens[ids[c][-1]] for c in chunks[:-1]],
+                [tokens[ids[c][0]] for c in chunks[1:]],
+                strict=False,
+            )
             if not self._boundary_pairs.isdisjoint(pairs):
                 return chunks, self._crossing_windows(chunks)
         return chunks, []
@@ -288,7 +292,7 @@ class WordSplitter:
         parts = _WS_SPLIT.split(joined)
         codes = map(self._chunk_codes.__getitem__, parts[0::2])
         gaps = map(_gap_code, parts[1::2])
-        sequence = "".join(chain.from_iterable(zip(codes, gaps))) + self._chunk_codes[parts[-1]]
+        sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._chunk_codes[parts[-1]]
         return len(lines) + len(_SENTENCE_START.findall(sequence))
 
 
