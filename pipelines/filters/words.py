@@ -51,6 +51,7 @@ class WordSplitter:
             self._patterns = self._special_case_patterns()
             self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
             self._pattern_lengths = sorted({len(p) for p in self._patterns})
+            self._special_keys = set(self._nlp.tokenizer.rules)
         self._reset()
 
     # -- vocabulary --------------------------------------------------------------------------------------------
@@ -62,6 +63,7 @@ class WordSplitter:
         self._chunk_codes: dict[str, str] = {"": ""}
         self._token_id: dict[str, int] = {}
         self.tokens: list[str] = []
+        self.codes: list[str] = []  # each token's sentencizer class (see _SENTENCE_START)
         self._size = 0
         cap = 1024
         self.length = np.zeros(cap, np.int64)
@@ -90,6 +92,8 @@ class WordSplitter:
             for offset, token in enumerate(new):
                 self._token_id[token] = start + offset
             self.tokens += new
+            if self.fast:
+                self.codes += map(self._code, new)
             self._size += len(new)
             sl = slice(start, self._size)
             self.length[sl] = [len(t) for t in new]
@@ -155,15 +159,17 @@ class WordSplitter:
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
-        joined = "\n".join(chunks)
+        simple, rest = self._split_simple(chunks)
+        self._store(simple, [[c] for c in simple])
+        joined = "\n".join(rest)
         try:
-            spans = self._nlp.tokenizer(joined).to_array([IDX, LENGTH]).tolist()
+            spans = self._nlp.tokenizer(joined).to_array([IDX, LENGTH]).tolist() if rest else []
         except Exception:  # one odd chunk: do them one by one
-            for chunk in chunks:
+            for chunk in rest:
                 try:
-                    self._store(chunk, [t.text for t in self._nlp.tokenizer(chunk)])
+                    self._store([chunk], [[t.text for t in self._nlp.tokenizer(chunk)]])
                 except Exception:
-                    continue  # never cached: texts holding it take datatrove's path
+                    continue  # never cached: texts holding it take the whole-text path
             return
         per_chunk: list[list[str]] = [[]]
         for start, length in spans:
@@ -171,16 +177,43 @@ class WordSplitter:
                 per_chunk.append([])
             else:
                 per_chunk[-1].append(joined[start : start + length])
-        if len(per_chunk) != len(chunks):
+        if rest and len(per_chunk) != len(rest):
             raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
-        for chunk, parts in zip(chunks, per_chunk, strict=True):
-            self._store(chunk, parts)
+        self._store(rest, per_chunk)
 
-    def _store(self, chunk: str, parts: list[str]) -> None:
-        if not parts or "".join(parts) != chunk:
-            return  # unexpected: never cached, the texts holding it take datatrove's path
-        self._chunk_ids[chunk] = tuple(self.token_ids(parts))
-        self._chunk_codes[chunk] = "".join(map(self._code, parts))
+    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str]]:
+        """Chunks spaCy keeps whole, and the others.
+
+        spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
+        A chunk that is no special case and that none of the three patterns matches anywhere is one token
+        (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
+        case equal to the chunk to act on a single token).
+        """
+        tok = self._nlp.tokenizer
+        prefix = tok.prefix_search or (lambda c: None)
+        suffix = tok.suffix_search or (lambda c: None)
+        infix = tok.infix_finditer or (lambda c: iter(()))
+        specials = self._special_keys
+        simple, rest = [], []
+        for chunk in chunks:
+            if chunk in specials or prefix(chunk) or suffix(chunk) or next(infix(chunk), None) is not None:
+                rest.append(chunk)
+            else:
+                simple.append(chunk)
+        return simple, rest
+
+    def _store(self, chunks: list[str], parts: list[list[str]]) -> None:
+        ids = self.token_ids(list(chain.from_iterable(parts)))
+        codes = self.codes
+        at = 0
+        for chunk, chunk_parts in zip(chunks, parts, strict=True):
+            end = at + len(chunk_parts)
+            # an unexpected split is never cached: the texts holding the chunk take the whole-text path
+            if chunk_parts and "".join(chunk_parts) == chunk:
+                chunk_ids = tuple(ids[at:end])
+                self._chunk_ids[chunk] = chunk_ids
+                self._chunk_codes[chunk] = "".join([codes[i] for i in chunk_ids])
+            at = end
 
     def _fast_chunks(self, text: str) -> tuple[list[str], list[tuple[int, int]]] | None:
         """The text's chunks and the windows of chunks a special case crosses; None: no fast split for this text.
