@@ -161,9 +161,11 @@ class WordSplitter:
     def _tokenize_chunks(self, chunks: list[str]) -> None:
         simple, rest = self._split_simple(chunks)
         self._store(simple, [[c] for c in simple])
+        if not rest:
+            return
         joined = "\n".join(rest)
         try:
-            spans = self._nlp.tokenizer(joined).to_array([IDX, LENGTH]).tolist() if rest else []
+            spans = self._nlp.tokenizer(joined).to_array([IDX, LENGTH]).tolist()
         except Exception:  # one odd chunk: do them one by one
             for chunk in rest:
                 try:
@@ -177,7 +179,7 @@ class WordSplitter:
                 per_chunk.append([])
             else:
                 per_chunk[-1].append(joined[start : start + length])
-        if rest and len(per_chunk) != len(rest):
+        if len(per_chunk) != len(rest):
             raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
         self._store(rest, per_chunk)
 
