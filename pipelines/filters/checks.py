@@ -34,37 +34,42 @@ class NgramTable:
         self.bits = max(1, int(self.local.max(initial=0)).bit_length())
         self.char_ends = np.concatenate(([0], np.cumsum(splitter.length[words])))
 
-    def classes(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each n-gram position: its group; for each group: first position and count."""
+    def keys(self, n: int) -> np.ndarray:
+        """One key per n-gram position, equal where the n-grams are equal word by word."""
         m = len(self.words) - n + 1
         local = self.local.astype(np.int64)
         if self.bits * n <= 63:
             key = np.zeros(m, np.int64)
             for j in range(n):
                 key |= local[j : j + m] << (self.bits * j)
-        else:
-            windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(local, n))
-            key = windows.view(np.dtype((np.void, 8 * n))).ravel()
-        _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+            return key
+        windows = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(local, n))
+        return windows.view(np.dtype((np.void, 8 * n))).ravel()
+
+    def classes(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each n-gram position: its group; for each group: first position and count."""
+        _, first, inverse, counts = np.unique(
+            self.keys(n), return_index=True, return_inverse=True, return_counts=True
+        )
         return inverse.ravel(), first, counts
 
     def chars(self, n: int) -> np.ndarray:
         """Characters of each n-gram's words joined without a separator."""
         return self.char_ends[n:] - self.char_ends[: len(self.char_ends) - n]
 
-    def joined_groups(self, n: int, m: int) -> int:
-        """How many distinct n-gram strings joined without separator there are, up to hash collisions.
-
-        The hash is a function of the joined string (a polynomial over its code points, plus its length), so
-        equal joined strings hash equal: with as many hashes as word-by-word groups, the two groupings agree.
-        """
-        words, s = self.words, self.splitter
-        value, shift = s.hash[words], s.hash_shift[words]
-        joined = value[:m].copy()
-        for j in range(1, n):
-            joined = joined * shift[j : j + m] + value[j : j + m]
-        joined += self.chars(n).astype(np.uint64) * _HASH_LENGTH_MIX
-        return len(np.unique(joined))
+    def joined_hashes(self, n: int) -> np.ndarray:
+        """A hash of each n-gram's words joined without a separator: a function of the joined string (a
+        polynomial over its code points, wrapping at 64 bits, plus its length), so equal strings hash equal."""
+        m = len(self.words) - n + 1
+        value, shift = self.splitter.hash[self.words], self.splitter.hash_shift[self.words]
+        cached_n, joined = getattr(self, "_joined", (0, None))
+        if cached_n == 0 or cached_n > n:
+            cached_n, joined = 1, value.copy()
+        while cached_n < n:  # extend each (cached_n)-gram by the next word
+            joined = joined[:-1] * shift[cached_n:] + value[cached_n:]
+            cached_n += 1
+        self._joined = (n, joined)
+        return joined[:m] + self.chars(n).astype(np.uint64) * _HASH_LENGTH_MIX
 
 
 def top_ngram_chars(table: NgramTable, n: int) -> int:
@@ -72,7 +77,7 @@ def top_ngram_chars(table: NgramTable, n: int) -> int:
 
     Ties go to the n-gram seen first, as ``Counter.most_common(1)`` does.
     """
-    _, first, counts = table.classes(n)
+    _, first, counts = np.unique(table.keys(n), return_index=True, return_counts=True)
     top = counts.max()
     start = int(first[counts == top].min())
     return (int(table.chars(n)[start]) + n - 1) * int(top)
@@ -88,8 +93,11 @@ def duplicated_ngram_chars(table: NgramTable, n: int, join_fix: bool = False) ->
     m = len(table.words) - n + 1
     if m <= 0:
         return 0
+    joined_groups = len(np.unique(table.joined_hashes(n)))
+    if joined_groups == m:  # all joined strings differ, so do the n-grams: nothing repeats
+        return 0
     groups, first, _ = table.classes(n)
-    if not join_fix and table.joined_groups(n, m) != len(first):
+    if not join_fix and joined_groups != len(first):
         return None
     is_first = np.zeros(m, bool)
     is_first[first] = True
