@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from copy import deepcopy
 
 import pytest
@@ -22,7 +20,7 @@ from datatrove.utils.text import split_into_sentences, split_into_words
 from pipelines.filters.checks import NgramTable, duplicated_ngram_chars
 from pipelines.filters.steps import FAST_FILTERS, word_splitter
 from pipelines.recipe import RecipeError, parse_recipe
-from tests.pipelines.conftest import simple_recipe, write_jsonl
+from tests.pipelines.conftest import simple_recipe, train_lid_model, write_jsonl
 from tests.pipelines.filter_samples import PARAMETER_SETS, REASONS, sample_documents
 
 DATATROVE = {
@@ -161,23 +159,8 @@ def test_batched_language_id_equals_datatroves_one_by_one(tmp_path, prose_docs):
     from pipelines.filters import LocalModelLanguageFilter
     from pipelines.filters.steps import BatchLanguageFilter
 
+    model = train_lid_model(tmp_path, prose_docs, epoch=3)
     rng = random.Random(3)
-    lines = [line for d in prose_docs[:20] for line in d["text"].split("\n") if len(line.split()) > 6]
-    train = tmp_path / "train.txt"
-    with train.open("w") as f:
-        for line in lines:
-            letters = list(line.lower())
-            rng.shuffle(letters)
-            f.write(f"__label__en {line}\n__label__zz {''.join(letters)}\n")
-    model = tmp_path / "lid.bin"
-    # a fresh interpreter: fastText's training goes wrong after some libraries change the floating-point mode
-    code = (
-        "import fasttext, sys; fasttext.train_supervised(sys.argv[1], epoch=3, seed=0, thread=1, verbose=0)"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code + ".save_model(sys.argv[2])", str(train), str(model)], check=True
-    )
-
     docs = [Document(text=d["text"][:1500], id=d["id"]) for d in prose_docs[20:40]]
     for doc in docs[::3]:
         letters = list(doc.text)
