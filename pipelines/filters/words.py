@@ -51,6 +51,8 @@ class WordSplitter:
             self._patterns = self._special_case_patterns()
             self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
             self._pattern_lengths = sorted({len(p) for p in self._patterns})
+            self._pair_lefts = {left for left, _ in self._boundary_pairs}
+            self._pair_rights = {right for _, right in self._boundary_pairs}
             self._special_keys = set(self._nlp.tokenizer.rules)
         self._reset()
 
@@ -61,6 +63,8 @@ class WordSplitter:
             self._nlp = self._private_nlp()  # drops the lexemes spaCy learnt meanwhile
         self._chunk_ids: dict[str, tuple[int, ...]] = {}
         self._chunk_codes: dict[str, str] = {"": ""}
+        self._ends_risky: set[str] = set()  # chunks whose last token can start a special case across chunks
+        self._starts_risky: set[str] = set()  # chunks whose first token can end one
         self._token_id: dict[str, int] = {}
         self.tokens: list[str] = []
         self.codes: list[str] = []  # each token's sentencizer class (see _SENTENCE_START)
@@ -215,6 +219,10 @@ class WordSplitter:
                 chunk_ids = tuple(ids[at:end])
                 self._chunk_ids[chunk] = chunk_ids
                 self._chunk_codes[chunk] = "".join([codes[i] for i in chunk_ids])
+                if self.tokens[chunk_ids[-1]] in self._pair_lefts:
+                    self._ends_risky.add(chunk)
+                if self.tokens[chunk_ids[0]] in self._pair_rights:
+                    self._starts_risky.add(chunk)
             at = end
 
     def _fast_chunks(self, text: str) -> tuple[list[str], list[tuple[int, int]]] | None:
@@ -233,36 +241,43 @@ class WordSplitter:
             if not all(map(ids.__contains__, chunks)):
                 return None
         if len(chunks) > 1 and self._boundary_pairs:
-            tokens = self.tokens
-            pairs = zip(
-                [tokens[ids[c][-1]] for c in chunks[:-1]],
-                [tokens[ids[c][0]] for c in chunks[1:]],
-                strict=False,
-            )
-            if not self._boundary_pairs.isdisjoint(pairs):
-                return chunks, self._crossing_windows(chunks)
+            n = len(chunks) - 1
+            ends_risky = np.fromiter(map(self._ends_risky.__contains__, chunks[:-1]), bool, n)
+            starts_risky = np.fromiter(map(self._starts_risky.__contains__, chunks[1:]), bool, n)
+            candidates = np.flatnonzero(ends_risky & starts_risky).tolist()
+            if candidates:
+                return chunks, self._crossing_windows(chunks, candidates)
         return chunks, []
 
-    def _crossing_windows(self, chunks: list[str]) -> list[tuple[int, int]]:
-        """Ranges [first, last] of chunks that multi-token special cases join, merged where they share a chunk."""
-        ids, pairs = self._chunk_ids, self._boundary_pairs
-        counts = [len(ids[c]) for c in chunks]
-        words = [self.tokens[i] for i in chain.from_iterable(map(ids.__getitem__, chunks))]
-        starts = np.cumsum([0, *counts]).tolist()  # token index where each chunk starts
-        chunk_of = np.repeat(np.arange(len(chunks)), counts)
-        windows: list[list[int]] = []
-        for i in range(len(chunks) - 1):
-            b = starts[i + 1]
-            if (words[b - 1], words[b]) not in pairs:
+    def _crossing_windows(self, chunks: list[str], candidates: list[int]) -> list[tuple[int, int]]:
+        """Ranges [first, last] of chunks that multi-token special cases join, merged where they share a chunk.
+
+        ``candidates``: the boundaries (after chunk i) where the last token of one chunk and the first of the next
+        are consecutive tokens of a special case; the tokens around each are matched against the special cases.
+        """
+        ids, tokens, pairs = self._chunk_ids, self.tokens, self._boundary_pairs
+        longest = self._pattern_lengths[-1]
+        found: list[tuple[int, int]] = []
+        for i in candidates:
+            if (tokens[ids[chunks[i]][-1]], tokens[ids[chunks[i + 1]][0]]) not in pairs:
                 continue
+            # every chunk has a token: longest - 1 chunks on each side hold any match across this boundary
+            lo, hi = max(0, i - longest + 2), min(len(chunks), i + longest)
+            words, owner = [], []
+            for c in range(lo, hi):
+                words += [tokens[t] for t in ids[chunks[c]]]
+                owner += [c] * len(ids[chunks[c]])
+            b = owner.index(i + 1)
             for k in self._pattern_lengths:
                 for start in range(max(0, b - k + 1), min(b, len(words) - k + 1)):
                     if tuple(words[start : start + k]) in self._patterns:
-                        first, last = int(chunk_of[start]), int(chunk_of[start + k - 1])
-                        if windows and first <= windows[-1][1]:
-                            windows[-1][1] = max(windows[-1][1], last)
-                        else:
-                            windows.append([first, last])
+                        found.append((owner[start], owner[start + k - 1]))
+        windows: list[list[int]] = []
+        for first, last in sorted(found):
+            if windows and first <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], last)
+            else:
+                windows.append([first, last])
         return [(a, b) for a, b in windows]
 
     def _split_with_windows(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> list[str]:
