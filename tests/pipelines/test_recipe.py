@@ -89,8 +89,8 @@ def test_default_recipe_has_every_stage():
     ]  # fmt: skip
     assert [s.tasks for s in stages] == [4, 1, 4, 14, 1, 4]
     assert [type(s).__name__ for s in stages[0].pipeline] == [
-        "GuardedJsonlReader", "GopherRepetitionFilter", "GopherQualityFilter", "C4QualityFilter",
-        "FineWebQualityFilter", "ParquetWriter", "ExactDedupSignature",
+        "GuardedJsonlReader", "FastGopherRepetitionFilter", "FastGopherQualityFilter", "FastC4QualityFilter",
+        "FastFineWebQualityFilter", "ParquetWriter", "ExactDedupSignature",
     ]  # fmt: skip
 
 
