@@ -97,6 +97,11 @@ class GopherRepetition(_Strict):
     top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
     dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
     language: str = "en"
+    join_fix: bool = Field(
+        False,
+        description="compare duplicated n-grams word by word; datatrove joins their words without a separator, "
+        "so 'ab c' repeats 'a bc' (fast engine only; see docs/curation.md)",
+    )
 
 
 class C4Quality(_Strict):
@@ -207,6 +212,10 @@ class Recipe(_Strict):
     name: str = "curation"
     input: InputConfig
     filters: list[FilterSpec] = Field(default_factory=list)
+    filter_engine: Literal["fast", "datatrove"] = Field(
+        "fast",
+        description="fast: shared words, same decisions; datatrove: datatrove's filter classes as they are",
+    )
     dedup: DedupConfig = DedupConfig()
     output: OutputConfig = OutputConfig()
     executor: ExecutorConfig = ExecutorConfig()
@@ -222,6 +231,17 @@ class Recipe(_Strict):
         for i, source in enumerate(self.mixture.sources if self.mixture else []):
             if source.shards not in names:
                 raise ValueError(f"mixture.sources.{i}.shards: no shards target {source.shards!r} (targets: {names})")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> Recipe:
+        if self.filter_engine == "datatrove":
+            for i, spec in enumerate(self.filters):
+                if spec.gopher_repetition is not None and spec.gopher_repetition.join_fix:
+                    raise ValueError(
+                        f"filters.{i}.gopher_repetition.join_fix needs filter_engine: fast "
+                        "(datatrove's filter has no such option)"
+                    )
         return self
 
     @property

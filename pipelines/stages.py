@@ -66,7 +66,7 @@ def _exact_glob(name: str) -> str:
 
 
 def build_filters(recipe: Recipe) -> list:
-    """The recipe's filter steps, in order."""
+    """The recipe's filter steps, in order: the fast ones, or datatrove's own with ``filter_engine: datatrove``."""
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
@@ -75,30 +75,40 @@ def build_filters(recipe: Recipe) -> list:
     )
 
     from pipelines.filters import LocalModelLanguageFilter, resolve_lid_model
+    from pipelines.filters.steps import FAST_FILTERS, BatchLanguageFilter
 
+    fast = recipe.filter_engine == "fast"
+    classes = (
+        FAST_FILTERS
+        if fast
+        else {
+            "gopher_quality": GopherQualityFilter,
+            "gopher_repetition": GopherRepetitionFilter,
+            "c4": C4QualityFilter,
+            "fineweb_quality": FineWebQualityFilter,
+        }
+    )
     steps = []
     for i, spec in enumerate(recipe.filters):
         params = spec.params.model_dump()
-        if spec.kind == "gopher_quality":
-            steps.append(GopherQualityFilter(**params))
-        elif spec.kind == "gopher_repetition":
+        if spec.kind == "gopher_repetition":
             params["top_n_grams"] = tuple(tuple(x) for x in params["top_n_grams"])
             params["dup_n_grams"] = tuple(tuple(x) for x in params["dup_n_grams"])
-            steps.append(GopherRepetitionFilter(**params))
-        elif spec.kind == "c4":
-            steps.append(C4QualityFilter(**params))
-        elif spec.kind == "fineweb_quality":
-            steps.append(FineWebQualityFilter(**params))
-        elif spec.kind == "language":
+            if not fast:
+                params.pop("join_fix")
+        if spec.kind == "language":
             model = resolve_lid_model(params["model_path"], params["backend"], f"filters.{i}.language")
+            language_class = BatchLanguageFilter if fast else LocalModelLanguageFilter
             steps.append(
-                LocalModelLanguageFilter(
+                language_class(
                     model,
                     languages=params["languages"],
                     language_threshold=params["threshold"],
                     backend=params["backend"],
                 )
             )
+        else:
+            steps.append(classes[spec.kind](**params))
     return steps
 
 

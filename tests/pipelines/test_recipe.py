@@ -4,8 +4,6 @@ with known duplicates and junk, through the `longtrove curate` command."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,7 +14,7 @@ from pipelines.demo import _near_copy, real_texts, recipe_keeps
 from pipelines.recipe import DEFAULT_RECIPE, RecipeError, load_recipe, parse_recipe
 from pipelines.runner import read_curated
 from pipelines.stages import build_stages
-from tests.pipelines.conftest import simple_recipe, write_jsonl
+from tests.pipelines.conftest import simple_recipe, train_lid_model, write_jsonl
 
 
 def write_recipe(path, data: dict):
@@ -92,8 +90,8 @@ def test_default_recipe_has_every_stage():
     ]  # fmt: skip
     assert [s.tasks for s in stages] == [4, 4, 4, 4, 4, 4]
     assert [type(s).__name__ for s in stages[0].pipeline] == [
-        "GuardedJsonlReader", "GopherRepetitionFilter", "GopherQualityFilter", "C4QualityFilter",
-        "FineWebQualityFilter", "ParquetWriter", "ExactDedupSignature",
+        "GuardedJsonlReader", "FastGopherRepetitionFilter", "FastGopherQualityFilter", "FastC4QualityFilter",
+        "FastFineWebQualityFilter", "ParquetWriter", "ExactDedupSignature",
     ]  # fmt: skip
     assert type(stages[2].pipeline[-1]).__name__ == "MinhashBandSignature"
 
@@ -214,22 +212,8 @@ def test_huggingface_dataset_input(tmp_path, dask_client):
 
 def test_language_filter_with_a_local_model(tmp_path, dask_client, prose_docs):
     """A real fastText model, trained here on English prose and on shuffled letters, loaded from model_path."""
+    model_path = train_lid_model(tmp_path, prose_docs)
     rng = random.Random(5)
-    english = [line for d in prose_docs[:30] for line in d["text"].split("\n") if len(line.split()) > 6]
-    train = tmp_path / "train.txt"
-    with train.open("w") as f:
-        for line in english:
-            letters = list(line.lower())
-            rng.shuffle(letters)
-            f.write(f"__label__en {line}\n__label__zz {''.join(letters)}\n")
-    model_path = tmp_path / "lid.bin"
-    # Trained in a fresh interpreter: fastText's training reports NaN when a library loaded earlier in this long
-    # test process has changed the floating-point mode; the model is then used by the Dask workers as usual.
-    train_code = (
-        "import fasttext, sys; fasttext.train_supervised(sys.argv[1], epoch=5, seed=0, thread=1, verbose=0)"
-        ".save_model(sys.argv[2])"
-    )
-    subprocess.run([sys.executable, "-c", train_code, str(train), str(model_path)], check=True)
 
     good = [{"id": f"en-{i}", "text": d["text"][:2000]} for i, d in enumerate(prose_docs[40:46])]
     noise = []

@@ -1,0 +1,181 @@
+"""The fast quality filters against datatrove's, document by document: same decision, same first reason, same text."""
+
+from __future__ import annotations
+
+import random
+from copy import deepcopy
+
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.base_filter import get_filter_result
+from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+from datatrove.utils.text import split_into_sentences, split_into_words
+
+from pipelines.filters.checks import NgramTable, duplicated_ngram_chars
+from pipelines.filters.steps import FAST_FILTERS, word_splitter
+from pipelines.recipe import RecipeError, parse_recipe
+from tests.pipelines.conftest import simple_recipe, train_lid_model, write_jsonl
+from tests.pipelines.filter_samples import PARAMETER_SETS, REASONS, sample_documents
+
+DATATROVE = {
+    "gopher_repetition": GopherRepetitionFilter,
+    "gopher_quality": GopherQualityFilter,
+    "c4": C4QualityFilter,
+    "fineweb_quality": FineWebQualityFilter,
+}
+
+
+@pytest.fixture(scope="module")
+def sample() -> list[dict]:
+    return sample_documents()
+
+
+def fates(steps: list, docs: list[dict], batched: bool) -> dict[str, tuple]:
+    """Each document's fate through a chain of filters: (step, reason) when dropped, ("kept", text) otherwise."""
+    alive = [Document(text=d["text"], id=d["id"]) for d in docs]
+    result = {}
+    for index, step in enumerate(steps):
+        decisions = step.filter_batch(alive) if batched else [step.filter(doc) for doc in alive]
+        survivors = []
+        for doc, decision in zip(alive, decisions, strict=True):
+            keep, reason = get_filter_result(decision)
+            if keep:
+                survivors.append(doc)
+            else:
+                result[doc.id] = (index, reason)
+        alive = survivors
+    result.update({doc.id: ("kept", doc.text) for doc in alive})
+    return result
+
+
+def test_every_drop_reason_is_decided_as_datatrove_does(sample):
+    seen: dict[str, set] = {kind: set() for kind in REASONS}
+    for kind, params in PARAMETER_SETS:
+        expected = fates([DATATROVE[kind](**params)], sample, batched=False)
+        got = fates([FAST_FILTERS[kind](**params)], sample, batched=True)
+        differing = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
+        assert not differing, f"{kind} {params}: {differing}"
+        seen[kind] |= {fate[1] for fate in expected.values() if fate[0] != "kept"}
+    for kind, reasons in REASONS.items():
+        assert seen[kind] == reasons, f"{kind}: the sample never shows {reasons - seen[kind]}"
+
+
+def test_the_default_chain_gives_every_document_the_same_fate(sample):
+    from pipelines.recipe import DEFAULT_RECIPE, load_recipe
+    from pipelines.stages import build_filters
+
+    chains = {}
+    for engine in ("fast", "datatrove"):
+        recipe = load_recipe(DEFAULT_RECIPE, overrides={"filter_engine": engine}, check_paths=False)
+        chains[engine] = build_filters(recipe)
+    assert [s.name for s in chains["fast"]] == [s.name for s in chains["datatrove"]]
+    expected = fates(chains["datatrove"], sample, batched=False)
+    assert fates(chains["fast"], sample, batched=True) == expected
+    assert (
+        sum(fate[0] == "kept" for fate in expected.values()) >= 5
+    )  # some text rewritten by C4 is compared too
+
+
+def test_words_and_sentences_equal_spacys(sample):
+    splitter = word_splitter("en")
+    texts = [d["text"] for d in sample]
+    splitter.prepare(texts)
+    for text in texts:
+        words = split_into_words(text)
+        assert [splitter.tokens[i] for i in splitter.words(text).tolist()] == words
+        assert splitter.word_count(text) == len(words)
+        lines = [line.strip() for line in text.splitlines()]
+        assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
+    # emoticons across chunks are split through a window, not the whole text; IS_ALPHA takes datatrove's path
+    by_id = {d["id"]: d["text"] for d in sample}
+    assert splitter._fast_chunks(by_id["emoticons"])[1]
+    before = splitter.slow_texts
+    splitter.words(by_id["emoticons"])
+    assert splitter.slow_texts == before
+    splitter.words(by_id["IS_ALPHA"])
+    assert splitter.slow_texts == before + 1
+
+
+def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
+    """Short words that run together ("a" "bc" / "ab" "c") are where joined and word-by-word n-grams part."""
+    splitter = word_splitter("en")
+    rng = random.Random(7)
+    vocabulary = ["a", "b", "ab", "c", "bc", "abc", "the", "cat"]
+    unproved = 0
+    for _ in range(300):
+        words = [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
+        table = NgramTable(splitter.words(" ".join(words)), splitter)
+        for n in range(2, 11):
+            got = duplicated_ngram_chars(table, n)
+            if got is None:
+                unproved += 1
+            else:
+                assert got == find_all_duplicate(words, n), (words, n)
+    assert unproved > 0  # the check does find the lists where the shortcut would be wrong
+
+
+def test_join_fix_counts_ngrams_word_by_word():
+    splitter = word_splitter("en")
+    words = ["ab", "c", "d", "e", "f", "went", "off", ",", "then", "a", "bc", "d", "e", "f", "came"]
+    assert find_all_duplicate(words, 5) == len("abcdef")  # datatrove: "a bc d e f" repeats "ab c d e f"
+    table = NgramTable(splitter.words(" ".join(words)), splitter)
+    assert duplicated_ngram_chars(table, 5) is None
+    assert duplicated_ngram_chars(table, 5, join_fix=True) == 0
+
+
+def test_join_fix_needs_the_fast_engine(tmp_path):
+    data = simple_recipe([tmp_path], tmp_path, filters=[{"gopher_repetition": {"join_fix": True}}])
+    parse_recipe(data, check_paths=False)
+    with pytest.raises(RecipeError, match=r"filters.0.gopher_repetition.join_fix needs filter_engine: fast"):
+        parse_recipe({**data, "filter_engine": "datatrove"}, check_paths=False)
+    with pytest.raises(RecipeError, match="filter_engine"):
+        parse_recipe({**data, "filter_engine": "spacy"}, check_paths=False)
+
+
+def test_both_engines_curate_the_same_documents_with_the_same_stats(tmp_path, dask_client, sample):
+    from pipelines.runner import read_curated, run_recipe
+
+    path = write_jsonl(tmp_path / "in" / "part.jsonl", sample)
+    filters = [{"gopher_repetition": {}}, {"gopher_quality": {}}, {"c4": {}}, {"fineweb_quality": {}}]
+    results = {}
+    for engine in ("fast", "datatrove"):
+        data = simple_recipe([path], tmp_path / engine, filters=filters, filter_engine=engine)
+        rows = run_recipe(parse_recipe(data), client=dask_client, progress=False)
+        curated = sorted((d["id"], d["text"]) for d in read_curated(data["output"]["path"]))
+        results[engine] = (curated, [(r.step, r.seen, r.kept, r.dropped, r.detail) for r in rows])
+    assert results["fast"] == results["datatrove"]
+    assert results["fast"][0]  # something was kept
+    steps = [row[0] for row in results["fast"][1]]
+    assert steps[1:5] == ["Gopher Repetition", "Gopher Quality", "C4 Quality", "FineWeb Quality"]
+
+
+def test_batched_language_id_equals_datatroves_one_by_one(tmp_path, prose_docs):
+    from pipelines.filters import LocalModelLanguageFilter
+    from pipelines.filters.steps import BatchLanguageFilter
+
+    model = train_lid_model(tmp_path, prose_docs, epoch=3)
+    rng = random.Random(3)
+    docs = [Document(text=d["text"][:1500], id=d["id"]) for d in prose_docs[20:40]]
+    for doc in docs[::3]:
+        letters = list(doc.text)
+        rng.shuffle(letters)
+        doc.text = "".join(letters)
+    for kwargs in (
+        {"languages": ["en"], "language_threshold": 0.6},
+        {"languages": None, "keep_top_pairs_threshold": 0.1},
+    ):
+        one_by_one, batched = deepcopy(docs), deepcopy(docs)
+        reference = LocalModelLanguageFilter(str(model), **kwargs)
+        ours = BatchLanguageFilter(str(model), **kwargs)
+        expected = [bool(list(reference.run([doc]))) for doc in one_by_one]
+        got = [bool(list(ours.run([doc]))) for doc in batched[:1]]  # loads the model
+        got += ours.filter_batch(batched[1:])
+        assert [bool(g) for g in got] == expected
+        assert [d.metadata for d in batched] == [d.metadata for d in one_by_one]
+        assert sum(expected) > 0 and (kwargs["languages"] is None or sum(expected) < len(docs))
