@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from packing.stream import ShardStream
-from packing.torch import StreamLoader, int32_buffer, token_ids_int32
+from packing.torch import StreamLoader, batch_segments, int32_buffer, token_ids_int32
 
 MEGATRON_KEYS = (
     "tokens",
@@ -58,22 +58,15 @@ def megatron_collate(
     """One THD micro-batch from packed rows: every document a segment, padded for context parallelism."""
     if not samples:
         raise ValueError("cannot collate an empty batch")
-    rows = [token_ids_int32(np.asarray(s["input_ids"])) for s in samples]
-    row_starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
-    flat = np.concatenate(rows)
-    doc_lengths, doc_sources, doc_real = [], [], []
-    for s, row_start in zip(samples, row_starts.tolist(), strict=True):
-        lengths = np.asarray(s["doc_lengths"], dtype=np.int64)
-        starts = np.cumsum(lengths) - lengths
-        keep = lengths > 0
-        doc_lengths.append(lengths[keep])
-        doc_sources.append(row_start + starts[keep])
-        doc_real.append(np.full(int(keep.sum()), not bool(s.get("is_padding", False))))
-    n = np.concatenate(doc_lengths)
+    seg, is_doc, has_loss = batch_segments(samples)
+    n = seg[is_doc]  # the rows' padding tails are left out
     if not len(n):
         raise ValueError("the micro-batch holds no tokens (every row is padding)")
-    src_start = np.concatenate(doc_sources)
-    real = np.concatenate(doc_real)
+    real = has_loss[is_doc]
+    # documents start every row and follow each other: the used part of each row, laid end to end
+    used = np.concatenate(
+        [token_ids_int32(np.asarray(s["input_ids"][: int(np.sum(s["doc_lengths"]))])) for s in samples]
+    )
     p = cp_padded_lengths(n, cp_size)
     cu = np.zeros(len(n) + 1, dtype=np.int64)
     np.cumsum(n, out=cu[1:])
@@ -81,24 +74,32 @@ def megatron_collate(
     np.cumsum(p, out=cu_padded[1:])
     total = int(cu_padded[-1])
 
-    within = np.arange(int(cu[-1]), dtype=np.int64) - np.repeat(cu[:-1], n)  # index inside its document
-    dest = np.repeat(cu_padded[:-1], n) + within
-    src = np.repeat(src_start, n) + within
-    has_next = within < np.repeat(n - 1, n)  # the last token of a document predicts nothing here
+    # labels and loss mask in the documents' own coordinates: the next token, none after a document's last
+    last = cu[1:] - 1
+    next_token = np.empty_like(used)
+    next_token[:-1] = used[1:]
+    next_token[last] = pad_id
+    loss = np.ones(len(used), dtype=np.float32)
+    loss[last] = 0.0
+    if not real.all():
+        loss[~np.repeat(real, n)] = 0.0
 
-    # the five per-token tensors share one storage (one shared-memory block from a DataLoader worker)
+    # the five per-token tensors share one storage (sent once from a DataLoader worker)
     buffer = int32_buffer(5 * total)
     tokens, labels, position_ids, segment = (buffer[i * total : (i + 1) * total].numpy() for i in range(4))
-    tokens.fill(pad_id)
-    tokens[dest] = flat[src]
-    labels.fill(pad_id)
-    labels[dest[has_next]] = flat[src[has_next] + 1]
     loss_mask = buffer[4 * total :].view(torch.float32).numpy()
-    loss_mask.fill(0.0)
-    loss_mask[dest[has_next & np.repeat(real, n)]] = 1.0
+    if total == len(used):  # no document needed padding for context parallelism
+        tokens[:] = used
+        labels[:] = next_token
+        loss_mask[:] = loss
+    else:
+        dest = np.arange(len(used), dtype=np.int64) + np.repeat(cu_padded[:-1] - cu[:-1], n)
+        for out, values, fill in ((tokens, used, pad_id), (labels, next_token, pad_id), (loss_mask, loss, 0)):
+            out.fill(fill)
+            out[dest] = values
     segment[:] = np.repeat(np.arange(len(p), dtype=np.int32), p)
     np.subtract(
-        np.arange(total, dtype=np.int64), np.repeat(cu_padded[:-1], p), out=position_ids, casting="unsafe"
+        np.arange(total, dtype=np.int32), np.repeat(cu_padded[:-1].astype(np.int32), p), out=position_ids
     )
 
     def row(i: int) -> torch.Tensor:

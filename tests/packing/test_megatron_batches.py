@@ -97,6 +97,47 @@ def test_thd_batch_builds_a_real_packed_seq_params(prose_shards: Path, cp_size: 
     assert torch.equal(rule(None, ours, batch["tokens"].shape[1]), batch["seq_idx"])
 
 
+def reference_thd(samples: list[dict], cp_size: int, pad_id: int) -> dict[str, np.ndarray]:
+    """The THD micro-batch written document by document, to check the vectorized collate against."""
+    multiple = 2 * cp_size if cp_size > 1 else 1
+    out: dict[str, list] = {k: [] for k in ("tokens", "labels", "loss_mask", "position_ids", "seq_idx")}
+    cu, cu_padded = [0], [0]
+    for s in samples:
+        row, at = np.asarray(s["input_ids"]).astype(np.int64), 0
+        for n in [int(x) for x in s["doc_lengths"] if x > 0]:
+            doc, at = row[at : at + n], at + n
+            padded = -(-n // multiple) * multiple
+            tokens, labels = np.full(padded, pad_id), np.full(padded, pad_id)
+            tokens[:n], labels[: n - 1] = doc, doc[1:]
+            loss = np.zeros(padded, dtype=np.float32)
+            loss[: n - 1] = 0.0 if s.get("is_padding", False) else 1.0
+            for key, value in zip(
+                out,
+                (tokens, labels, loss, np.arange(padded), np.full(padded, len(cu) - 1)),
+                strict=True,
+            ):
+                out[key].append(value)
+            cu.append(cu[-1] + n)
+            cu_padded.append(cu_padded[-1] + padded)
+    batch = {k: np.concatenate(v) for k, v in out.items()}
+    return batch | {"cu_seqlens": np.array(cu), "cu_seqlens_padded": np.array(cu_padded)}
+
+
+@pytest.mark.parametrize("cp_size", [1, 2, 4])
+def test_vectorized_thd_batch_equals_the_document_by_document_reference(
+    prose_shards: Path, cp_size: int
+) -> None:
+    samples = list(ShardStream(prose_shards, rank=2, world_size=3, seed=6, with_index=True))
+    assert any(s["is_padding"] for s in samples)
+    for batch in (samples[:8], samples[8:9], samples[-6:]):
+        got = megatron_collate(batch, cp_size=cp_size, pad_id=7)
+        want = reference_thd(batch, cp_size, pad_id=7)
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key].reshape(-1).numpy(), value, err_msg=key)
+        assert int(got["max_seqlen"][0]) == int(np.diff(want["cu_seqlens_padded"]).max())
+        assert got["loss_mask"].dtype == torch.float32 and got["tokens"].dtype == torch.int32
+
+
 def test_loader_carries_int32_across_workers_and_widens_on_the_device(prose_shards: Path) -> None:
     stream = ShardStream(prose_shards, rank=1, world_size=2, seed=3, with_index=True)
     loader = megatron_loader(stream, rows_per_micro_batch=2, cp_size=2, num_workers=2)
