@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from packing.stream import ShardStream
-from packing.torch import StreamLoader, batch_segments, int32_buffer, token_ids_int32
+from packing.torch import StreamLoader, batch_segments, int32_buffer
 
 MEGATRON_KEYS = (
     "tokens",
@@ -63,38 +63,40 @@ def megatron_collate(
     if not len(n):
         raise ValueError("the micro-batch holds no tokens (every row is padding)")
     real = has_loss[is_doc]
-    # documents start every row and follow each other: the used part of each row, laid end to end
-    used = np.concatenate(
-        [token_ids_int32(np.asarray(s["input_ids"][: int(np.sum(s["doc_lengths"]))])) for s in samples]
-    )
     p = cp_padded_lengths(n, cp_size)
     cu = np.zeros(len(n) + 1, dtype=np.int64)
     np.cumsum(n, out=cu[1:])
     cu_padded = np.zeros(len(p) + 1, dtype=np.int64)
     np.cumsum(p, out=cu_padded[1:])
-    total = int(cu_padded[-1])
-
-    # labels and loss mask in the documents' own coordinates: the next token, none after a document's last
-    last = cu[1:] - 1
-    next_token = np.empty_like(used)
-    next_token[:-1] = used[1:]
-    next_token[last] = pad_id
-    loss = np.ones(len(used), dtype=np.float32)
-    loss[last] = 0.0
-    if not real.all():
-        loss[~np.repeat(real, n)] = 0.0
+    total, used = int(cu_padded[-1]), int(cu[-1])
 
     # the five per-token tensors share one storage (sent once from a DataLoader worker)
     buffer = int32_buffer(5 * total)
     tokens, labels, position_ids, segment = (buffer[i * total : (i + 1) * total].numpy() for i in range(4))
     loss_mask = buffer[4 * total :].view(torch.float32).numpy()
-    if total == len(used):  # no document needed padding for context parallelism
-        tokens[:] = used
-        labels[:] = next_token
-        loss_mask[:] = loss
+    # without padding for context parallelism the tensors are built in place, else in the documents' own
+    # coordinates and then scattered to the padded layout
+    unpadded = total == used
+    ids = tokens if unpadded else np.empty(used, dtype=np.int32)
+    next_token = labels if unpadded else np.empty(used, dtype=np.int32)
+    loss = loss_mask if unpadded else np.empty(used, dtype=np.float32)
+    # documents start every row and follow each other: the used part of each row, laid end to end
+    rows = [np.asarray(s["input_ids"][: int(np.sum(s["doc_lengths"]))]) for s in samples]
+    if all(r.dtype == np.uint32 for r in rows):
+        np.concatenate(rows, out=ids.view(np.uint32))
     else:
-        dest = np.arange(len(used), dtype=np.int64) + np.repeat(cu_padded[:-1] - cu[:-1], n)
-        for out, values, fill in ((tokens, used, pad_id), (labels, next_token, pad_id), (loss_mask, loss, 0)):
+        np.concatenate(rows, out=ids, casting="unsafe")
+    # the next token inside the same document; nothing to predict after a document's last token
+    last = cu[1:] - 1
+    next_token[:-1] = ids[1:]
+    next_token[last] = pad_id
+    loss.fill(1.0)
+    loss[last] = 0.0
+    if not real.all():
+        loss[~np.repeat(real, n)] = 0.0
+    if not unpadded:
+        dest = np.arange(used, dtype=np.int64) + np.repeat(cu_padded[:-1] - cu[:-1], n)
+        for out, values, fill in ((tokens, ids, pad_id), (labels, next_token, pad_id), (loss_mask, loss, 0)):
             out.fill(fill)
             out[dest] = values
     segment[:] = np.repeat(np.arange(len(p), dtype=np.int32), p)
