@@ -7,6 +7,9 @@ workers, so the main process receives the rank's samples in order. The loader co
 batch as it hands the batch to the trainer, and ``state_dict()`` is the stream's state after exactly those.
 Prefetched batches that were never handed out are read again after a resume.
 
+Batches are compact by default (int32 ids and document boundaries, a third of the full layout's bytes):
+`to_device` builds labels and positions on the device, the same as ``compact=False`` would have sent.
+
 Install with the ``torch`` extra (``pip install 'longtrove[torch]'``).
 """
 
@@ -121,10 +124,10 @@ def collate(
     Rows of one length stack to ``(batch, seq_len)``; ``flatten=True`` concatenates them to
     ``(1, total)``, which also takes rows of different lengths (a mixture of 1M- and 4K-token sources).
 
-    Ids, labels, positions and ``cu_seqlens`` are int32 views of one storage, which `StreamLoader` hands
-    from a DataLoader worker to the trainer as one shared-memory block; `to_device` widens them on the
-    device. ``compact=True`` carries only the ids (4 bytes a token) plus the segment boundaries:
-    `to_device` then builds the same labels and positions on the device.
+    Ids, labels, positions and ``cu_seqlens`` are int32 views of one storage, which `StreamLoader` sends
+    from a DataLoader worker once (see `_Shipped`); `to_device` widens them on the device.
+    ``compact=True`` (`StreamLoader`'s default) carries only the ids (4 bytes a token) plus the segment
+    boundaries: `to_device` then builds the same labels and positions on the device.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
