@@ -94,15 +94,21 @@ def batch_segments(samples: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray
 
 
 class CompactBatch(dict):
-    """A ``collate(compact=True)`` batch: asking it for ``labels`` or ``position_ids`` says where they are."""
+    """A ``collate(compact=True)`` batch: asking it for what `to_device` builds says so."""
+
+    derived: tuple[str, ...] = ("labels", "position_ids")
 
     def __missing__(self, key: str) -> Any:
-        if key in ("labels", "position_ids"):
+        if key in self.derived:
             raise KeyError(
                 f"{key}: a compact batch carries ids and boundaries only; to_device(batch, device) builds "
-                f"labels and position_ids on the device (or make the loader with compact=False)"
+                f"{', '.join(self.derived)} on the device (or make the loader with compact=False)"
             )
         raise KeyError(key)
+
+    @staticmethod
+    def expand_on_device(batch: dict[str, Any]) -> None:
+        _expand_compact(batch)
 
 
 def collate(
@@ -210,7 +216,9 @@ def to_device(
             if key in widen and value.dtype == torch.int32:
                 value = value.long()
         out[key] = value
-    if "segment_has_loss" in out:  # a compact batch: labels and positions are built here, on the device
+    if isinstance(batch, CompactBatch):  # labels and positions (and so on) are built here, on the device
+        batch.expand_on_device(out)
+    elif "segment_has_loss" in out:  # a compact batch that lost its type on the way
         _expand_compact(out)
     return out
 
@@ -298,7 +306,7 @@ class _Shipped:
         self.bases: list[Any] = []
         where: dict[int, int] = {}  # storage address -> index in bases
         self.items: dict[str, Any] = {}
-        self.compact = isinstance(batch, CompactBatch)
+        self.kind = type(batch) if isinstance(batch, CompactBatch) else dict
         for key, value in batch.items():
             if not isinstance(value, torch.Tensor) or value.device.type != "cpu":
                 self.items[key] = value
@@ -323,7 +331,7 @@ class _Shipped:
                     storages[value.base], value.offset, value.shape, value.stride
                 )
             out[key] = value
-        return CompactBatch(out) if self.compact else out
+        return self.kind(out)
 
 
 class _Inline:

@@ -97,6 +97,28 @@ def test_thd_batch_builds_a_real_packed_seq_params(prose_shards: Path, cp_size: 
     assert torch.equal(rule(None, ours, batch["tokens"].shape[1]), batch["seq_idx"])
 
 
+def assert_same_batch(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
+@pytest.mark.parametrize("cp_size", [1, 2, 4])
+def test_compact_thd_batch_expands_on_the_device_to_the_full_one(prose_shards: Path, cp_size: int) -> None:
+    samples = list(ShardStream(prose_shards, rank=2, world_size=3, seed=6, with_index=True))
+    assert any(s["is_padding"] for s in samples)
+    for batch in (samples[:8], samples[8:9], samples[-6:]):
+        compact = megatron_collate(batch, cp_size=cp_size, pad_id=7, compact=True)
+        assert set(compact) >= {"tokens", "cu_seqlens", "cu_seqlens_padded"} and "labels" not in compact
+        with pytest.raises(KeyError, match="to_device"):
+            compact["loss_mask"]
+        full = megatron_collate(batch, cp_size=cp_size, pad_id=7)
+        assert_same_batch(to_device(compact, "cpu"), to_device(full, "cpu"))
+
+
 def reference_thd(samples: list[dict], cp_size: int, pad_id: int) -> dict[str, np.ndarray]:
     """The THD micro-batch written document by document, to check the vectorized collate against."""
     multiple = 2 * cp_size if cp_size > 1 else 1
@@ -144,9 +166,10 @@ def test_loader_carries_int32_across_workers_and_widens_on_the_device(prose_shar
     reference = [s for s in ShardStream(prose_shards, rank=1, world_size=2, seed=3, with_index=True)]
     for i, batch in enumerate(loader):
         assert batch["tokens"].dtype == torch.int32 and batch["cu_seqlens"].dtype == torch.int32
+        assert "labels" not in batch  # compact by default: built by to_device
         expected = megatron_collate(reference[2 * i : 2 * i + 2], cp_size=2, pad_id=loader.collate_fn.pad_id)
-        assert all(torch.equal(batch[k], expected[k]) for k in expected)
         on_device = to_device(batch, "cpu")
+        assert_same_batch(on_device, to_device(expected, "cpu"))
         assert on_device["tokens"].dtype == torch.int64 and on_device["cu_seqlens"].dtype == torch.int32
         if i == 20:
             break
