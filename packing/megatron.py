@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from packing.stream import ShardStream
-from packing.torch import CompactBatch, StreamLoader, batch_segments, int32_buffer
+from packing.torch import CompactBatch, StreamLoader, batch_segments, concatenate_ids, int32_buffer
 
 MEGATRON_KEYS = (
     "tokens",
@@ -113,11 +113,7 @@ def megatron_collate(
     unpadded = total == used
     ids = tokens if unpadded else np.empty(used, dtype=np.int32)
     # documents start every row and follow each other: the used part of each row, laid end to end
-    rows = [np.asarray(s["input_ids"][: int(np.sum(s["doc_lengths"]))]) for s in samples]
-    if all(r.dtype == np.uint32 for r in rows):
-        np.concatenate(rows, out=ids.view(np.uint32))
-    else:
-        np.concatenate(rows, out=ids, casting="unsafe")
+    concatenate_ids([np.asarray(s["input_ids"][: int(np.sum(s["doc_lengths"]))]) for s in samples], out=ids)
     dest = None if unpadded else np.arange(used, dtype=np.int64) + np.repeat(cu_padded[:-1] - cu[:-1], n)
     if dest is not None:
         tokens.fill(pad_id)

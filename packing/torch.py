@@ -46,6 +46,14 @@ at a time, a context switch each) costs twice as much. Larger storages go throug
 """
 
 
+def concatenate_ids(rows: Sequence[np.ndarray], *, out: np.ndarray) -> None:
+    """Token rows laid end to end into the int32 array `out`; uint32 rows are copied as they are."""
+    if all(r.dtype == np.uint32 for r in rows):  # ids stay below 2**31: the bits are the same
+        np.concatenate(rows, out=out.view(np.uint32))
+    else:
+        np.concatenate(rows, out=out, casting="unsafe")
+
+
 def int32_buffer(size: int) -> torch.Tensor:
     """A flat int32 tensor; in a DataLoader worker and above `INLINE_BYTES`, in shared memory from the start.
 
@@ -147,10 +155,7 @@ def collate(
     buffer = int32_buffer(total if compact else 3 * total + len(seg) + 1)
     flat = buffer.numpy()
     ids = flat[:total]
-    if all(s["input_ids"].dtype == np.uint32 for s in samples):
-        np.concatenate([s["input_ids"] for s in samples], out=ids.view(np.uint32))
-    else:
-        np.concatenate([s["input_ids"] for s in samples], out=ids, casting="unsafe")
+    concatenate_ids([s["input_ids"] for s in samples], out=ids)
     shape = (1, total) if flatten else (len(samples), lengths[0])
     if compact:
         cu_small = np.zeros(len(seg) + 1, dtype=np.int32)
