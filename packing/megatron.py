@@ -14,7 +14,8 @@ packed (THD) format, with every document its own attention segment:
   ``PackedSeqParams(qkv_format="thd", ...)``, or `packed_seq_params` here;
 - ``seq_idx`` ``(1, T)`` int32: the document index of every token, what Mamba layers take for packed input.
 
-Ids travel int32 from the DataLoader workers; `packing.torch.to_device` widens them on the GPU. This module
+By default `megatron_loader`'s workers send only the int32 tokens and the boundaries (compact), and
+`packing.torch.to_device` builds the other per-token tensors and widens the ids on the GPU. This module
 imports megatron-core only inside `packed_seq_params`, so the data path runs without it.
 """
 

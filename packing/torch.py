@@ -325,10 +325,9 @@ class _Shipped:
                 self.bases.append(_Inline(flat.numpy()) if inline else flat)
             self.items[key] = _View(base, value.dtype, value.storage_offset(), value.shape, value.stride())
 
-    def unpack(self) -> dict[str, Any]:
-        storages = [
-            (torch.from_numpy(b.array) if isinstance(b, _Inline) else b).untyped_storage() for b in self.bases
-        ]
+    def unpack(self, *, pin: bool = False) -> dict[str, Any]:
+        bases = [torch.from_numpy(b.array) if isinstance(b, _Inline) else b for b in self.bases]
+        storages = [(b.pin_memory() if pin else b).untyped_storage() for b in bases]
         out: dict[str, Any] = {}
         for key, value in self.items.items():
             if isinstance(value, _View):
@@ -337,6 +336,10 @@ class _Shipped:
                 )
             out[key] = value
         return self.kind(out)
+
+    def pin_memory(self) -> dict[str, Any]:
+        """What DataLoader's ``pin_memory=True`` calls: each storage pinned once, the views rebuilt on it."""
+        return self.unpack(pin=True)
 
 
 class _Inline:
@@ -366,7 +369,7 @@ class StreamLoader:
             `to_device` builds ``labels`` and ``position_ids`` on the device (exactly those of
             ``compact=False``); a batch is 4 bytes a token, a third of the full layout, which is what keeps
             the workers ahead of the trainer. ``False``: workers send the full layout (ids, labels,
-            positions, ``cu_seqlens``, int32 views of one shared-memory block).
+            positions, ``cu_seqlens``, int32 views of one storage).
         **loader_kwargs: passed to ``torch.utils.data.DataLoader`` (``pin_memory``, ``prefetch_factor``,
             ``multiprocessing_context``, ...). Workers are started for each epoch, never persistent,
             because they must start from the loader's state.
@@ -440,8 +443,9 @@ __all__ = [
     "CompactBatch",
     "StreamDataset",
     "StreamLoader",
-    "CompactBatch",
+    "batch_segments",
     "collate",
+    "concatenate_ids",
     "to_device",
     "token_ids_int32",
 ]
