@@ -17,6 +17,7 @@ pytest.importorskip("megatron.core")
 
 from packing.megatron import megatron_collate, megatron_loader, packed_seq_params  # noqa: E402
 from packing.torch import to_device  # noqa: E402
+from tests.packing.test_torch import assert_same_batch  # noqa: E402
 
 prose_shards = shared.prose_shards
 prose_rows = shared.prose_rows
@@ -95,15 +96,6 @@ def test_thd_batch_builds_a_real_packed_seq_params(prose_shards: Path, cp_size: 
     # Mamba: our seq_idx is what megatron's mixer derives from the same PackedSeqParams
     rule = megatron_seq_idx_rule()
     assert torch.equal(rule(None, ours, batch["tokens"].shape[1]), batch["seq_idx"])
-
-
-def assert_same_batch(got: dict, want: dict) -> None:
-    assert got.keys() == want.keys()
-    for key, value in want.items():
-        if isinstance(value, torch.Tensor):
-            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
-        else:
-            assert got[key] == value, key
 
 
 @pytest.mark.parametrize("cp_size", [1, 2, 4])

@@ -18,6 +18,16 @@ prose_shards = shared.prose_shards  # the same real shard folder fixture
 prose_rows = shared.prose_rows
 
 
+def assert_same_batch(got: dict, want: dict) -> None:
+    """The same keys, and for every key the same dtype and values."""
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
 def loader_ids(loader: StreamLoader) -> list[int]:
     """Sample ids the trainer received, leaving out the repeats that pad ranks to an even share."""
     return [
@@ -164,12 +174,7 @@ def test_compact_batches_expand_on_the_device_to_the_full_collate(prose_shards: 
     compact = collate(samples, flatten=flatten, compact=True)
     assert "labels" not in compact and compact["input_ids"].dtype == torch.int32
     expanded = to_device(compact, "cpu")
-    assert expanded.keys() == full.keys()  # the same batch a model is called with: no extra keys
-    for key, value in full.items():
-        if isinstance(value, torch.Tensor):
-            assert expanded[key].dtype == value.dtype and torch.equal(expanded[key], value), key
-        else:
-            assert expanded[key] == value, key
+    assert_same_batch(expanded, full)  # the same batch a model is called with: no extra keys
 
 
 def reference_collate(samples: list[dict], ignore_index: int = IGNORE_INDEX) -> dict[str, np.ndarray]:
@@ -232,14 +237,7 @@ def test_default_loader_ships_compact_batches_that_expand_to_the_full_layout(pro
             batch["labels"]  # says where the labels are
         full = to_device(collate(reference[seen : seen + 8]), "cpu")
         expanded = to_device(batch, "cpu")
-        assert expanded.keys() == full.keys()
-        for key, value in full.items():
-            same = (
-                torch.equal(expanded[key], value)
-                if isinstance(value, torch.Tensor)
-                else expanded[key] == value
-            )
-            assert same, key
+        assert_same_batch(expanded, full)
         seen += len(batch["sample_id"])
     assert seen == len(reference) and any(s["is_padding"] for s in reference)
 
@@ -264,12 +262,7 @@ def test_full_layout_crosses_from_workers_as_one_storage(
     )
     for i, batch in enumerate(loader):
         expected = collate(reference[16 * i : 16 * i + 16])
-        assert batch.keys() == expected.keys()
-        for key, value in expected.items():
-            if isinstance(value, torch.Tensor):
-                assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
-            else:
-                assert batch[key] == value, key
+        assert_same_batch(batch, expected)
         storages = {batch[k].untyped_storage().data_ptr() for k in ("input_ids", "labels", "cu_seqlens")}
         assert len(storages) == 1
         assert batch["input_ids"].is_shared() == (inline_bytes == 0)
