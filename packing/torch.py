@@ -7,6 +7,9 @@ workers, so the main process receives the rank's samples in order. The loader co
 batch as it hands the batch to the trainer, and ``state_dict()`` is the stream's state after exactly those.
 Prefetched batches that were never handed out are read again after a resume.
 
+Batches are compact by default (int32 ids and document boundaries, a third of the full layout's bytes):
+`to_device` builds labels and positions on the device, the same as ``compact=False`` would have sent.
+
 Install with the ``torch`` extra (``pip install 'longtrove[torch]'``).
 """
 
@@ -21,7 +24,6 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from packing.remote import RemoteUnavailableError
-from packing.segments import segments
 from packing.stream import ShardStream
 
 IGNORE_INDEX = -100
@@ -34,17 +36,87 @@ def token_ids_int32(ids: np.ndarray) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def int32_buffer(size: int) -> torch.Tensor:
-    """A flat int32 tensor; inside a DataLoader worker, allocated in shared memory from the start.
+INLINE_BYTES = 2 * 2**20
+"""Storages up to this size cross from a DataLoader worker inside the pickled message (through the pipe).
 
-    A worker hands a batch over through shared memory, one segment per storage. Writing the batch straight
-    into one shared storage (as torch's own ``default_collate`` does) saves both the extra copy and a
-    segment per tensor.
+Measured on 2 cores with 2 workers: for batches of 0.25-2 MiB, copying the bytes through the worker's pipe
+costs a quarter to a third less CPU than a shared-memory segment, whose creation, page faults,
+file-descriptor passing (a socket round trip) and unmapping are paid per batch; at 6 MiB the pipe (64 KiB
+at a time, a context switch each) costs twice as much. Larger storages go through shared memory.
+"""
+
+
+def concatenate_ids(rows: Sequence[np.ndarray], *, out: np.ndarray) -> None:
+    """Token rows laid end to end into the int32 array `out`; uint32 rows are copied as they are."""
+    if all(r.dtype == np.uint32 for r in rows):  # ids stay below 2**31: the bits are the same
+        np.concatenate(rows, out=out.view(np.uint32))
+    else:
+        np.concatenate(rows, out=out, casting="unsafe")
+
+
+def int32_buffer(size: int) -> torch.Tensor:
+    """A flat int32 tensor; in a DataLoader worker and above `INLINE_BYTES`, in shared memory from the start.
+
+    Writing a large batch straight into one shared storage (as torch's own ``default_collate`` does) saves
+    the copy into shared memory when the batch is sent; smaller batches travel inline (see `INLINE_BYTES`).
     """
-    if get_worker_info() is None:
+    if get_worker_info() is None or 4 * size <= INLINE_BYTES:
         return torch.empty(size, dtype=torch.int32)
     like = torch.empty(0, dtype=torch.int32)
     return like.new(like._typed_storage()._new_shared(size)).resize_(size)
+
+
+def batch_segments(samples: Sequence[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every non-empty segment of the rows laid end to end: (lengths, is a document, carries a loss).
+
+    A row's padding tail is one more segment (not a document). Segments of samples marked
+    ``is_padding`` carry no loss. Vectorized over the batch: no Python work per document.
+    """
+    docs = [np.asarray(s["doc_lengths"]) for s in samples]
+    counts = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+    flat = np.concatenate(docs).astype(np.int64, copy=False)
+    row_len = np.fromiter((len(s["input_ids"]) for s in samples), dtype=np.int64, count=len(samples))
+    ends = np.cumsum(counts)
+    running = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(flat, out=running[1:])
+    tails = row_len - (running[ends] - running[ends - counts])
+    bad_rows = tails < 0
+    if (flat < 0).any():
+        bad_rows[np.searchsorted(ends, np.flatnonzero(flat < 0), side="right")] = True
+    if bad_rows.any():
+        bad = int(np.flatnonzero(bad_rows)[0])
+        raise ValueError(
+            f"sample {bad} of the batch: doc_lengths {docs[bad].tolist()[:8]} do not fit a row of "
+            f"{int(row_len[bad])} tokens"
+        )
+    tail_at = ends + np.arange(len(samples))  # where each row's tail goes, after the row's documents
+    is_doc = np.ones(len(flat) + len(samples), dtype=bool)
+    is_doc[tail_at] = False
+    lengths = np.empty(len(is_doc), dtype=np.int64)
+    lengths[is_doc] = flat
+    lengths[tail_at] = tails
+    padding = np.fromiter((bool(s.get("is_padding", False)) for s in samples), dtype=bool, count=len(samples))
+    has_loss = is_doc & np.repeat(~padding, counts + 1) if padding.any() else is_doc
+    keep = lengths > 0
+    return lengths[keep], is_doc[keep], has_loss[keep]
+
+
+class CompactBatch(dict):
+    """A ``collate(compact=True)`` batch: asking it for what `to_device` builds says so."""
+
+    derived: tuple[str, ...] = ("labels", "position_ids")
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.derived:
+            raise KeyError(
+                f"{key}: a compact batch carries ids and boundaries only; to_device(batch, device) builds "
+                f"{', '.join(self.derived)} on the device (or make the loader with compact=False)"
+            )
+        raise KeyError(key)
+
+    @staticmethod
+    def expand_on_device(batch: dict[str, Any]) -> None:
+        _expand_compact(batch)
 
 
 def collate(
@@ -66,10 +138,10 @@ def collate(
     Rows of one length stack to ``(batch, seq_len)``; ``flatten=True`` concatenates them to
     ``(1, total)``, which also takes rows of different lengths (a mixture of 1M- and 4K-token sources).
 
-    Ids, labels and positions are int32 views of one storage, half the bytes of int64 to carry from a
-    DataLoader worker; `to_device` widens them on the device. ``compact=True`` carries only the ids (4
-    bytes a token) plus the segment boundaries: `to_device` then builds the same labels and positions on
-    the device, which is what a loader whose workers must outrun the trainer wants.
+    Ids, labels, positions and ``cu_seqlens`` are int32 views of one storage, which `StreamLoader` sends
+    from a DataLoader worker once (see `_Shipped`); `to_device` widens them on the device.
+    ``compact=True`` (`StreamLoader`'s default) carries only the ids (4 bytes a token) plus the segment
+    boundaries: `to_device` then builds the same labels and positions on the device.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
@@ -78,48 +150,39 @@ def collate(
         raise ValueError(
             f"samples of different lengths {sorted(set(lengths))} cannot stack; use flatten=True or batch_size=1"
         )
-    rows = [segments(s["doc_lengths"], n) for s, n in zip(samples, lengths, strict=True)]
-    seg = np.concatenate(rows)  # every document, and every row's padding tail, in order
+    seg, is_doc, has_loss = batch_segments(samples)
     total = int(sum(lengths))
     buffer = int32_buffer(total if compact else 3 * total + len(seg) + 1)
     flat = buffer.numpy()
     ids = flat[:total]
-    if all(s["input_ids"].dtype == np.uint32 for s in samples):
-        np.concatenate([s["input_ids"] for s in samples], out=ids.view(np.uint32))
-    else:
-        ids[:] = np.concatenate([np.asarray(s["input_ids"], dtype=np.int64) for s in samples])
-    # which segments are padding tails or belong to padding samples, and which are documents
-    is_doc = np.concatenate(
-        [
-            np.arange(len(r)) < np.count_nonzero(np.asarray(s["doc_lengths"]))
-            for s, r in zip(samples, rows, strict=True)
-        ]
-    )
-    real = np.concatenate(
-        [np.full(len(r), not bool(s.get("is_padding", False))) for s, r in zip(samples, rows, strict=True)]
-    )
+    concatenate_ids([s["input_ids"] for s in samples], out=ids)
     shape = (1, total) if flatten else (len(samples), lengths[0])
     if compact:
         cu_small = np.zeros(len(seg) + 1, dtype=np.int32)
         np.cumsum(seg, out=cu_small[1:])
-        batch: dict[str, torch.Tensor | int] = {
-            "input_ids": buffer.view(shape),
-            "cu_seqlens": torch.from_numpy(cu_small),
-            "max_seqlen": int(seg.max()),
-            "segment_has_loss": torch.from_numpy(is_doc & real),
-            "ignore_index": ignore_index,
-            "mask_document_starts": mask_document_starts,
-        }
+        batch: dict[str, torch.Tensor | int] = CompactBatch(
+            {
+                "input_ids": buffer.view(shape),
+                "cu_seqlens": torch.from_numpy(cu_small),
+                "max_seqlen": int(seg.max()),
+                "segment_has_loss": torch.from_numpy(has_loss),
+                "ignore_index": ignore_index,
+                "mask_document_starts": mask_document_starts,
+            }
+        )
         return _with_sample_keys(batch, samples)
     labels, positions, cu = flat[total : 2 * total], flat[2 * total : 3 * total], flat[3 * total :]
     cu[0] = 0
     np.cumsum(seg, out=cu[1:])
-    seg_starts = cu[:-1].astype(np.int64)
-    np.subtract(np.arange(total, dtype=np.int64), np.repeat(seg_starts, seg), out=positions, casting="unsafe")
+    starts = cu[:-1]
+    np.subtract(np.arange(total, dtype=np.int32), np.repeat(starts, seg), out=positions)
     labels[:] = ids
-    labels[np.repeat(~(is_doc & real), seg)] = ignore_index
+    no_loss = ~has_loss
+    # segments without a loss are few (row tails, samples that only pad a rank): slices, not a token mask
+    for lo, hi in zip(starts[no_loss].tolist(), cu[1:][no_loss].tolist(), strict=True):
+        labels[lo:hi] = ignore_index
     if mask_document_starts:
-        labels[seg_starts[is_doc]] = ignore_index
+        labels[starts[is_doc]] = ignore_index
     batch = {
         "input_ids": buffer[:total].view(shape),
         "labels": buffer[total : 2 * total].view(shape),
@@ -158,13 +221,18 @@ def to_device(
             if key in widen and value.dtype == torch.int32:
                 value = value.long()
         out[key] = value
-    if "segment_has_loss" in out:  # a compact batch: labels and positions are built here, on the device
+    if isinstance(batch, CompactBatch):  # labels and positions (and so on) are built here, on the device
+        batch.expand_on_device(out)
+    elif "segment_has_loss" in out:  # a compact batch that lost its type on the way
         _expand_compact(out)
     return out
 
 
 def _expand_compact(batch: dict[str, Any]) -> None:
-    """Labels and positions of a ``collate(compact=True)`` batch, with torch ops on its device."""
+    """Labels and positions of a ``collate(compact=True)`` batch, with torch ops on its device.
+
+    The result has the keys, dtypes and values of ``to_device(collate(..., compact=False))``.
+    """
     ids = batch["input_ids"]
     cu = batch["cu_seqlens"].long()
     lengths = cu[1:] - cu[:-1]
@@ -174,10 +242,11 @@ def _expand_compact(batch: dict[str, Any]) -> None:
         starts, lengths, output_size=total
     )
     has_loss = batch.pop("segment_has_loss")
+    ignore_index = batch.pop("ignore_index")
     labels = ids.reshape(-1).clone()
-    labels[~torch.repeat_interleave(has_loss, lengths, output_size=total)] = batch["ignore_index"]
-    if batch["mask_document_starts"]:
-        labels[starts[has_loss]] = batch["ignore_index"]
+    labels[~torch.repeat_interleave(has_loss, lengths, output_size=total)] = ignore_index
+    if batch.pop("mask_document_starts"):
+        labels[starts[has_loss]] = ignore_index
     batch["labels"] = labels.view(ids.shape)
     batch["position_ids"] = positions.view(ids.shape)
 
@@ -209,7 +278,8 @@ class _Counted:
     """Collate in the worker; say how many samples the batch holds and which shards the worker verified.
 
     The verified shards go back to the main process, so the workers of the next epoch (started from it)
-    do not hash the same shards again. Picklable for spawn.
+    do not hash the same shards again. The batch crosses to the main process as `_Shipped`. Picklable
+    for spawn.
     """
 
     def __init__(self, collate_fn: Callable[[list[dict[str, np.ndarray]]], Any]) -> None:
@@ -224,29 +294,67 @@ class _Counted:
             dataset.reported |= verified
         batch = self.collate_fn(samples)
         if info is not None and isinstance(batch, dict):
-            batch = {k: _small_as_numpy(v) for k, v in batch.items()}
+            batch = _Shipped(batch)
         return len(samples), verified, batch
 
 
-_SMALL = 4096  # elements: below this a tensor rides inside the pickled message, not in its own shared memory
+class _Shipped:
+    """A batch dict on its way from a worker: each storage sent once, tensors rebuilt as views of it.
 
+    torch pickles every tensor's storage on its own, in shared memory (a segment and a file-descriptor
+    round trip per tensor), even when the tensors are views of one storage, as `collate`'s are. Here the
+    tensors of one storage travel as that storage once plus (dtype, offset, shape, stride) each: inline in
+    the message (as numpy bytes) up to `INLINE_BYTES`, else as a shared-memory tensor.
+    """
 
-def _small_as_numpy(value: Any) -> Any:
-    """Small CPU tensors cross the worker boundary as numpy (pickled inline, no shared-memory segment)."""
-    if isinstance(value, torch.Tensor) and value.numel() < _SMALL and not value.is_shared():
-        return _Inline(value.numpy())
-    return value
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.bases: list[Any] = []
+        where: dict[int, int] = {}  # storage address -> index in bases
+        self.items: dict[str, Any] = {}
+        self.kind = type(batch) if isinstance(batch, CompactBatch) else dict
+        for key, value in batch.items():
+            if not isinstance(value, torch.Tensor) or value.device.type != "cpu":
+                self.items[key] = value
+                continue
+            storage = value.untyped_storage()
+            base = where.get(storage.data_ptr())
+            if base is None:
+                base = where[storage.data_ptr()] = len(self.bases)
+                flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+                inline = storage.nbytes() <= INLINE_BYTES and not storage.is_shared()
+                self.bases.append(_Inline(flat.numpy()) if inline else flat)
+            self.items[key] = _View(base, value.dtype, value.storage_offset(), value.shape, value.stride())
+
+    def unpack(self, *, pin: bool = False) -> dict[str, Any]:
+        bases = [torch.from_numpy(b.array) if isinstance(b, _Inline) else b for b in self.bases]
+        storages = [(b.pin_memory() if pin else b).untyped_storage() for b in bases]
+        out: dict[str, Any] = {}
+        for key, value in self.items.items():
+            if isinstance(value, _View):
+                value = torch.empty(0, dtype=value.dtype).set_(
+                    storages[value.base], value.offset, value.shape, value.stride
+                )
+            out[key] = value
+        return self.kind(out)
+
+    def pin_memory(self) -> dict[str, Any]:
+        """What DataLoader's ``pin_memory=True`` calls: each storage pinned once, the views rebuilt on it."""
+        return self.unpack(pin=True)
 
 
 class _Inline:
-    """A small array that was a tensor in the worker; turned back into one in the main process."""
+    """The bytes of a storage, pickled with the message; a tensor's storage again in the main process."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
 
 
-def _restore(value: Any) -> Any:
-    return torch.from_numpy(value.array) if isinstance(value, _Inline) else value
+class _View:
+    """Where a tensor sits in one of the storages a `_Shipped` batch carries."""
+
+    def __init__(self, base: int, dtype: torch.dtype, offset: int, shape: torch.Size, stride: tuple) -> None:
+        self.base, self.dtype, self.offset = base, dtype, offset
+        self.shape, self.stride = tuple(shape), tuple(stride)
 
 
 class StreamLoader:
@@ -257,8 +365,11 @@ class StreamLoader:
         batch_size: samples per batch of this rank.
         num_workers: DataLoader worker processes; each reads whole batches.
         collate_fn: defaults to `collate` with ``flatten``/``ignore_index``/``compact``.
-        compact: workers send only the ids (int32) and segment boundaries; `to_device` builds labels and
-            positions on the device. Fastest when the trainer moves batches with `to_device`.
+        compact: ``True`` (default): workers send only the ids (int32) and the segment boundaries, and
+            `to_device` builds ``labels`` and ``position_ids`` on the device (exactly those of
+            ``compact=False``); a batch is 4 bytes a token, a third of the full layout, which is what keeps
+            the workers ahead of the trainer. ``False``: workers send the full layout (ids, labels,
+            positions, ``cu_seqlens``, int32 views of one storage).
         **loader_kwargs: passed to ``torch.utils.data.DataLoader`` (``pin_memory``, ``prefetch_factor``,
             ``multiprocessing_context``, ...). Workers are started for each epoch, never persistent,
             because they must start from the loader's state.
@@ -273,7 +384,7 @@ class StreamLoader:
         collate_fn: Callable[[list[dict[str, np.ndarray]]], Any] | None = None,
         flatten: bool = False,
         ignore_index: int = IGNORE_INDEX,
-        compact: bool = False,
+        compact: bool = True,
         **loader_kwargs: Any,
     ) -> None:
         if batch_size < 1:
@@ -310,8 +421,8 @@ class StreamLoader:
             for count, verified, batch in loader:
                 stream.advance(count)
                 stream._verified |= verified
-                if isinstance(batch, dict):
-                    batch = {k: _restore(v) for k, v in batch.items()}
+                if isinstance(batch, _Shipped):
+                    batch = batch.unpack()
                 yield batch
         except RemoteUnavailableError as e:
             raise e.with_state(self.state_dict()) from e
@@ -326,4 +437,15 @@ class StreamLoader:
         self.stream.load_state_dict(state)
 
 
-__all__ = ["IGNORE_INDEX", "StreamDataset", "StreamLoader", "collate", "to_device", "token_ids_int32"]
+__all__ = [
+    "IGNORE_INDEX",
+    "INLINE_BYTES",
+    "CompactBatch",
+    "StreamDataset",
+    "StreamLoader",
+    "batch_segments",
+    "collate",
+    "concatenate_ids",
+    "to_device",
+    "token_ids_int32",
+]

@@ -18,6 +18,16 @@ prose_shards = shared.prose_shards  # the same real shard folder fixture
 prose_rows = shared.prose_rows
 
 
+def assert_same_batch(got: dict, want: dict) -> None:
+    """The same keys, and for every key the same dtype and values."""
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
 def loader_ids(loader: StreamLoader) -> list[int]:
     """Sample ids the trainer received, leaving out the repeats that pad ranks to an even share."""
     return [
@@ -164,10 +174,99 @@ def test_compact_batches_expand_on_the_device_to_the_full_collate(prose_shards: 
     compact = collate(samples, flatten=flatten, compact=True)
     assert "labels" not in compact and compact["input_ids"].dtype == torch.int32
     expanded = to_device(compact, "cpu")
-    for key in ("input_ids", "labels", "position_ids", "cu_seqlens", "is_padding", "sample_id"):
-        assert expanded[key].dtype == full[key].dtype, key
-        assert torch.equal(expanded[key], full[key]), key
-    assert expanded["max_seqlen"] == full["max_seqlen"]
+    assert_same_batch(expanded, full)  # the same batch a model is called with: no extra keys
+
+
+def reference_collate(samples: list[dict], ignore_index: int = IGNORE_INDEX) -> dict[str, np.ndarray]:
+    """The full layout written out row by row and document by document, to check the vectorized one."""
+    ids, labels, positions, bounds = [], [], [], [0]
+    for s in samples:
+        row = np.asarray(s["input_ids"]).astype(np.int64)
+        lab = np.full(len(row), ignore_index, dtype=np.int64)
+        pos = np.zeros(len(row), dtype=np.int64)
+        at = 0
+        for n in [int(x) for x in s["doc_lengths"] if x > 0]:
+            if not s.get("is_padding", False):
+                lab[at + 1 : at + n] = row[at + 1 : at + n]
+            pos[at : at + n] = np.arange(n)
+            at += n
+            bounds.append(bounds[-1] + n)
+        if at < len(row):
+            pos[at:] = np.arange(len(row) - at)
+            bounds.append(bounds[-1] + len(row) - at)
+        ids.append(row), labels.append(lab), positions.append(pos)
+    return {
+        "input_ids": np.concatenate(ids),
+        "labels": np.concatenate(labels),
+        "position_ids": np.concatenate(positions),
+        "cu_seqlens": np.array(bounds),
+    }
+
+
+def test_vectorized_collate_equals_the_row_by_row_reference(prose_shards: Path) -> None:
+    samples = list(ShardStream(prose_shards, rank=2, world_size=3, seed=6, with_index=True))
+    empty_doc = dict(samples[0], doc_lengths=np.array([0, *samples[0]["doc_lengths"], 0], np.int32))
+    padding_sample = [s for s in samples if s["is_padding"]]
+    assert padding_sample and any(sum(s["doc_lengths"]) < SEQ_LEN for s in samples)
+    for batch in (samples[:16], samples[16:40], [empty_doc, *samples[-5:]], padding_sample):
+        got = collate(batch, flatten=True)
+        want = reference_collate(batch)
+        for key, value in want.items():
+            np.testing.assert_array_equal(got[key].reshape(-1).numpy(), value, err_msg=key)
+        assert got["max_seqlen"] == int(np.diff(want["cu_seqlens"]).max())
+
+
+def test_collate_names_the_sample_whose_documents_overflow_its_row(prose_shards: Path) -> None:
+    samples = list(ShardStream(prose_shards, seed=1))[:3]
+    samples[1] = dict(samples[1], doc_lengths=np.array([SEQ_LEN, 1], np.int32))
+    with pytest.raises(ValueError, match=f"sample 1 of the batch: doc_lengths \\[{SEQ_LEN}, 1\\]"):
+        collate(samples)
+
+
+def test_default_loader_ships_compact_batches_that_expand_to_the_full_layout(prose_shards: Path) -> None:
+    """Workers send int32 ids and boundaries; to_device rebuilds exactly the full layout."""
+    from packing.torch import to_device
+
+    kw = {"rank": 1, "world_size": 3, "seed": 9, "with_index": True}
+    reference = list(ShardStream(prose_shards, **kw))
+    loader = StreamLoader(ShardStream(prose_shards, **kw), batch_size=8, num_workers=2)
+    seen = 0
+    for batch in loader:
+        assert "labels" not in batch and batch["input_ids"].dtype == torch.int32
+        with pytest.raises(KeyError, match="to_device"):
+            batch["labels"]  # says where the labels are
+        full = to_device(collate(reference[seen : seen + 8]), "cpu")
+        expanded = to_device(batch, "cpu")
+        assert_same_batch(expanded, full)
+        seen += len(batch["sample_id"])
+    assert seen == len(reference) and any(s["is_padding"] for s in reference)
+
+
+@pytest.mark.parametrize("inline_bytes", [None, 0])
+def test_full_layout_crosses_from_workers_as_one_storage(
+    prose_shards: Path, monkeypatch: pytest.MonkeyPatch, inline_bytes: int | None
+) -> None:
+    """Ids, labels, positions and boundaries arrive as views of one storage: inline, or shared memory."""
+    import packing.torch
+
+    if inline_bytes is not None:  # the workers are forked from here and see the same limit
+        monkeypatch.setattr(packing.torch, "INLINE_BYTES", inline_bytes)
+    kw = {"rank": 0, "world_size": 2, "seed": 2, "with_index": True}
+    reference = list(ShardStream(prose_shards, **kw))
+    loader = StreamLoader(
+        ShardStream(prose_shards, **kw),
+        batch_size=16,
+        num_workers=2,
+        compact=False,
+        multiprocessing_context="fork",
+    )
+    for i, batch in enumerate(loader):
+        expected = collate(reference[16 * i : 16 * i + 16])
+        assert_same_batch(batch, expected)
+        storages = {batch[k].untyped_storage().data_ptr() for k in ("input_ids", "labels", "cu_seqlens")}
+        assert len(storages) == 1
+        assert batch["input_ids"].is_shared() == (inline_bytes == 0)
+    assert 16 * i < len(reference) <= 16 * (i + 1)
 
 
 def test_compact_loader_with_workers_matches_the_in_process_batches(prose_shards: Path) -> None:
