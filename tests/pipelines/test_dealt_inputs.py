@@ -32,7 +32,9 @@ def _curate(inputs: list[str], out: Path, client) -> None:
     run_recipe(parse_recipe(recipe), client=client, progress=False)
 
 
-def test_single_file_inputs_are_dealt_one_per_rank_like_a_folder(tmp_path: Path, dask_client, prose_docs) -> None:
+def test_single_file_inputs_are_dealt_one_per_rank_like_a_folder(
+    tmp_path: Path, dask_client, prose_docs
+) -> None:
     folder = tmp_path / "in"
     files = []
     for i in range(RANKS):
@@ -47,7 +49,9 @@ def test_single_file_inputs_are_dealt_one_per_rank_like_a_folder(tmp_path: Path,
     for rank in range(RANKS):
         stats = _reader_stats(tmp_path / "files" / "work", rank)
         # each rank read exactly one file, and the reader still skips and counts the bad line under its name
-        assert stats["input_files"] == 1 and stats["documents"] == 8 and stats["bad_input/bad_json"] == 1, stats
+        assert stats["input_files"] == 1 and stats["documents"] == 8 and stats["bad_input/bad_json"] == 1, (
+            stats
+        )
         ids = pq.read_table(tmp_path / "files" / "curated" / f"{rank:05d}.parquet").column("id").to_pylist()
         assert len(ids) == 8 and all(doc_id.startswith(f"file{rank}-") for doc_id in ids), (rank, ids)
         # the same files given as one folder give byte-identical curated files
