@@ -100,22 +100,26 @@ def dealt_input_files(paths: list[str], glob: str | None) -> list[tuple[DataFold
     order given (a folder's files sorted), grouped by filesystem: (folder holding them, [(n, path under it)])."""
     from fsspec.core import url_to_fs
 
-    groups: dict[Any, dict[str, int]] = {}  # filesystem -> {full path on it: n}
+    # filesystem and bucket (object stores have no common root above it) -> {full path on it: n}
+    groups: dict[tuple[Any, str], dict[str, int]] = {}
     count = 0
     for spec in paths:
         fs, fs_path = url_to_fs(spec)
         if fs.isdir(fs_path):
-            base = fs_path.rstrip("/")
-            found = [f"{base}/{rel}" for rel in DataFolder(base, fs=fs).list_files(glob_pattern=glob)]
+            folder = DataFolder(fs_path, fs=fs)
+            found = [posixpath.join(fs_path, rel) for rel in folder.list_files(glob_pattern=glob)]
         else:
             found = [fs_path]
-        files = groups.setdefault(fs, {})
         for path in found:
+            files = groups.setdefault((fs, "" if path.startswith("/") else path.split("/", 1)[0]), {})
             if path not in files:  # a file named twice (itself and in its folder) is read once
                 files[path] = count
                 count += 1
+    if not groups and paths:  # nothing to read: still one reader, so the stage keeps its shape and counts
+        fs, fs_path = url_to_fs(paths[0])
+        return [(DataFolder(fs_path, fs=fs), [])]
     dealt = []
-    for fs, files in groups.items():
+    for (fs, _), files in groups.items():
         root = posixpath.commonpath([posixpath.dirname(p) for p in files])
         dealt.append((DataFolder(root, fs=fs), [(n, p[len(root) :].lstrip("/")) for p, n in files.items()]))
     return dealt
