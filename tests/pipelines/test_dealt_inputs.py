@@ -57,3 +57,27 @@ def test_single_file_inputs_are_dealt_one_per_rank_like_a_folder(
         # the same files given as one folder give byte-identical curated files
         same = tmp_path / "folder" / "curated" / f"{rank:05d}.parquet"
         assert (tmp_path / "files" / "curated" / f"{rank:05d}.parquet").read_bytes() == same.read_bytes()
+
+
+def test_files_of_several_filesystems_are_numbered_in_one_list(tmp_path: Path) -> None:
+    import uuid
+
+    import fsspec
+
+    from pipelines.readers import dealt_input_files
+
+    memory, base = fsspec.filesystem("memory"), f"/dealt-{uuid.uuid4().hex}"
+    for name in ("b.jsonl", "a.jsonl", "notes.txt"):
+        memory.pipe(f"{base}/in/{name}", b'{"text": "x"}\n')
+    local = [write_jsonl(tmp_path / f"{name}.jsonl", [{"text": "x"}]) for name in ("one", "two")]
+
+    dealt = dealt_input_files(
+        [str(local[0]), f"memory://{base}/in", str(local[1]), f"memory://{base}/in/a.jsonl"], "*.jsonl"
+    )
+
+    numbered = sorted((n, folder.resolve_paths(path)) for folder, files in dealt for n, path in files)
+    # in the order given, a folder's files sorted, the glob applied inside folders, a file named twice read once
+    names = [path.rpartition("/")[2] for _, path in numbered]
+    assert names == ["one.jsonl", "a.jsonl", "b.jsonl", "two.jsonl"]
+    assert [n for n, _ in numbered] == [0, 1, 2, 3]
+    assert len(dealt) == 2 and all(folder.isfile(path) for folder, files in dealt for _, path in files)
