@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
@@ -156,16 +157,30 @@ def _clear_attempts(final: DataFolder, rank: int | None = None) -> None:
 _silenced_lock = threading.Lock()
 _silenced_ranks = 0
 _saved_stderr: Any = None
+_saved_warnings: Any = None
+
+
+def _log_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any
+) -> None:
+    from datatrove.utils.logging import logger
+
+    logger.warning(warnings.formatwarning(message, category, filename, lineno).rstrip())
 
 
 @contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """sys.stderr goes nowhere while any rank runs in this worker process (counted, for threaded workers)."""
-    global _silenced_ranks, _saved_stderr
+def _rank_output_to_log() -> Iterator[None]:
+    """While any rank runs in this worker process (counted, for threaded workers), sys.stderr goes nowhere and
+    Python warnings go to datatrove's logger, whose sinks are then the rank's log file (and the silenced stderr).
+    Each first rank in starts with fresh warning registries, so every rank logs its own warnings."""
+    global _silenced_ranks, _saved_stderr, _saved_warnings
     with _silenced_lock:
         if _silenced_ranks == 0:
             _saved_stderr = sys.stderr
             sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - closed by the last rank out
+            _saved_warnings = warnings.catch_warnings()  # restores showwarning and the filters on exit
+            _saved_warnings.__enter__()
+            warnings.showwarning = _log_warning
         _silenced_ranks += 1
     try:
         yield
@@ -173,6 +188,7 @@ def _stderr_silenced() -> Iterator[None]:
         with _silenced_lock:
             _silenced_ranks -= 1
             if _silenced_ranks == 0:
+                _saved_warnings.__exit__(None, None, None)
                 sys.stderr.close()
                 sys.stderr = _saved_stderr
 
@@ -327,8 +343,8 @@ class DaskPipelineExecutor(PipelineExecutor):
         self._staged = stage_outputs(self.pipeline, f"{rank:05d}-{uuid.uuid4().hex[:12]}")
         try:
             # datatrove's task logger writes the rank's log file and copies it to stderr, where every rank of
-            # every worker would interleave on the user's terminal; the file alone keeps it
-            with _stderr_silenced():
+            # every worker would interleave on the user's terminal; the file alone keeps it, warnings too
+            with _rank_output_to_log():
                 return super()._run_for_rank(rank, local_rank, node_rank)
         finally:
             for folder in self._staged:  # after a failure (or a commit) nothing of this attempt stays
@@ -549,13 +565,16 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
         if quiet:
             os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
         # after a Ctrl-C, the resource tracker removes the semaphores of killed workers and warns about each
-        # (a UserWarning); it takes its warning filters from ours when it starts
-        sys.warnoptions.append("ignore::UserWarning")
+        # (a UserWarning); it takes its warning filters from ours when it starts. The fork server must not:
+        # the workers would ignore the warnings of ranks, which belong in the ranks' logs
         try:
-            resource_tracker.ensure_running()
+            sys.warnoptions.append("ignore::UserWarning")
+            try:
+                resource_tracker.ensure_running()
+            finally:
+                sys.warnoptions.remove("ignore::UserWarning")
             forkserver.ensure_running()  # the server keeps the ignored SIGINT it started with for its children
         finally:
-            sys.warnoptions.remove("ignore::UserWarning")
             signal.signal(signal.SIGINT, previous)
             if quiet:
                 del os.environ["DASK_LOGGING__DISTRIBUTED"]

@@ -7,6 +7,7 @@ reported: the same path as evaluating a served model, without a GPU.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def demo_stage(ctx: Any) -> dict[str, Any]:
         chat=False,
     )
     build_suite(config, suite_dir, progress=False)
+    # the demo starts over: an earlier run's answers would be skipped as done and this run would score none
+    shutil.rmtree(results_dir, ignore_errors=True)
     with ReferenceServer(load_tokenizer(tokenizer_path), window_tokens=DEMO_WINDOW) as server:
         stats = run_eval(
             suite_dir,

@@ -8,10 +8,12 @@ abort the whole file. These subclasses check every record, count each kind of ba
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.io import DataFolder
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.utils.logging import logger
 
@@ -70,7 +72,60 @@ class RecordGuard:
         return True
 
 
-class GuardedJsonlReader(RecordGuard, JsonlReader):
+class DealtFiles:
+    """Reads this rank's share of one numbered list of files (file n goes to rank n % ranks), given as
+    ``files=[(n, path under data_folder), ...]``.
+
+    datatrove's readers each share out their own listing, so several readers of one file each would all give
+    their file to rank 0; numbering every input file in one list deals them out over all ranks. Without
+    ``files`` the reader lists its folder as datatrove does.
+    """
+
+    files: list[tuple[int, str]] | None
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if self.files is None:
+            yield from super().run(data, rank, world_size)
+            return
+        if data:
+            yield from data
+        self._log_limit_scope(rank, world_size)
+        for document in self.read_files_shard([path for n, path in self.files if n % world_size == rank]):
+            self.update_doc_stats(document)
+            yield document
+
+
+def dealt_input_files(paths: list[str], glob: str | None) -> list[tuple[DataFolder, list[tuple[int, str]]]]:
+    """Every file of the input paths (files or folders, any fsspec filesystems) numbered in one list, in the
+    order given (a folder's files sorted), grouped by filesystem: (folder holding them, [(n, path under it)])."""
+    from fsspec.core import url_to_fs
+
+    # filesystem and bucket (object stores have no common root above it) -> {full path on it: n}
+    groups: dict[tuple[Any, str], dict[str, int]] = {}
+    count = 0
+    for spec in paths:
+        fs, fs_path = url_to_fs(spec)
+        if fs.isdir(fs_path):
+            folder = DataFolder(fs_path, fs=fs)
+            found = [posixpath.join(fs_path, rel) for rel in folder.list_files(glob_pattern=glob)]
+        else:
+            found = [fs_path]
+        for path in found:
+            files = groups.setdefault((fs, "" if path.startswith("/") else path.split("/", 1)[0]), {})
+            if path not in files:  # a file named twice (itself and in its folder) is read once
+                files[path] = count
+                count += 1
+    if not groups and paths:  # nothing to read: still one reader, so the stage keeps its shape and counts
+        fs, fs_path = url_to_fs(paths[0])
+        return [(DataFolder(fs_path, fs=fs), [])]
+    dealt = []
+    for (fs, _), files in groups.items():
+        root = posixpath.commonpath([posixpath.dirname(p) for p in files])
+        dealt.append((DataFolder(root, fs=fs), [(n, p[len(root) :].lstrip("/")) for p, n in files.items()]))
+    return dealt
+
+
+class GuardedJsonlReader(DealtFiles, RecordGuard, JsonlReader):
     """JSONL, decoded line by line so one bad line costs one record, not the file."""
 
     name = "🐿 Jsonl (checked)"
@@ -81,10 +136,12 @@ class GuardedJsonlReader(RecordGuard, JsonlReader):
         *,
         on_bad_record: BadRecordPolicy = "skip",
         max_document_chars: int | None = DEFAULT_MAX_DOCUMENT_CHARS,
+        files: list[tuple[int, str]] | None = None,
         **kwargs,
     ):
         super().__init__(data_folder, **kwargs)
         self._guard_init(on_bad_record, max_document_chars)
+        self.files = files
 
     def read_file(self, filepath: str) -> Iterator[Document]:
         try:
@@ -153,7 +210,7 @@ def _read_parquet_checked(reader: ParquetReader | GuardedParquetReader, filepath
         reader.bad("bad_file", path, f"unreadable parquet after {row} rows ({type(e).__name__}: {e})")
 
 
-class GuardedParquetReader(RecordGuard, ParquetReader):
+class GuardedParquetReader(DealtFiles, RecordGuard, ParquetReader):
     """Parquet, with a truncated or corrupt file counted (or named) instead of aborting the rank."""
 
     name = "📒 Parquet (checked)"
@@ -164,10 +221,12 @@ class GuardedParquetReader(RecordGuard, ParquetReader):
         *,
         on_bad_record: BadRecordPolicy = "skip",
         max_document_chars: int | None = DEFAULT_MAX_DOCUMENT_CHARS,
+        files: list[tuple[int, str]] | None = None,
         **kwargs,
     ):
         super().__init__(data_folder, **kwargs)
         self._guard_init(on_bad_record, max_document_chars)
+        self.files = files
 
     def read_file(self, filepath: str) -> Iterator[Document]:
         yield from _read_parquet_checked(self, filepath)

@@ -25,7 +25,12 @@ __all__ = ["Stage", "build_filters", "build_stages", "document_text"]
 
 
 def _readers(recipe: Recipe) -> list:
-    from pipelines.readers import GuardedHuggingFaceReader, GuardedJsonlReader, GuardedParquetReader
+    from pipelines.readers import (
+        GuardedHuggingFaceReader,
+        GuardedJsonlReader,
+        GuardedParquetReader,
+        dealt_input_files,
+    )
 
     cfg = recipe.input
     common = dict(
@@ -42,27 +47,10 @@ def _readers(recipe: Recipe) -> list:
 
         return named_readers(cfg, common)
     reader_cls = GuardedJsonlReader if cfg.format == "jsonl" else GuardedParquetReader
-    readers = []
-    for path in cfg.paths:
-        from fsspec.core import url_to_fs
-
-        fs, fs_path = url_to_fs(path)
-        if fs.isdir(fs_path):
-            readers.append(reader_cls(path, glob_pattern=cfg.glob, **common))
-        else:  # one file: its folder, restricted to exactly that file
-            parent, _, name = path.rstrip("/").rpartition("/")
-            readers.append(
-                reader_cls(parent or ".", paths_file=None, glob_pattern=_exact_glob(name), **common)
-            )
-    return readers
-
-
-def _exact_glob(name: str) -> str:
-    from glob import escape
-
-    # a glob with no magic characters gets a leading "*" in datatrove; "[x]" keeps it an exact match
-    escaped = escape(name)
-    return escaped if escaped != name else f"[{name[0]}]{escape(name[1:])}"
+    # every file of every path in one list dealt over the ranks (one reader per filesystem)
+    return [
+        reader_cls(folder, files=files, **common) for folder, files in dealt_input_files(cfg.paths, cfg.glob)
+    ]
 
 
 def build_filters(recipe: Recipe) -> list:

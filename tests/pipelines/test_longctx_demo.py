@@ -37,3 +37,6 @@ def test_demo_stage_builds_exact_prompts_and_scores_by_depth(tmp_path: Path, pro
             assert by_depth["100"] == 100.0 and by_depth["0"] == 0.0, (task, length, by_depth)
     for task in DEMO_TASKS:
         assert (tmp_path / "longctx" / "results" / f"heatmap_{task}.png").stat().st_size > 0
+
+    # a second demo into the same folder scores the suite again and reports the same numbers
+    assert demo_stage(ctx) == result
