@@ -134,7 +134,7 @@ def measure_runner(
         concurrency=concurrency,
         progress=False,
         chat=chat,
-        timeout=600.0,
+        first_byte_timeout=600.0,
         extra_body=extra_body or {},
     )
     cpu, wall = time.process_time(), time.perf_counter()

@@ -51,7 +51,7 @@ def _cfg(url: str, **kwargs) -> EvalConfig:
     defaults = dict(
         model=MODEL_NAME,
         concurrency=2,
-        timeout=60.0,
+        first_byte_timeout=60.0,
         retry_wait_base=0.05,
         retry_wait_max=0.2,
         probe_every=0.2,
