@@ -11,6 +11,10 @@ import aiohttp
 STREAM_MODES = ("auto", "on", "off")
 
 
+def _seconds(value: float) -> str:
+    return f"{round(value, 3):g}"
+
+
 @dataclass(frozen=True)
 class ReplyLimits:
     """The time limits of one request, and the options that set them (for the message when one is hit)."""
@@ -29,13 +33,13 @@ class ReplyLimits:
             return f"no connection within {self.connect:g} s (--connect-timeout)"
         if phase == "first_byte" and streamed:
             return (
-                f"first-byte limit hit: no token within {self.first_byte:g} s ({self.first_byte_rule}; time "
+                f"first-byte limit hit: no token within {_seconds(self.first_byte)} s ({self.first_byte_rule}; time "
                 "queued in the server counts)"
             )
         if phase == "first_byte":
             return (
-                f"first-byte limit hit: no reply within {self.first_byte + self.generation:g} s (the first-byte "
-                f"limit {self.first_byte:g} s, {self.first_byte_rule}, plus --generation-timeout "
+                f"first-byte limit hit: no reply within {_seconds(self.first_byte + self.generation)} s (the first-byte "
+                f"limit {_seconds(self.first_byte)} s, {self.first_byte_rule}, plus --generation-timeout "
                 f"{self.generation:g}: this reply is not streamed and the server answers only once the whole "
                 "answer is written, so both are timed together)"
             )
