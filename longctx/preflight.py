@@ -21,6 +21,7 @@ from longctx.server_dialects import (
     TOKENIZE_ROUTES,
     StatedNumber,
     TokenizeRoute,
+    servers_streaming_usage,
 )
 from longctx.transport import (
     TRANSIENT,
@@ -191,7 +192,11 @@ async def _streams_usage(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) 
     """Ask for a one-token streamed reply with usage on the route the run uses: does its last event say the
     token counts? Without them no reply could be checked, so such a server is not streamed to. A failure that
     could be passing (a dropped connection, a 5xx) is asked again, up to `STREAM_PROBES` times."""
-    sample = {"max_new_tokens": 1, "prompt": PROBE_TEXT, "messages": [{"role": "user", "content": PROBE_TEXT}]}
+    sample = {
+        "max_new_tokens": 1,
+        "prompt": PROBE_TEXT,
+        "messages": [{"role": "user", "content": PROBE_TEXT}],
+    }
     route, body = build_request(sample, cfg, streamed=True)
     for _ in range(STREAM_PROBES):
         try:
@@ -206,9 +211,13 @@ async def _streams_usage(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) 
             extract_stream(content, cfg.chat)
             return True
         except TransientHTTPError as exc:
-            facts.stream_note = f"a streamed reply gave no usage ({str(exc)[:120]})"
-            if b"data:" in content:
-                return False  # a stream, but without usage: the server's way, not a passing fault
+            if b"data:" in content:  # a whole stream, but unusable: the server's way, not a passing fault
+                without_usage = "without usage" in str(exc)
+                facts.stream_note = (
+                    "its streamed replies carry no usage" if without_usage else f"its stream: {str(exc)[:120]}"
+                )
+                return False
+            facts.stream_note = f"a streamed request was answered {str(exc)[:120]}"
     return False
 
 
@@ -251,7 +260,8 @@ async def preflight(http: HttpClient, cfg: EvalConfig, needs: dict[int, int]) ->
         if cfg.stream == "on" and not facts.stream:
             raise EndpointError(
                 f"--stream on, but {http.base_url} does not put usage in a streamed reply ({facts.stream_note}), "
-                "so its replies could not be checked: use --stream auto or off"
+                f"so its replies could not be checked: use --stream auto or off (servers that do: "
+                f"{servers_streaming_usage()})"
             )
     return facts
 

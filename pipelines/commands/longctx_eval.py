@@ -207,6 +207,12 @@ def serve_reference_command(
     malformed_rate: Annotated[
         float, typer.Option(help="Fraction of requests answered 200 with a body that is not a completion.")
     ] = 0.0,
+    stall_rate: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of replies held --delay seconds after their first event (streamed) or headers."
+        ),
+    ] = 0.0,
     fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
     latency: Annotated[
         float, typer.Option(help="Seconds every answer is held back (a model's own time).")
@@ -232,6 +238,7 @@ def serve_reference_command(
             delay_rate=delay_rate,
             delay_s=delay,
             malformed_rate=malformed_rate,
+            stall_rate=stall_rate,
             seed=fault_seed,
         )
         server = ReferenceServer(
