@@ -20,6 +20,8 @@ validated in full), and chat mode, are measured too, at concurrency 1.
     .venv/bin/python bench/eval.py [--shared ../shared/bench] [--lengths 4k,128k] [--concurrency 1,4,16]
         [--repeat 3]   # figures are medians of 3 runs, runner and anchor alternating
         [--llama-lengths 1k] [--llama-samples 8] [--llama-concurrency 1,4] [--no-llama]
+        [--stream auto|off]   # the runner's --stream: auto streams from the reference server (usage in the
+                              # last event), llama-cpp-python is never streamed (no usage in its streams)
 """
 
 from __future__ import annotations
