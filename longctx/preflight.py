@@ -214,7 +214,9 @@ async def _streams_usage(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) 
             if b"data:" in content:  # a whole stream, but unusable: the server's way, not a passing fault
                 without_usage = "without usage" in str(exc)
                 facts.stream_note = (
-                    "its streamed replies carry no usage" if without_usage else f"its stream: {str(exc)[:120]}"
+                    "its streamed replies carry no usage"
+                    if without_usage
+                    else f"its stream: {str(exc)[:120]}"
                 )
                 return False
             facts.stream_note = f"a streamed request was answered {str(exc)[:120]}"

@@ -171,11 +171,9 @@ class HttpClient:
         self.headers = headers
         self.proxy = proxy_for(base_url)
 
-    async def post(
-        self, route: str, body: bytes, timeout: aiohttp.ClientTimeout, limit: str = ""
-    ) -> tuple[int, bytes]:
-        """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError, a
-        request past its time raises ReplyTimeout naming `limit`."""
+    async def post(self, route: str, body: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """One small POST (a token count, the preflight's probes): the status and the whole reply; a reply worth
+        retrying raises TransientHTTPError, a request past its time ReplyTimeout."""
         try:
             async with self.session.post(
                 self.base_url + route, data=body, headers=self.headers, timeout=timeout, proxy=self.proxy
@@ -186,7 +184,7 @@ class HttpClient:
                 f"no connection to {self.base_url} within {timeout.sock_connect:g} s (--connect-timeout)"
             ) from exc
         except TimeoutError as exc:
-            raise ReplyTimeout(f"no complete reply within {timeout.total:g} s{limit or ''}") from exc
+            raise ReplyTimeout(f"no complete reply to POST {route} within {timeout.total:g} s") from exc
         if status == 429 or status == 408 or status >= 500:
             raise TransientHTTPError(status, reply_text(content), retry_after(response.headers))
         return status, content
@@ -200,10 +198,9 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         sent = loop.time()
         first_byte = limits.first_byte if streamed else limits.first_byte + limits.generation
-        phase, first_at = "connect", None
+        phase, first_at = "first_byte", None
         try:
             async with asyncio.timeout_at(sent + first_byte) as limit:
-                phase = "first_byte"
                 async with self.session.post(
                     self.base_url + route,
                     data=body,
