@@ -27,6 +27,7 @@ from longctx.transport import (
     TRANSIENT,
     EndpointError,
     HttpClient,
+    ReplyTimeout,
     ServerUnreachable,
     TransientHTTPError,
     extract_stream,
@@ -38,6 +39,7 @@ PREFLIGHT_SECONDS = 10.0
 
 
 STREAM_PROBES = 3
+"""Times the preflight asks for a streamed reply when the first attempts fail the way a flaky server does."""
 
 
 @dataclass
@@ -201,6 +203,9 @@ async def _streams_usage(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) 
     for _ in range(STREAM_PROBES):
         try:
             status, content = await http.post(route, body, aiohttp.ClientTimeout(total=PREFLIGHT_SECONDS * 3))
+        except ReplyTimeout as exc:  # a busy server: asking again would only keep the user waiting
+            facts.stream_note = f"a streamed request timed out ({exc})"
+            return False
         except (*TRANSIENT, OSError) as exc:
             facts.stream_note = f"a streamed request failed ({type(exc).__name__}: {str(exc)[:120]})"
             continue
