@@ -440,7 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, payload: dict[str, Any], *, chat: bool, include_usage: bool, stall: bool) -> None:
         """The reply as server-sent events, one per word of the answer, then the finish reason, usage (when
-        asked) and [DONE], in HTTP/1.1 chunks so the connection is kept."""
+        asked) and [DONE], in HTTP/1.1 chunks so the connection is kept; the first event is sent on its own."""
         choice = payload["choices"][0]
         text = choice["message"]["content"] if chat else choice["text"]
         head = {k: payload[k] for k in ("id", "created", "model")}
@@ -463,14 +463,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for i, item in enumerate([*events, "[DONE]"]):
+            chunks = []
+            for item in [*events, "[DONE]"]:
                 data = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
                 chunk = f"data: {data}\n\n".encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                chunks.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            # The first event on its own (the first token), then the rest at once: the answer is already known.
+            self.wfile.write(chunks[0])
+            if stall:
                 self.wfile.flush()
-                if stall and i == 0:
-                    time.sleep(self.server.faults.delay_s)
-            self.wfile.write(b"0\r\n\r\n")
+                time.sleep(self.server.faults.delay_s)
+            self.wfile.write(b"".join(chunks[1:]) + b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
