@@ -20,6 +20,8 @@ validated in full), and chat mode, are measured too, at concurrency 1.
     .venv/bin/python bench/eval.py [--shared ../shared/bench] [--lengths 4k,128k] [--concurrency 1,4,16]
         [--repeat 3]   # figures are medians of 3 runs, runner and anchor alternating
         [--llama-lengths 1k] [--llama-samples 8] [--llama-concurrency 1,4] [--no-llama]
+        [--stream auto|off]   # the runner's --stream: auto streams from the reference server (usage in the
+                              # last event), llama-cpp-python is never streamed (no usage in its streams)
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def measure_runner(
     chat: bool = False,
     model: str = "reference",
     extra_body: dict | None = None,
+    stream: str = "auto",
 ) -> dict:
     from longctx.client import EvalConfig, read_results, run_eval
 
@@ -134,7 +137,8 @@ def measure_runner(
         concurrency=concurrency,
         progress=False,
         chat=chat,
-        timeout=600.0,
+        first_byte_timeout=600.0,
+        stream=stream,
         extra_body=extra_body or {},
     )
     cpu, wall = time.process_time(), time.perf_counter()
@@ -211,6 +215,12 @@ def main() -> None:
     parser.add_argument("--samples", default="4k=96,128k=32", help="samples per length")
     parser.add_argument("--window", type=int, default=4096, help="tokens the reference server reads")
     parser.add_argument("--no-anchor", action="store_true", help="skip lm-eval's local-completions")
+    parser.add_argument(
+        "--stream",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="the runner's --stream (auto: streamed where the server puts usage in a stream)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     parser.add_argument("--llama-lengths", default="1k", help="lengths sent to the llama.cpp server")
     parser.add_argument("--llama-samples", type=int, default=8, help="samples per length (llama.cpp)")
@@ -252,7 +262,7 @@ def main() -> None:
                     # Runner and anchor alternate, each figure the median of --repeat runs: the machine is shared.
                     runs, anchors = [], []
                     for _ in range(args.repeat):
-                        runs.append(measure_runner(suite, url, c, work))
+                        runs.append(measure_runner(suite, url, c, work, stream=args.stream))
                         if not args.no_anchor:
                             anchors.append(measure_anchor(rows, url, c, length))
                     ours = median_run(runs)
@@ -282,7 +292,9 @@ def main() -> None:
                 shutil.copytree(
                     suite, plain, ignore=shutil.ignore_patterns("offsets.json"), copy_function=os.link
                 )
-                ours = median_run([measure_runner(plain, url, 1, work) for _ in range(args.repeat)])
+                ours = median_run(
+                    [measure_runner(plain, url, 1, work, stream=args.stream) for _ in range(args.repeat)]
+                )
                 print(
                     f"eval {label(length):>5} c=1  runner, suite without offsets.json (lines validated in full): "
                     f"{cpu_share(ours)[1]}",
@@ -290,7 +302,10 @@ def main() -> None:
                 )
                 # --chat sends the messages to /v1/chat/completions (the reference server renders them first).
                 ours = median_run(
-                    [measure_runner(suite, url, 1, work, chat=True) for _ in range(args.repeat)]
+                    [
+                        measure_runner(suite, url, 1, work, chat=True, stream=args.stream)
+                        for _ in range(args.repeat)
+                    ]
                 )
                 print(
                     f"eval {label(length):>5} c=1  runner --chat: {cpu_share(ours)[1]} (score {ours['score']:.1f})",
@@ -327,7 +342,11 @@ def bench_llama(args: argparse.Namespace, tokenizer_path: Path, haystack: Path) 
                 for c in (int(x) for x in args.llama_concurrency.split(",")):
                     runs, anchors = [], []
                     for _ in range(args.repeat):
-                        runs.append(measure_runner(suite, server.url, c, work, model=model, extra_body=STOP))
+                        runs.append(
+                            measure_runner(
+                                suite, server.url, c, work, model=model, extra_body=STOP, stream=args.stream
+                            )
+                        )
                         anchors.append(measure_anchor(rows, server.url, c, length, model=model))
                     ours, anchor = median_run(runs), median_run(anchors)
                     same = ours["outputs"] == anchor["outputs"]

@@ -130,9 +130,10 @@ class Runner:
     async def send(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Send one sample until it has a final answer or the attempts run out; return its result line."""
         cfg = self.cfg
-        route, body = build_request(sample, cfg)
+        streamed = self.facts.stream
+        route, body = build_request(sample, cfg, streamed)
         tokens = int(sample.get("token_count") or 0)
-        timeout, note = cfg.request_timeout(tokens), cfg.timeout_note(tokens)
+        limits = cfg.reply_limits(tokens)
         row: dict[str, Any] = {
             "id": sample["id"],
             "task": sample["task"],
@@ -157,11 +158,11 @@ class Runner:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    status, content = await self.breaker.call(
-                        lambda: self.http.post(route, body, timeout, note)
+                    status, content, first_byte_s, generation_s = await self.breaker.call(
+                        lambda: self.http.post_reply(route, body, limits, streamed)
                     )
                     if status == 200:
-                        text, finish, usage = extract_reply(content, cfg.chat)
+                        text, finish, usage = extract_reply(content, cfg.chat, streamed=streamed)
                     else:
                         text, finish, usage = "", None, {}
         except TRANSIENT as exc:
@@ -188,6 +189,8 @@ class Runner:
                 row.update(status="error", output="", error=f"HTTP {status}: {reply[:500]}")
         row["attempts"] = attempts
         row["latency_s"] = round(time.monotonic() - started, 3)
+        if streamed and row["status"] != "error":
+            row["first_byte_s"], row["generation_s"] = first_byte_s, generation_s
         row["score"] = (
             score_sample(row["task"], row["output"], row["references"], metric=row["metric"])
             if row["status"] == "ok"
@@ -226,7 +229,7 @@ class Runner:
         check: dict[str, Any] = {"length": int(sample["length"]), "id": sample["id"], "suite": expected}
         try:
             count = await count_tokens(
-                self.http, route, cfg, sample=sample, timeout=cfg.request_timeout(expected)
+                self.http, route, cfg, sample=sample, timeout=cfg.tokenize_timeout(expected)
             )
         except (*TRANSIENT, ValueError, AttributeError) as exc:
             check.update(server=None, match=None, note=f"{route.path} failed: {type(exc).__name__}")

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from longctx.eval_config import EvalConfig
-from longctx.request_body import body_with_prompt, chat_messages
+from longctx.request_body import body_with_prompt, build_request, chat_messages
 from longctx.server_dialects import (
     CONTEXT_SOURCES,
     PROBE_TEXT,
@@ -21,11 +21,25 @@ from longctx.server_dialects import (
     TOKENIZE_ROUTES,
     StatedNumber,
     TokenizeRoute,
+    servers_streaming_usage,
 )
-from longctx.transport import TRANSIENT, EndpointError, HttpClient, ServerUnreachable, reply_count
+from longctx.transport import (
+    TRANSIENT,
+    EndpointError,
+    HttpClient,
+    ReplyTimeout,
+    ServerUnreachable,
+    TransientHTTPError,
+    extract_stream,
+    reply_count,
+)
 
 PREFLIGHT_SECONDS = 10.0
 """Time allowed for each preflight request: they are small, and a user waits for them."""
+
+
+STREAM_PROBES = 3
+"""Times the preflight asks for a streamed reply when the first attempts fail the way a flaky server does."""
 
 
 @dataclass
@@ -40,6 +54,12 @@ class ServerFacts:
     tokenize: TokenizeRoute | None = None
     bos: int | None = None
     """Tokens the server puts before a completion prompt (its BOS); None until known."""
+    streams_usage: bool | None = None
+    """Whether a streamed reply ends with usage (asked with a one-token request); None when not asked."""
+    stream: bool = False
+    """Whether the run streams its replies, so that the first token and the answer are timed apart."""
+    stream_note: str = ""
+    """Why a streamed reply could not be used."""
     notes: list[str] = field(default_factory=list)
 
     def as_record(self) -> dict[str, Any]:
@@ -50,6 +70,9 @@ class ServerFacts:
             "slots": self.slots,
             "tokenize": self.tokenize.describe() if self.tokenize else None,
             "bos": self.bos,
+            "streams_usage": self.streams_usage,
+            "stream_note": self.stream_note or None,
+            "stream": self.stream,
         }
 
 
@@ -167,6 +190,44 @@ async def _find_tokenizer(http: HttpClient, cfg: EvalConfig, facts: ServerFacts)
     facts.notes.append(f"no tokenizer route answered (tried {', '.join(dict.fromkeys(tried))})")
 
 
+async def _streams_usage(http: HttpClient, cfg: EvalConfig, facts: ServerFacts) -> bool:
+    """Ask for a one-token streamed reply with usage on the route the run uses: does its last event say the
+    token counts? Without them no reply could be checked, so such a server is not streamed to. A failure that
+    could be passing (a dropped connection, a 5xx) is asked again, up to `STREAM_PROBES` times."""
+    sample = {
+        "max_new_tokens": 1,
+        "prompt": PROBE_TEXT,
+        "messages": [{"role": "user", "content": PROBE_TEXT}],
+    }
+    route, body = build_request(sample, cfg, streamed=True)
+    for _ in range(STREAM_PROBES):
+        try:
+            status, content = await http.post(route, body, aiohttp.ClientTimeout(total=PREFLIGHT_SECONDS * 3))
+        except ReplyTimeout as exc:  # a busy server: asking again would only keep the user waiting
+            facts.stream_note = f"a streamed request timed out ({exc})"
+            return False
+        except (*TRANSIENT, OSError) as exc:
+            facts.stream_note = f"a streamed request failed ({type(exc).__name__}: {str(exc)[:120]})"
+            continue
+        if status != 200:
+            facts.stream_note = f"a streamed request was answered HTTP {status}"
+            return False
+        try:
+            extract_stream(content, cfg.chat)
+            return True
+        except TransientHTTPError as exc:
+            if b"data:" in content:  # a whole stream, but unusable: the server's way, not a passing fault
+                without_usage = "without usage" in str(exc)
+                facts.stream_note = (
+                    "its streamed replies carry no usage"
+                    if without_usage
+                    else f"its stream: {str(exc)[:120]}"
+                )
+                return False
+            facts.stream_note = f"a streamed request was answered {str(exc)[:120]}"
+    return False
+
+
 def check_lengths_fit(facts: ServerFacts, needs: dict[int, int], url: str) -> None:
     """Refuse the lengths whose longest request (prompt, answer budget, BOS, chat template) exceeds the
     server's context: their answers would be cut short or refused."""
@@ -200,6 +261,15 @@ async def preflight(http: HttpClient, cfg: EvalConfig, needs: dict[int, int]) ->
         await _find_tokenizer(http, cfg, facts)
     if cfg.check_context:
         check_lengths_fit(facts, needs, http.base_url)
+    if cfg.stream != "off":
+        facts.streams_usage = await _streams_usage(http, cfg, facts)
+        facts.stream = facts.streams_usage
+        if cfg.stream == "on" and not facts.stream:
+            raise EndpointError(
+                f"--stream on, but {http.base_url} does not put usage in a streamed reply ({facts.stream_note}), "
+                f"so its replies could not be checked: use --stream auto or off (servers that do: "
+                f"{servers_streaming_usage()})"
+            )
     return facts
 
 
@@ -226,10 +296,18 @@ def describe(facts: ServerFacts, cfg: EvalConfig) -> str:
     else:
         check = f"tokenizer check: {route.describe()}"
     bos = f"; BOS tokens added: {facts.bos}" if facts.bos is not None else ""
+    if facts.stream:
+        timing = "replies streamed (usage in the last event): first token and answer timed apart"
+    elif cfg.stream == "off":
+        timing = "replies not streamed (--stream off): first-byte and generation limits timed together"
+    else:
+        timing = (
+            f"replies not streamed ({facts.stream_note}): first-byte and generation limits timed together"
+        )
     slots = ""
     if facts.slots is not None and facts.slots < cfg.concurrency:
         slots = (
             f"; --concurrency {cfg.concurrency} lowered to the server's {facts.slots} slot(s) ({facts.slots_from}): "
             "more requests would wait inside the server while their time limit runs"
         )
-    return f"server {cfg.base_url}: {model}; {context}; {check}{bos}{slots}"
+    return f"server {cfg.base_url}: {model}; {context}; {check}{bos}; {timing}{slots}"

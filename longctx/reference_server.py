@@ -6,8 +6,9 @@ asks for (RULER's wording), the variables of a value's assignment chain, the mos
 expected scores follow exactly from each sample's length and depth, and a user can check their whole set-up
 (suite, runner, network, report) before pointing it at a GPU server.
 
-It serves `/v1/models`, `/v1/completions`, `/v1/chat/completions`, `/tokenize` (vLLM's shape) and `/health`, and
-can inject faults (seeded): replies 500 or 429, dropped connections, replies delayed past the client's timeout.
+It serves `/v1/models`, `/v1/completions`, `/v1/chat/completions` (streamed too, with usage in the last event when
+asked by `stream_options.include_usage`, as vLLM), `/tokenize` (vLLM's shape) and `/health`, and can inject
+faults (seeded): replies 500 or 429, dropped connections, replies delayed or stalled past the client's limits.
 Built on the standard library's ThreadingHTTPServer: no extra dependency, one thread per connection.
 """
 
@@ -50,10 +51,13 @@ class Faults:
     delay_s: float = 5.0
     malformed_rate: float = 0.0
     """Answered 200 with a body that is not a completion (a proxy's error page, a truncated reply)."""
+    stall_rate: float = 0.0
+    """Reply started, then held `delay_s` seconds before the rest: after the first streamed event, or after the
+    headers of a reply that is not streamed (a generation that stalls)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
-        rates = (self.error_rate, self.drop_rate, self.delay_rate, self.malformed_rate)
+        rates = (self.error_rate, self.drop_rate, self.delay_rate, self.malformed_rate, self.stall_rate)
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")
 
@@ -71,6 +75,9 @@ class Faults:
         u -= self.delay_rate
         if u < self.malformed_rate:
             return "malformed"
+        u -= self.malformed_rate
+        if u < self.stall_rate:
+            return "stall"
         return None
 
 
@@ -238,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.verbose:
             super().log_message(format, *args)
 
-    def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, stall: float = 0.0
+    ) -> None:
+        """The reply in one write; `stall` holds the body back that long after the headers."""
         data = json.dumps(payload, ensure_ascii=False).encode()
         try:
             self.send_response(status)
@@ -247,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.end_headers()
+            if stall:
+                self.wfile.flush()
+                time.sleep(stall)
             self.wfile.write(data)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
@@ -416,7 +429,54 @@ class _Handler(BaseHTTPRequestHandler):
             }
         with server.stats.lock:
             server.stats.answered[key] += 1
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._stream(payload, chat=chat, include_usage=include_usage, stall=fault == "stall")
+            return
+        if fault == "stall":
+            self._reply(200, payload, stall=server.faults.delay_s)
+            return
         self._reply(200, payload)
+
+    def _stream(self, payload: dict[str, Any], *, chat: bool, include_usage: bool, stall: bool) -> None:
+        """The reply as server-sent events, one per word of the answer, then the finish reason, usage (when
+        asked) and [DONE], in HTTP/1.1 chunks so the connection is kept; the first event is sent on its own."""
+        choice = payload["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
+        head = {k: payload[k] for k in ("id", "created", "model")}
+        head["object"] = "chat.completion.chunk" if chat else "text_completion"
+
+        def event(content: str | None, finish: str | None) -> dict[str, Any]:
+            part: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            if chat:
+                part["delta"] = {"content": content} if content is not None else {}
+            else:
+                part["text"] = content or ""
+            return {**head, "choices": [part]}
+
+        events = [event(piece, None) for piece in re.findall(r"\s*\S+|\s+$", text)]
+        events.append(event(None, choice["finish_reason"]))
+        if include_usage:
+            events.append({**head, "choices": [], "usage": payload["usage"]})
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunks = []
+            for item in [*events, "[DONE]"]:
+                data = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+                chunk = f"data: {data}\n\n".encode()
+                chunks.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            # The first event on its own (the first token), then the rest at once: the answer is already known.
+            self.wfile.write(chunks[0])
+            if stall:
+                self.wfile.flush()
+                time.sleep(self.server.faults.delay_s)
+            self.wfile.write(b"".join(chunks[1:]) + b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _drop(self, *, half: bool) -> None:
         """Close the connection with no reply, or after half a reply (a crash mid-write)."""

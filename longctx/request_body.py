@@ -37,8 +37,13 @@ def chat_messages(sample: dict[str, Any]) -> tuple[Any, bool]:
     return messages, False
 
 
-def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
-    """The route and JSON body for one sample, with explicit greedy sampling and the task's token budget.
+STREAM_WITH_USAGE = {"stream": True, "stream_options": {"include_usage": True}}
+"""A streamed reply whose last event carries usage (OpenAI's, vLLM's and SGLang's shape)."""
+
+
+def build_request(sample: dict[str, Any], cfg: EvalConfig, streamed: bool = False) -> tuple[str, bytes]:
+    """The route and JSON body for one sample, with explicit greedy sampling and the task's token budget;
+    `streamed` asks for server-sent events with usage in the last one.
 
     In completion mode the prompt goes in as the suite wrote it (`prompt_json`), never decoded or re-encoded.
     """
@@ -52,6 +57,8 @@ def build_request(sample: dict[str, Any], cfg: EvalConfig) -> tuple[str, bytes]:
         "seed": seed,
         "stream": False,
     }
+    if streamed:
+        body.update(STREAM_WITH_USAGE)
     if not cfg.chat:
         body.update(cfg.extra_body)
         return "/v1/completions", body_with_prompt(body, sample)

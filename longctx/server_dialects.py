@@ -9,6 +9,10 @@ Servers tried (see docs/longctx.md for what was checked on each):
 - llama-cpp-python's server (`python -m llama_cpp.server`): no context size anywhere; `POST
   /extras/tokenize/count` with `input`, counting the BOS the model adds (there is no switch to leave it out).
 - longtrove's reference server: vLLM's shapes.
+
+Streamed replies (`"stream": true`) carry usage in a last event only when asked with
+`"stream_options": {"include_usage": true}`, and only on some servers (`STREAMS_USAGE`); the preflight asks the
+server itself with a one-token request rather than trusting the table.
 """
 
 from __future__ import annotations
@@ -99,3 +103,19 @@ TOKENIZE_ROUTES: tuple[TokenizeRoute, ...] = (
 order matters: llama.cpp answers vLLM's body with an empty token list, which the probe rejects."""
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+STREAMS_USAGE: dict[str, bool] = {
+    "vLLM": True,
+    "SGLang": True,
+    "llama.cpp llama-server (recent versions)": True,
+    "longtrove reference server": True,
+    "llama-cpp-python 0.3.36": False,  # streams events, never with usage; measured in the tests
+}
+"""Which servers put usage in a streamed reply when asked (`stream_options.include_usage`): there the runner
+streams and times the first token apart from the answer; elsewhere it does not stream, so that every reply's
+token counts are still checked."""
+
+
+def servers_streaming_usage() -> str:
+    return ", ".join(name for name, streams in STREAMS_USAGE.items() if streams)

@@ -17,6 +17,7 @@ import orjson
 import simdjson
 import tenacity
 
+from longctx.eval_config import ReplyLimits
 from longctx.suite_reader import top_level_value
 
 TOO_LONG = re.compile(
@@ -105,8 +106,10 @@ def reply_text(content: bytes) -> str:
     return content.decode("utf-8", errors="replace")
 
 
-def extract_reply(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, Any]]:
+def extract_reply(body: bytes, chat: bool, streamed: bool = False) -> tuple[str, str | None, dict[str, Any]]:
     """Text, finish reason and usage of a 200 reply; a reply without them is retried like a server error."""
+    if streamed:
+        return extract_stream(body, chat)
     try:
         payload = orjson.loads(body)
         choice = payload["choices"][0]
@@ -116,6 +119,39 @@ def extract_reply(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, A
         raise TransientHTTPError(
             200, f"malformed reply ({type(exc).__name__}): {body[:200]!r}", None
         ) from exc
+
+
+def extract_stream(body: bytes, chat: bool) -> tuple[str, str | None, dict[str, Any]]:
+    """Text, finish reason and usage of a streamed reply (server-sent events, usage in a last chunk). A stream
+    without usage, without its end or with an error event is retried like a server error: a reply whose token
+    counts are missing cannot be checked, so it is never accepted."""
+    pieces: list[str] = []
+    finish, usage, ended = None, None, False
+    try:
+        for line in body.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                ended = True
+                break
+            event = orjson.loads(data)
+            if "error" in event:
+                raise ValueError(f"error event {data[:200]!r}")
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                if piece:
+                    pieces.append(piece)
+                finish = choice.get("finish_reason") or finish
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TransientHTTPError(
+            200, f"malformed stream ({type(exc).__name__}: {exc}): {body[:200]!r}", None
+        ) from exc
+    if not ended or not usage:
+        missing = "its end ([DONE])" if not ended else "usage"
+        raise TransientHTTPError(200, f"streamed reply without {missing}: {body[-200:]!r}", None)
+    return "".join(pieces), finish, usage
 
 
 class ServerUnreachable(RuntimeError):
@@ -135,11 +171,9 @@ class HttpClient:
         self.headers = headers
         self.proxy = proxy_for(base_url)
 
-    async def post(
-        self, route: str, body: bytes, timeout: aiohttp.ClientTimeout, limit: str = ""
-    ) -> tuple[int, bytes]:
-        """One POST: the status and the whole reply; a reply worth retrying raises TransientHTTPError, a
-        request past its time raises ReplyTimeout naming `limit`."""
+    async def post(self, route: str, body: bytes, timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """One small POST (a token count, the preflight's probes): the status and the whole reply; a reply worth
+        retrying raises TransientHTTPError, a request past its time ReplyTimeout."""
         try:
             async with self.session.post(
                 self.base_url + route, data=body, headers=self.headers, timeout=timeout, proxy=self.proxy
@@ -150,10 +184,48 @@ class HttpClient:
                 f"no connection to {self.base_url} within {timeout.sock_connect:g} s (--connect-timeout)"
             ) from exc
         except TimeoutError as exc:
-            raise ReplyTimeout(f"no complete reply within {timeout.total:g} s{limit or ''}") from exc
+            raise ReplyTimeout(f"no complete reply to POST {route} within {timeout.total:g} s") from exc
         if status == 429 or status == 408 or status >= 500:
             raise TransientHTTPError(status, reply_text(content), retry_after(response.headers))
         return status, content
+
+    async def post_reply(
+        self, route: str, body: bytes, limits: ReplyLimits, streamed: bool
+    ) -> tuple[int, bytes, float | None, float | None]:
+        """One generation request under its two limits: the status, the whole reply, and, for a streamed reply,
+        the seconds to its first token and from there to its end. The first-byte limit runs until the first
+        streamed event (or, not streamed, the headers); then the generation limit runs until the end."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        first_byte = limits.first_byte if streamed else limits.first_byte + limits.generation
+        phase, first_at = "first_byte", None
+        try:
+            async with asyncio.timeout_at(sent + first_byte) as limit:
+                async with self.session.post(
+                    self.base_url + route,
+                    data=body,
+                    headers=self.headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect),
+                    proxy=self.proxy,
+                ) as response:
+                    status = response.status
+                    if streamed and status == 200:
+                        head = await response.content.readany()
+                        first_at = loop.time()
+                    else:
+                        head = b""
+                    phase = "generation"
+                    limit.reschedule(loop.time() + limits.generation)
+                    content = head + await response.read() if head else await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ReplyTimeout(f"{self.base_url}: {limits.timeout_message('connect', streamed)}") from exc
+        except TimeoutError as exc:
+            raise ReplyTimeout(limits.timeout_message(phase, streamed)) from exc
+        if status == 429 or status == 408 or status >= 500:
+            raise TransientHTTPError(status, reply_text(content), retry_after(response.headers))
+        if first_at is None:
+            return status, content, None, None
+        return status, content, round(first_at - sent, 4), round(loop.time() - first_at, 4)
 
     async def get(self, route: str, seconds: float) -> tuple[int, bytes]:
         """One GET with a short overall limit, for the preflight and the outage probe."""

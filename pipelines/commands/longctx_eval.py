@@ -33,12 +33,26 @@ def eval_command(
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key.")
     ] = "OPENAI_API_KEY",
-    timeout: Annotated[
-        float, typer.Option(help="Seconds allowed for a request with an empty prompt.")
+    first_byte_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds until the first token of a reply to an empty prompt: time queued in the server and "
+            "prompt processing."
+        ),
     ] = 120.0,
-    timeout_per_1k_tokens: Annotated[
-        float, typer.Option(help="Extra seconds per 1,000 prompt tokens.")
+    first_byte_per_1k_tokens: Annotated[
+        float, typer.Option(help="Extra first-byte seconds per 1,000 prompt tokens.")
     ] = 0.5,
+    generation_timeout: Annotated[
+        float, typer.Option(help="Seconds from the first token to the end of the answer.")
+    ] = 120.0,
+    stream: Annotated[
+        str,
+        typer.Option(
+            help="auto: stream replies when the server puts usage in a streamed reply, so the two limits are "
+            "timed apart; off: never; on: always (refuse a server that cannot)."
+        ),
+    ] = "auto",
     max_attempts: Annotated[int, typer.Option(help="Attempts per sample on transient errors.")] = 10,
     retry_wait_base: Annotated[float, typer.Option(help="Backoff multiplier (seconds).")] = 1.0,
     retry_wait_max: Annotated[float, typer.Option(help="Longest wait between attempts (seconds).")] = 60.0,
@@ -87,8 +101,10 @@ def eval_command(
             chat=chat,
             concurrency=concurrency,
             api_key_env=api_key_env,
-            timeout=timeout,
-            timeout_per_1k_tokens=timeout_per_1k_tokens,
+            first_byte_timeout=first_byte_timeout,
+            first_byte_per_1k_tokens=first_byte_per_1k_tokens,
+            generation_timeout=generation_timeout,
+            stream=stream,
             max_attempts=max_attempts,
             retry_wait_base=retry_wait_base,
             retry_wait_max=retry_wait_max,
@@ -191,6 +207,12 @@ def serve_reference_command(
     malformed_rate: Annotated[
         float, typer.Option(help="Fraction of requests answered 200 with a body that is not a completion.")
     ] = 0.0,
+    stall_rate: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of replies held --delay seconds after their first event (streamed) or headers."
+        ),
+    ] = 0.0,
     fault_seed: Annotated[int, typer.Option(help="Seed of the injected faults.")] = 0,
     latency: Annotated[
         float, typer.Option(help="Seconds every answer is held back (a model's own time).")
@@ -216,6 +238,7 @@ def serve_reference_command(
             delay_rate=delay_rate,
             delay_s=delay,
             malformed_rate=malformed_rate,
+            stall_rate=stall_rate,
             seed=fault_seed,
         )
         server = ReferenceServer(

@@ -12,7 +12,14 @@ from longctx.client import EndpointError, EvalConfig, RunStopped, SuiteError, re
 from longctx.reference_server import Faults, prompt_key
 from longctx.report import write_report
 from tests.conftest import CL100K_OFFLINE
-from tests.longctx.test_eval_support import cl100k, expected_score, make_suite, read_samples, reference_server
+from tests.longctx.test_eval_support import (
+    cl100k,
+    expected_score,
+    make_suite,
+    read_samples,
+    reference_server,
+    sample_requests,
+)
 
 __all__ = ["cl100k"]
 
@@ -26,8 +33,8 @@ def _cfg(url: str, **kwargs) -> EvalConfig:
     defaults = dict(
         model="reference",
         concurrency=4,
-        timeout=30.0,
-        timeout_per_1k_tokens=0.0,
+        first_byte_timeout=30.0,
+        first_byte_per_1k_tokens=0.0,
         retry_wait_base=0.01,
         retry_wait_max=0.05,
         progress=False,
@@ -71,10 +78,15 @@ def test_scores_follow_length_and_depth_exactly(clean_run, niah_suite, cl100k):
 def test_requests_carry_explicit_greedy_parameters(clean_run, niah_suite):
     _, bodies, _ = clean_run
     samples = {s["seed"] for s in read_samples(niah_suite)}
+    # First the preflight's one-token streamed request (does the server put usage in a stream?), then the
+    # samples, streamed since it does.
+    probe, *bodies = bodies
+    assert probe["max_tokens"] == 1 and probe["stream"] is True
     assert len(bodies) == len(LENGTHS) * len(DEPTHS)
     for body in bodies:
         assert body["temperature"] == 0.0 and body["top_p"] == 1.0 and body["n"] == 1
-        assert body["max_tokens"] == 128 and body["stream"] is False
+        assert body["max_tokens"] == 128 and body["stream"] is True
+        assert body["stream_options"] == {"include_usage": True}
         assert body["seed"] in samples
 
 
@@ -91,14 +103,17 @@ def _faults_meeting_every_kind(keys: list[str]) -> Faults:
 
 def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah_suite, cl100k, tmp_path):
     _, _, clean = clean_run
-    faults = _faults_meeting_every_kind(
-        [prompt_key({"prompt": s["prompt"]}) for s in read_samples(niah_suite)]
-    )
+    keys = [prompt_key({"prompt": s["prompt"]}) for s in read_samples(niah_suite)]
+    faults = _faults_meeting_every_kind(keys)
     with reference_server(cl100k, window_tokens=WINDOW, faults=faults) as server:
-        stats = run_eval(niah_suite, tmp_path, _cfg(server.url, timeout=3.0, concurrency=6))
+        cfg = _cfg(server.url, first_byte_timeout=2.0, generation_timeout=1.0, concurrency=6)
+        stats = run_eval(niah_suite, tmp_path, cfg)
         seen = dict(server.stats.faults)
+        requests = sample_requests(server)
     assert {"500", "429", "drop", "delay", "malformed"} <= set(seen), seen
-    assert stats.failed == 0 and stats.retries >= sum(seen.values())
+    assert stats.server["stream"] is True  # the preflight's probe asked again past its faults
+    # Every faulty attempt at a sample was retried (the preflight's probe is not a sample).
+    assert stats.failed == 0 and stats.retries == sum(requests[key] - 1 for key in keys)
     faulty = read_results(tmp_path / "results.jsonl")
     assert set(faulty) == set(clean)
     assert all(row["status"] == "ok" for row in faulty.values())
@@ -111,7 +126,7 @@ def test_faults_leave_every_sample_answered_with_the_same_scores(clean_run, niah
 def test_too_long_prompt_is_recorded_not_retried(niah_suite, cl100k, tmp_path):
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url, max_attempts=5, check_context=False))
-        requests = dict(server.stats.requests)
+        requests = sample_requests(server)
     results = read_results(tmp_path / "results.jsonl")
     too_long = {sid for sid, row in results.items() if row["status"] == "too_long"}
     assert too_long == {s["id"] for s in read_samples(niah_suite) if s["length"] == 4096}
@@ -124,7 +139,7 @@ def test_too_long_prompt_is_recorded_not_retried(niah_suite, cl100k, tmp_path):
     # A too-long answer is final: a rerun sends nothing.
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
         again = run_eval(niah_suite, tmp_path, _cfg(server.url, check_context=False))
-        assert sum(server.stats.requests.values()) == 0 and again.skipped_done == len(results)
+        assert sum(sample_requests(server).values()) == 0 and again.skipped_done == len(results)
 
 
 def test_rerun_sends_nothing_answered_and_ignores_a_torn_last_line(niah_suite, cl100k, tmp_path):
@@ -137,7 +152,7 @@ def test_rerun_sends_nothing_answered_and_ignores_a_torn_last_line(niah_suite, c
         fh.write(b'{"id": "niah_single_2-4k-00000", "status": "o')
     with reference_server(cl100k, window_tokens=WINDOW) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url))
-        sent = {k for k, n in server.stats.requests.items() if n}
+        sent = {k for k, n in sample_requests(server).items() if n}
     assert stats.skipped_done == 2 * len(DEPTHS) and stats.sent == len(DEPTHS)
     assert sent == {
         prompt_key({"prompt": s["prompt"]}) for s in read_samples(niah_suite) if s["length"] == 4096
@@ -150,7 +165,7 @@ def test_rerun_sends_nothing_answered_and_ignores_a_torn_last_line(niah_suite, c
 def test_unanswered_samples_are_recorded_and_retried_by_the_next_run(niah_suite, cl100k, tmp_path):
     with reference_server(cl100k, window_tokens=WINDOW, faults=Faults(error_rate=1.0)) as server:
         stats = run_eval(niah_suite, tmp_path, _cfg(server.url, max_attempts=3, lengths=(1024,)))
-        assert sum(server.stats.requests.values()) == 3 * len(DEPTHS)
+        assert sum(sample_requests(server).values()) == 3 * len(DEPTHS)
     assert stats.failed == len(DEPTHS) and stats.ok == 0
     rows = read_results(tmp_path / "results.jsonl")
     assert {r["status"] for r in rows.values()} == {"error"} and all(
@@ -210,7 +225,7 @@ def test_chat_requests_continue_the_answer_prefix(chat_tokenizer_dir, tmp_path):
     suite = make_suite(tmp_path / "suite", str(chat_tokenizer_dir), lengths=[1024, 2048], depths=DEPTHS)
     with reference_server(tok, window_tokens=WINDOW) as server:
         stats = run_eval(suite, tmp_path / "out", _cfg(server.url, chat=True))
-        bodies = list(server.stats.bodies)
+        bodies = list(server.stats.bodies)[1:]  # after the preflight's one-token stream request
     assert stats.ok == 2 * len(DEPTHS)
     assert all(b["continue_final_message"] is True and b["add_generation_prompt"] is False for b in bodies)
     # The builder's chat token counts agree with the server's /tokenize of the same messages.
@@ -245,7 +260,7 @@ def test_a_results_folder_refuses_another_model_or_mode(niah_suite, cl100k, tmp_
             run_eval(niah_suite, tmp_path, _cfg(server.url, model="other", lengths=(1024,)))
         with pytest.raises(EndpointError, match="completion mode"):
             run_eval(niah_suite, tmp_path, _cfg(server.url, chat=True, lengths=(1024,)))
-        assert sum(server.stats.requests.values()) == len(DEPTHS)
+        assert sum(sample_requests(server).values()) == len(DEPTHS)
 
 
 def test_proxy_settings_come_from_the_environment(monkeypatch):

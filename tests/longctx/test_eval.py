@@ -17,7 +17,14 @@ from longctx.client import EvalConfig, read_results, run_eval
 from longctx.reference_server import prompt_key
 from pipelines.cli import app
 from tests.conftest import CL100K_OFFLINE
-from tests.longctx.test_eval_support import cl100k, expected_score, make_suite, read_samples, reference_server
+from tests.longctx.test_eval_support import (
+    cl100k,
+    expected_score,
+    make_suite,
+    read_samples,
+    reference_server,
+    sample_requests,
+)
 
 __all__ = ["cl100k"]
 
@@ -67,12 +74,12 @@ def test_runner_killed_mid_run_resends_nothing_answered_and_loses_nothing(cl100k
         proc.wait()
         answered_before = {sid for sid, row in read_results(results).items() if row["status"] == "ok"}
         assert 8 <= len(answered_before) < len(samples)
-        first_run = dict(server.stats.requests)
+        first_run = sample_requests(server)
         server.stats.reset()
 
         cfg = EvalConfig(endpoint=server.url, model="reference", concurrency=2, progress=False)
         stats = run_eval(suite, out, cfg)
-        second_run = dict(server.stats.requests)
+        second_run = sample_requests(server)
     # Nothing answered before the kill is sent again; everything else is sent exactly once.
     assert all(second_run.get(key_of[sid], 0) == 0 for sid in answered_before)
     missing = {s["id"] for s in samples} - answered_before
@@ -222,7 +229,7 @@ def test_lengths_over_the_served_context_are_refused_before_sending(cl100k, tmp_
     with reference_server(cl100k, window_tokens=WINDOW, max_model_len=3000) as server:
         argv = ["longctx", "eval", str(suite), "--endpoint", server.url, "--model", "reference"]
         result = CliRunner().invoke(app, [*argv, "--out", str(out), "--no-progress"])
-        assert sum(server.stats.requests.values()) == 0
+        assert sum(sample_requests(server).values()) == 0
     # vLLM's way of saying the context (max_model_len on /v1/models), read from the dialect table.
     assert result.exit_code == 2, result.output
     assert "context of 3,000 tokens (GET /v1/models, vLLM, SGLang)" in result.output

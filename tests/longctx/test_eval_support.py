@@ -12,13 +12,23 @@ from typing import Any
 
 import pytest
 
-from longctx.reference_server import Faults, ReferenceServer
+from longctx.reference_server import Faults, ReferenceServer, prompt_key
+from longctx.server_dialects import PROBE_TEXT
 from tests.conftest import CL100K_OFFLINE
 
 NEEDLE = re.compile(r"One of the special magic (.+?) for (.+?) is: (\S+?)\.")
 QUESTION = re.compile(
     r"What (?:are all|is) the special magic (.+?) for (.+?) mentioned in the provided text\?"
 )
+
+
+def sample_requests(server: ReferenceServer) -> dict[str, int]:
+    """Generation requests per prompt, without the preflight's one-token streamed request."""
+    probes = {
+        prompt_key({"prompt": PROBE_TEXT}),
+        prompt_key({"messages": [{"role": "user", "content": PROBE_TEXT}]}),
+    }
+    return {key: n for key, n in server.stats.requests.items() if key not in probes}
 
 
 @pytest.fixture(scope="session")

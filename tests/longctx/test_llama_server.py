@@ -51,7 +51,7 @@ def _cfg(url: str, **kwargs) -> EvalConfig:
     defaults = dict(
         model=MODEL_NAME,
         concurrency=2,
-        timeout=60.0,
+        first_byte_timeout=60.0,
         retry_wait_base=0.05,
         retry_wait_max=0.2,
         probe_every=0.2,
@@ -104,7 +104,10 @@ def test_a_cut_answer_budget_is_marked_counted_and_reported(llama_server, suite,
         app, [*argv, "--out", str(out), "--lengths", "1024", "--max-flagged", "10", "--no-progress"]
     )
     assert result.exit_code == 1, result.output
-    assert f"{len(DEPTHS)} budget_cut" in result.output and "marked prompt_mismatch or budget_cut" in result.output
+    assert (
+        f"{len(DEPTHS)} budget_cut" in result.output
+        and "marked prompt_mismatch or budget_cut" in result.output
+    )
     assert "tokenizer check: POST /extras/tokenize/count" in result.output  # the preflight's line
     rows = read_results(out / "results.jsonl")
     assert {r["status"] for r in rows.values()} == {"budget_cut"}
@@ -117,6 +120,42 @@ def test_a_cut_answer_budget_is_marked_counted_and_reported(llama_server, suite,
     # With the default threshold the run stops and says what to do; a rerun sends the marked rows again.
     with pytest.raises(RunStopped, match="context is too small for length 1024.*at least 1025"):
         run_eval(suite, out, _cfg(llama_server.url, lengths=(1024,), concurrency=1))
+
+
+def test_a_server_that_streams_no_usage_is_not_streamed_to_and_its_limits_say_so(
+    llama_server, suite, tmp_path
+):
+    lines: list[str] = []
+    cfg = _cfg(llama_server.url, lengths=(512,), check_tokenize=False)
+    stats = run_eval(suite, tmp_path / "auto", cfg, announce=lines.append)
+    # llama-cpp-python answers a streamed request with events but never with usage: streamed, no reply could be
+    # checked, so the run does not stream, says so, and checks every reply's usage as before.
+    assert stats.server["streams_usage"] is False and stats.server["stream"] is False
+    assert stats.server["stream_note"] == "its streamed replies carry no usage"
+    assert "replies not streamed" in lines[0]
+    rows = read_results(tmp_path / "auto" / "results.jsonl")
+    assert stats.ok == len(rows) == len(DEPTHS)
+    samples = _samples(suite, 512)
+    for sid, row in rows.items():
+        assert row["prompt_tokens"] == samples[sid]["token_count"] + 1 and "first_byte_s" not in row
+    # --stream on refuses such a server before anything is written.
+    out = tmp_path / "on"
+    argv = ["longctx", "eval", str(suite), "--endpoint", llama_server.url, "--model", MODEL_NAME]
+    result = CliRunner().invoke(app, [*argv, "--out", str(out), "--stream", "on", "--no-progress"])
+    assert result.exit_code == 2 and "does not put usage in a streamed reply" in result.output
+    assert not out.exists()
+    # Not streamed, its headers come with the whole answer: a limit too short names both limits and values.
+    short = dict(first_byte_timeout=0.001, first_byte_per_1k_tokens=0.0, generation_timeout=0.001)
+    stats = run_eval(
+        suite, tmp_path / "short", _cfg(llama_server.url, lengths=(512,), max_attempts=1, **short)
+    )
+    errors = {r["error"] for r in read_results(tmp_path / "short" / "results.jsonl").values()}
+    assert stats.failed == len(DEPTHS) and len(errors) == 1
+    (error,) = errors
+    assert error.startswith(
+        "ReplyTimeout: first-byte limit hit: no reply within 0.002 s (the first-byte limit 0.001 s"
+    )
+    assert "plus --generation-timeout 0.001: this reply is not streamed" in error
 
 
 def test_prompts_over_the_context_are_recorded_too_long_once(llama_server, suite, tmp_path):
