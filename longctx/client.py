@@ -30,7 +30,7 @@ from longctx.atomic import write_atomic
 from longctx.eval_config import EvalConfig, RunStats
 from longctx.outage import OutageBreaker
 from longctx.preflight import ServerFacts, count_tokens, describe, preflight
-from longctx.reply_checks import ReplyChecks, RunStopped
+from longctx.reply_checks import FLAGS, ReplyChecks, RunStopped
 from longctx.request_body import build_request
 from longctx.results_file import FINAL_STATUSES, RESULTS_FILE, ResultWriter, read_results
 from longctx.run_record import RUN_FILE, check_same_run, count_suite_lines, json_bytes, suite_fingerprint
@@ -200,7 +200,7 @@ class Runner:
 
     def record(self, row: dict[str, Any], sample: dict[str, Any]) -> None:
         """Append the row to the results file and count it; a sample killed before this is sent again next run.
-        A marked row (prompt_mismatch, budget_cut) is kept but not final, and enough of them stop the run."""
+        A marked row (prompt_mismatch, budget_cut, no_usage) is kept but not final, and enough of them stop the run."""
         self.writer.write(row)
         self.stats.sent += 1
         status = row["status"]
@@ -209,7 +209,7 @@ class Runner:
             self.stats.tokens_sent += row["token_count"]
         elif status == "too_long":
             self.stats.too_long += 1
-        elif status in ("prompt_mismatch", "budget_cut"):
+        elif status in FLAGS:
             setattr(self.stats, status, getattr(self.stats, status) + 1)
         else:
             self.stats.failed += 1
@@ -217,7 +217,7 @@ class Runner:
         if self.progress is not None:
             self._refresh()
             self.progress.update(1)
-        if status in ("prompt_mismatch", "budget_cut"):
+        if status in FLAGS:
             self.checks.count(status, row, sample)
 
     async def check_tokenize(self, sample: dict[str, Any]) -> None:

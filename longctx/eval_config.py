@@ -87,7 +87,7 @@ class EvalConfig:
     check_context: bool = True
     """Refuse lengths that do not fit the server's context (off: send them and record the refusals)."""
     max_flagged: int = 3
-    """Rows marked prompt_mismatch or budget_cut (of one kind) that stop the run."""
+    """Rows marked prompt_mismatch, budget_cut or no_usage (of one kind) that stop the run."""
     outage_window: float = 300.0
     """Seconds the server may stay unreachable during a run before the run gives up."""
     probe_every: float = 2.0
@@ -151,6 +151,7 @@ class RunStats:
     tokens_sent: int = 0
     prompt_mismatch: int = 0
     budget_cut: int = 0
+    no_usage: int = 0
     outages: int = 0
     outage_s: float = 0.0
     elapsed_s: float = 0.0

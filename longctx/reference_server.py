@@ -427,6 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [choice],
                 "usage": usage,
             }
+        if not server.report_usage:  # as a server or proxy that leaves usage out of its replies
+            del payload["usage"]
         with server.stats.lock:
             server.stats.answered[key] += 1
         if body.get("stream"):
@@ -517,6 +519,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.verbose = verbose
         self.stats = ServerStats()
+        self.report_usage = True
 
 
 class ReferenceServer:

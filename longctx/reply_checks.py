@@ -13,7 +13,8 @@ from longctx.transport import EndpointError
 
 PROMPT_MISMATCH = "prompt_mismatch"
 BUDGET_CUT = "budget_cut"
-FLAGS = (PROMPT_MISMATCH, BUDGET_CUT)
+NO_USAGE = "no_usage"
+FLAGS = (PROMPT_MISMATCH, BUDGET_CUT, NO_USAGE)
 
 
 class RunStopped(EndpointError):
@@ -35,8 +36,11 @@ class ReplyChecks:
         return int(value) if value is not None else None
 
     def flag(self, row: dict[str, Any], sample: dict[str, Any]) -> str | None:
-        """The mark for an answered row (prompt_mismatch or budget_cut), or None when the reply is as built."""
+        """The mark for an answered row (prompt_mismatch, budget_cut, or no_usage for a reply that does not say
+        what the server read and wrote), or None when the reply is as built."""
         expected, got = self.expected_prompt_tokens(sample), row.get("prompt_tokens")
+        if not isinstance(got, int) or not isinstance(row.get("completion_tokens"), int):
+            return NO_USAGE  # an answer that cannot be checked is never taken as the model's
         if expected is not None and isinstance(got, int):
             extra = got - expected
             if self.bos is None and extra in (0, 1):
@@ -58,6 +62,13 @@ class ReplyChecks:
 
     def reason(self, mark: str, row: dict[str, Any], sample: dict[str, Any]) -> str:
         n = self.flagged[mark]
+        if mark == NO_USAGE:
+            return (
+                f"stopped after {n} replies without usage.prompt_tokens and usage.completion_tokens ({row['id']}): "
+                "the prompt the server read and the answer budget it allowed cannot be checked. Serve the model "
+                "with a server that reports usage in each reply (vLLM, SGLang, TensorRT-LLM and llama.cpp do), "
+                "or remove the proxy that strips it"
+            )
         if mark == BUDGET_CUT:
             return (
                 f"stopped after {n} replies with a cut answer budget ({row['id']}: {row.get('completion_tokens')} "

@@ -129,7 +129,7 @@ def markdown_table(summary: dict) -> str:
     ]
     for n, missing in summary["partial"].items():
         lines.append(f"Partial at {length_label(int(n))}: missing {', '.join(missing)}")
-    marks = ("prompt_mismatch", "budget_cut")
+    marks = ("prompt_mismatch", "budget_cut", "no_usage")
     status = summary["status"]
     failed = {k: v for k, v in status.items() if k != "ok" and k not in marks}
     if failed:

@@ -80,7 +80,7 @@ def eval_command(
     ] = False,
     max_flagged: Annotated[
         int,
-        typer.Option(help="Replies marked prompt_mismatch or budget_cut (of one kind) that stop the run."),
+        typer.Option(help="Replies marked prompt_mismatch, budget_cut or no_usage (of one kind) that stop the run."),
     ] = 3,
     outage_window: Annotated[
         float, typer.Option(help="Seconds the server may stay unreachable mid-run before the run gives up.")
@@ -126,11 +126,15 @@ def eval_command(
     except (ValueError, SuiteError, EndpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    flagged = stats.prompt_mismatch + stats.budget_cut
+    flagged = stats.prompt_mismatch + stats.budget_cut + stats.no_usage
     typer.echo(
         f"{stats.samples} samples: {stats.skipped_done} already answered, {stats.sent} sent "
         f"({stats.ok} answered, {stats.too_long} too long, {stats.failed} failed"
-        + (f", {stats.prompt_mismatch} prompt_mismatch, {stats.budget_cut} budget_cut" if flagged else "")
+        + (
+            f", {stats.prompt_mismatch} prompt_mismatch, {stats.budget_cut} budget_cut, {stats.no_usage} no_usage"
+            if flagged
+            else ""
+        )
         + f") with {stats.retries} retries"
         + (f" and {stats.outages} outage(s) ({stats.outage_s:.0f} s)" if stats.outages else "")
         + f" in {stats.elapsed_s:.1f} s; results in {out / 'results.jsonl'}"
@@ -147,8 +151,9 @@ def eval_command(
         typer.echo(f"report: {out / 'summary.json'}, {out / 'report.md'}; average {summary['average']}")
     if flagged:
         typer.echo(
-            f"{flagged} answer(s) marked prompt_mismatch or budget_cut and left out of the scores: the server did "
-            "not run them as built (see the rows' prompt_tokens and completion_tokens)",
+            f"{flagged} answer(s) marked prompt_mismatch, budget_cut or no_usage and scored 0: the server did not "
+            "run them as built, or did not say (see the rows' prompt_tokens and completion_tokens); rerun the same "
+            "command after fixing the server to send them again",
             err=True,
         )
     if stats.failed:

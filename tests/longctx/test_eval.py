@@ -235,3 +235,23 @@ def test_lengths_over_the_served_context_are_refused_before_sending(cl100k, tmp_
     assert "context of 3,000 tokens (GET /v1/models, vLLM, SGLang)" in result.output
     assert "4096 (needs 4,096)" in result.output and "--lengths 1024,2048" in result.output
     assert not out.exists()
+
+
+def test_replies_without_usage_are_marked_scored_zero_and_stop_the_run(cl100k, tmp_path):
+    # A reply that does not say what the server read and wrote cannot be checked: never taken as an answer.
+    suite = make_suite(tmp_path / "suite", CL100K_OFFLINE, lengths=[1024], depths=[0.0, 50.0, 100.0])
+    out = tmp_path / "out"
+    with reference_server(cl100k, window_tokens=WINDOW) as server:
+        server.httpd.report_usage = False
+        argv = ["longctx", "eval", str(suite), "--endpoint", server.url, "--model", "reference"]
+        counted = CliRunner().invoke(app, [*argv, "--out", str(out), "--max-flagged", "10", "--no-progress"])
+        stopped = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "stop"), "--no-progress"])
+    assert counted.exit_code == 1, counted.output
+    assert "3 no_usage" in counted.output
+    rows = read_results(out / "results.jsonl")
+    assert {r["status"] for r in rows.values()} == {"no_usage"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == {"no_usage": 3}
+    assert {s for lengths in summary["tasks"].values() for s in lengths.values()} == {0.0}
+    assert stopped.exit_code == 2, stopped.output
+    assert "without usage.prompt_tokens" in stopped.output
