@@ -95,8 +95,8 @@ class StoredRules:
     infix: re.Pattern | None
     token_match: re.Pattern | None
     url_match: re.Pattern | None
-    # token sequences spaCy's phrase matcher turns into a special case after the affix pass
-    matcher_patterns: tuple[tuple[str, ...], ...]
+    # token sequences spaCy's phrase matcher turns into a special case after the affix pass, by first token
+    matcher_patterns: dict[str, list[tuple[str, ...]]]
 
     @classmethod
     def from_data(cls, data: dict) -> StoredRules:
@@ -107,9 +107,9 @@ class StoredRules:
             infix=_compile(data["infix"]),
             token_match=_compile(data["token_match"]),
             url_match=_compile(data["url_match"]),
-            matcher_patterns=(),
+            matcher_patterns={},
         )
-        rules.matcher_patterns = tuple(
+        patterns = (
             tuple(rules._affix_pass(key, with_special_cases=False))
             for key in rules.special_cases
             if not data["faster_heuristics"]
@@ -118,6 +118,9 @@ class StoredRules:
             or rules._infixes(key)
             or " " in key
         )
+        for pattern in patterns:
+            if pattern:
+                rules.matcher_patterns.setdefault(pattern[0], []).append(pattern)
         return rules
 
     def _prefix_len(self, text: str) -> int:
@@ -150,14 +153,16 @@ class StoredRules:
     def split(self, text: str) -> list[str] | None:
         """spaCy's tokens of one whitespace piece, or None where spaCy itself must decide (its phrase matcher)."""
         words = self._affix_pass(text, with_special_cases=True)
-        if len(words) > 1 and any(self._contains(words, pattern) for pattern in self.matcher_patterns):
+        if len(words) > 1 and self._holds_matcher_pattern(words):
             return None
         return words
 
-    @staticmethod
-    def _contains(words: list[str], pattern: tuple[str, ...]) -> bool:
-        n = len(pattern)
-        return any(tuple(words[i : i + n]) == pattern for i in range(len(words) - n + 1))
+    def _holds_matcher_pattern(self, words: list[str]) -> bool:
+        for i, word in enumerate(words):
+            for pattern in self.matcher_patterns.get(word, ()):
+                if tuple(words[i : i + len(pattern)]) == pattern:
+                    return True
+        return False
 
     def _affix_pass(self, text: str, with_special_cases: bool) -> list[str]:
         """spaCy's first pass over one piece: special case, else affixes peeled, then URL/token match or infixes."""
