@@ -128,7 +128,7 @@ def signature_equality(texts: list[str], repeats: int = 1) -> None:
 
     reference = MinhashDedupSignature("memory://bench", config=MinhashConfig())
     shingler, (a, b) = Shingler(), permutations(reference.num_hashes, 1)
-    shingler.shingles(texts[:50])  # loads spaCy, as datatrove's first call does below
+    shingler.shingles(texts[:50])  # warm-up: loads the stored rules (spaCy only if they leave a piece open)
     reference.get_shingles(texts[0])
     t0 = time.perf_counter()
     ours = []

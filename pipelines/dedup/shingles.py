@@ -8,9 +8,11 @@ facts make a fast path exact:
   suffixes, infixes and URL matches all act within one piece; the English tokenizer has no special case that spans
   whitespace, which ``PieceTokenizer`` checks when it loads). So the words of a text are the concatenation of the
   words of its whitespace pieces.
-* The pieces of real text repeat. Each new piece is tokenized by spaCy once (all new pieces of a batch in one
-  call) and remembered: most pieces stay one word ("house"), some split ("cannot" -> "can", "not";
-  "0km" -> "0", "km").
+* The pieces of real text repeat. Each new piece is split once and remembered: most pieces stay one word
+  ("house"), some split ("cannot" -> "can", "not"; "0km" -> "0", "km"). spaCy's English rules, stored as data for
+  the installed spaCy version (``spacy_rules.py``), split a new piece without importing spaCy (and the torch that
+  thinc imports with it); a piece they leave open, or every piece when no rules match the spaCy version, goes to
+  spaCy's tokenizer (all such pieces of a batch in one call).
 
 ``simplify_text`` is reproduced step for step with faster equivalents (bytes for ASCII text, ``str.split`` for the
 whitespace regex, a translate table for the diacritics filter). ``tests/pipelines/test_dedup_signatures.py`` and
@@ -29,6 +31,7 @@ from itertools import chain
 
 import numpy as np
 
+from pipelines.dedup.spacy_rules import StoredRules, load_rules
 from pipelines.dedup.xxh64 import xxh64_ranges
 
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
@@ -103,20 +106,32 @@ def simplify_to_bytes(text: str) -> bytes:
 class PieceTokenizer:
     """spaCy's word split of simplified text, one whitespace piece at a time, remembering what each piece gives."""
 
-    def __init__(self, language: str = "en", max_cached: int = 2_000_000):
-        from datatrove.utils.word_tokenizers import load_word_tokenizer
-
-        self.reference = load_word_tokenizer(language)
-        nlp = getattr(self.reference, "tokenizer", None)
-        self._spacy = getattr(nlp, "tokenizer", None)
+    def __init__(self, language: str = "en", max_cached: int = 2_000_000, rules: StoredRules | None = None):
+        self.language = language
+        # spaCy's rules stored for the installed spaCy version decide most pieces without importing spaCy
+        self.rules = rules if rules is not None else load_rules(language)
+        self._spacy_tokenizer = None
+        if self.rules is not None:
+            keys = self.rules.special_cases
+        else:
+            keys = getattr(self._spacy, "rules", None) or {}
         # a special case that contains whitespace next to other characters would make pieces depend on each other
-        rules = getattr(self._spacy, "rules", None) or {}
-        self.exact = self._spacy is not None and not any(
-            any(c.isspace() for c in key) and not key.isspace() for key in rules
+        self.exact = (self.rules is not None or self._spacy is not None) and not any(
+            any(c.isspace() for c in key) and not key.isspace() for key in keys
         )
         self.max_cached = max_cached
         self.single: set[bytes] = set()  # pieces that are one word
         self.words_of: dict[bytes, tuple[bytes, ...]] = {}  # every piece seen -> its words
+
+    @property
+    def _spacy(self):
+        """spaCy's tokenizer, loaded on first use (with stored rules, only for pieces they leave to spaCy)."""
+        if self._spacy_tokenizer is None:
+            from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+            nlp = getattr(load_word_tokenizer(self.language), "tokenizer", None)
+            self._spacy_tokenizer = getattr(nlp, "tokenizer", None)
+        return self._spacy_tokenizer
 
     def words(self, simplified: list[bytes]) -> list[list[bytes]]:
         """The words of each of a batch of simplified texts."""
@@ -135,14 +150,36 @@ class PieceTokenizer:
             self.words_of.clear()
             new = needed
         texts = {piece: piece.decode("utf-8") for piece in new}
-        # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
-        # one token as it is; only the others go through the tokenizer
-        hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
-        for piece in new.difference(hard):
-            self.single.add(piece)
-            self.words_of[piece] = (piece,)
+        if self.rules is not None:
+            hard = self._learn_from_rules(texts)
+        else:
+            # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
+            # one token as it is; only the others go through the tokenizer
+            hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
+            for piece in new.difference(hard):
+                self.single.add(piece)
+                self.words_of[piece] = (piece,)
         if hard:
-            self._tokenize(sorted(hard), [texts[piece] for piece in sorted(hard)])
+            hard.sort()
+            self._tokenize(hard, [texts[piece] for piece in hard])
+
+    def _learn_from_rules(self, texts: dict[bytes, str]) -> list[bytes]:
+        """Split new pieces by the stored rules; returns the pieces left to spaCy."""
+        rules, hard = self.rules, []
+        for piece, text in texts.items():
+            if rules.plainly_one_word(text):
+                self.single.add(piece)
+                self.words_of[piece] = (piece,)
+                continue
+            got = rules.split(text)
+            if got is None:
+                hard.append(piece)
+            elif got == [text]:
+                self.single.add(piece)
+                self.words_of[piece] = (piece,)
+            else:
+                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+        return hard
 
     def _plainly_one_token(self, text: str) -> bool:
         tok = self._spacy
