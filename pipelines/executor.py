@@ -157,6 +157,7 @@ def _clear_attempts(final: DataFolder, rank: int | None = None) -> None:
 _silenced_lock = threading.Lock()
 _silenced_ranks = 0
 _saved_stderr: Any = None
+_devnull: Any = None
 _saved_warnings: Any = None
 
 
@@ -173,11 +174,11 @@ def _rank_output_to_log() -> Iterator[None]:
     """While any rank runs in this worker process (counted, for threaded workers), sys.stderr goes nowhere and
     Python warnings go to datatrove's logger, whose sinks are then the rank's log file (and the silenced stderr).
     Each first rank in starts with fresh warning registries, so every rank logs its own warnings."""
-    global _silenced_ranks, _saved_stderr, _saved_warnings
+    global _silenced_ranks, _saved_stderr, _saved_warnings, _devnull
     with _silenced_lock:
         if _silenced_ranks == 0:
             _saved_stderr = sys.stderr
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - closed by the last rank out
+            _devnull = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - closed by the last rank out
             _saved_warnings = warnings.catch_warnings()  # restores showwarning and the filters on exit
             _saved_warnings.__enter__()
             warnings.showwarning = _log_warning
@@ -189,7 +190,7 @@ def _rank_output_to_log() -> Iterator[None]:
             _silenced_ranks -= 1
             if _silenced_ranks == 0:
                 _saved_warnings.__exit__(None, None, None)
-                sys.stderr.close()
+                _devnull.close()  # ours, even if something swapped sys.stderr meanwhile
                 sys.stderr = _saved_stderr
 
 
