@@ -165,6 +165,8 @@ class WordSplitter:
     def _tokenize_chunks(self, chunks: list[str]) -> None:
         simple, rest = self._split_simple(chunks)
         self._store(simple, [[c] for c in simple])
+        affixed, affixed_parts, rest = self._split_affixed(rest)
+        self._store(affixed, affixed_parts)
         if not rest:
             return
         joined = "\n".join(rest)
@@ -207,6 +209,66 @@ class WordSplitter:
             else:
                 simple.append(chunk)
         return simple, rest
+
+    def _split_affixed(self, chunks: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+        """Chunks that are prefixes and suffixes around a plain core, their tokens, and the others.
+
+        This is spaCy's ``_split_affixes`` loop (spacy/tokenizer.pyx) for the chunks where it ends without a
+        token_match or a special case: each round, token_match or a special case equal to what is left stops it
+        (such chunks go to spaCy), then the prefix is found, then the suffix of what follows the prefix, and a
+        special case equal to what is left without either stops it (to spaCy too). The core left must be one
+        token: no special case, no infix match. The tokens are the prefixes, the core, the suffixes in reverse;
+        a chunk where a multi-token special case could match among them goes to spaCy as well.
+        tests/pipelines/test_filters.py checks the rule against spaCy on a stress set.
+        """
+        tok = self._nlp.tokenizer
+        if not (tok.prefix_search and tok.suffix_search and tok.infix_finditer):
+            return [], [], chunks
+        prefix_search, suffix_search, infix = tok.prefix_search, tok.suffix_search, tok.infix_finditer
+        token_match = tok.token_match or (lambda c: None)
+        specials, patterns, lengths = self._special_keys, self._patterns, self._pattern_lengths
+
+        def span(found) -> int:
+            return found.end() - found.start() if found is not None else 0
+
+        done, parts, rest = [], [], []
+        for chunk in chunks:
+            string, prefixes, suffixes, last_size, plain = chunk, [], [], 0, True
+            while string and len(string) != last_size:
+                if token_match(string) or string in specials:
+                    plain = False
+                    break
+                last_size = len(string)
+                pre_len = span(prefix_search(string))
+                if pre_len and string[pre_len:] in specials:
+                    plain = False
+                    break
+                suf_len = span(suffix_search(string[pre_len:]))
+                if suf_len and string[:-suf_len] in specials:
+                    plain = False
+                    break
+                if pre_len and suf_len and pre_len + suf_len <= len(string):
+                    prefixes.append(string[:pre_len])
+                    suffixes.append(string[-suf_len:])
+                    string = string[pre_len:-suf_len]
+                elif pre_len:
+                    prefixes.append(string[:pre_len])
+                    string = string[pre_len:]
+                elif suf_len:
+                    suffixes.append(string[-suf_len:])
+                    string = string[:-suf_len]
+            if not plain or string in specials or next(infix(string), None) is not None:
+                rest.append(chunk)
+                continue
+            tokens = [*prefixes, string, *reversed(suffixes)] if string else [*prefixes, *reversed(suffixes)]
+            if len(tokens) > 1 and any(
+                tuple(tokens[i : i + k]) in patterns for k in lengths for i in range(len(tokens) - k + 1)
+            ):
+                rest.append(chunk)
+                continue
+            done.append(chunk)
+            parts.append(tokens)
+        return done, parts, rest
 
     def _store(self, chunks: list[str], parts: list[list[str]]) -> None:
         ids = self.token_ids(list(chain.from_iterable(parts)))
@@ -331,19 +393,42 @@ class WordSplitter:
         return split_into_words(text, self.language)
 
     def sentence_count(self, lines: list[str]) -> int:
-        """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks."""
+        """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks.
+
+        Lines are split apart (the sentencizer never joins them), so only a line a special-case window touches is
+        counted by datatrove's own function; the others are counted on their chunks' cached token classes.
+        """
+        if not lines:
+            return 0
         joined = "\n".join(lines)
         split = self._fast_chunks(joined)
-        if split is None or split[1]:
-            from datatrove.utils.text import split_into_sentences
-
-            self.slow_texts += 1
-            return sum(len(split_into_sentences(line, self.language)) for line in lines)
+        if split is None:
+            return self._reference_sentences(lines)
+        chunks, windows = split
         parts = _WS_SPLIT.split(joined)
         codes = map(self._chunk_codes.__getitem__, parts[0::2])
         gaps = map(_gap_code, parts[1::2])
         sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._chunk_codes[parts[-1]]
-        return len(lines) + len(_SENTENCE_START.findall(sequence))
+        if not windows:
+            return len(lines) + len(_SENTENCE_START.findall(sequence))
+        per_line = sequence.split("|")
+        if len(per_line) != len(lines):
+            return self._reference_sentences(lines)
+        line_of_chunk = np.repeat(np.arange(len(lines)), [len(line.split()) for line in lines])
+        slow = set()
+        for first, last in windows:
+            slow.update(range(int(line_of_chunk[first]), int(line_of_chunk[last]) + 1))
+        fast_count = sum(
+            1 + len(_SENTENCE_START.findall(codes)) for i, codes in enumerate(per_line) if i not in slow
+        )
+        return fast_count + self._reference_sentences([lines[i] for i in sorted(slow)])
+
+    def _reference_sentences(self, lines: list[str]) -> int:
+        from datatrove.utils.text import split_into_sentences
+
+        if lines:
+            self.slow_texts += 1
+        return sum(len(split_into_sentences(line, self.language)) for line in lines)
 
 
 def _gap_code(run: str) -> str:
