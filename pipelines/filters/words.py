@@ -163,10 +163,9 @@ class WordSplitter:
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
-        simple, rest = self._split_simple(chunks)
+        simple, suffixed, suffixed_parts, rest = self._split_simple(chunks)
         self._store(simple, [[c] for c in simple])
-        affixed, affixed_parts, rest = self._split_affixed(rest)
-        self._store(affixed, affixed_parts)
+        self._store(suffixed, suffixed_parts)
         if not rest:
             return
         joined = "\n".join(rest)
@@ -189,86 +188,52 @@ class WordSplitter:
             raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
         self._store(rest, per_chunk)
 
-    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str]]:
-        """Chunks spaCy keeps whole, and the others.
+    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+        """Chunks spaCy keeps whole; chunks it splits into a word and one trailing character, with their tokens;
+        and the others (for spaCy).
 
         spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
         A chunk that is no special case and that none of the three patterns matches anywhere is one token
         (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
         case equal to the chunk to act on a single token).
+
+        The commonest other shape is a word and a one-character suffix ("word," "end." "it)"). spaCy's
+        ``_split_affixes`` (spacy/tokenizer.pyx) on it: token_match on the chunk would stop it (so: none), the
+        chunk is no special case, no prefix; the suffix is cut unless the rest is a special case (so: it is not);
+        then the rest is the core when it is no special case and has no prefix, suffix or infix match, and the
+        tokens are [core, suffix] unless a multi-token special case is exactly that pair.
         """
         tok = self._nlp.tokenizer
         prefix = tok.prefix_search or (lambda c: None)
         suffix = tok.suffix_search or (lambda c: None)
         infix = tok.infix_finditer or (lambda c: iter(()))
-        specials = self._special_keys
-        simple, rest = [], []
-        for chunk in chunks:
-            if chunk in specials or prefix(chunk) or suffix(chunk) or next(infix(chunk), None) is not None:
-                rest.append(chunk)
-            else:
-                simple.append(chunk)
-        return simple, rest
-
-    def _split_affixed(self, chunks: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
-        """Chunks that are prefixes and suffixes around a plain core, their tokens, and the others.
-
-        This is spaCy's ``_split_affixes`` loop (spacy/tokenizer.pyx) for the chunks where it ends without a
-        token_match or a special case: each round, token_match or a special case equal to what is left stops it
-        (such chunks go to spaCy), then the prefix is found, then the suffix of what follows the prefix, and a
-        special case equal to what is left without either stops it (to spaCy too). The core left must be one
-        token: no special case, no infix match. The tokens are the prefixes, the core, the suffixes in reverse;
-        a chunk where a multi-token special case could match among them goes to spaCy as well.
-        tests/pipelines/test_filters.py checks the rule against spaCy on a stress set.
-        """
-        tok = self._nlp.tokenizer
-        if not (tok.prefix_search and tok.suffix_search and tok.infix_finditer):
-            return [], [], chunks
-        prefix_search, suffix_search, infix = tok.prefix_search, tok.suffix_search, tok.infix_finditer
         token_match = tok.token_match or (lambda c: None)
-        specials, patterns, lengths = self._special_keys, self._patterns, self._pattern_lengths
-
-        def span(found) -> int:
-            return found.end() - found.start() if found is not None else 0
-
-        done, parts, rest = [], [], []
+        specials, patterns = self._special_keys, self._patterns
+        simple, suffixed, suffixed_parts, rest = [], [], [], []
         for chunk in chunks:
-            string, prefixes, suffixes, last_size, plain = chunk, [], [], 0, True
-            while string and len(string) != last_size:
-                if token_match(string) or string in specials:
-                    plain = False
-                    break
-                last_size = len(string)
-                pre_len = span(prefix_search(string))
-                if pre_len and string[pre_len:] in specials:
-                    plain = False
-                    break
-                suf_len = span(suffix_search(string[pre_len:]))
-                if suf_len and string[:-suf_len] in specials:
-                    plain = False
-                    break
-                if pre_len and suf_len and pre_len + suf_len <= len(string):
-                    prefixes.append(string[:pre_len])
-                    suffixes.append(string[-suf_len:])
-                    string = string[pre_len:-suf_len]
-                elif pre_len:
-                    prefixes.append(string[:pre_len])
-                    string = string[pre_len:]
-                elif suf_len:
-                    suffixes.append(string[-suf_len:])
-                    string = string[:-suf_len]
-            if not plain or string in specials or next(infix(string), None) is not None:
+            if chunk in specials or prefix(chunk):
                 rest.append(chunk)
                 continue
-            tokens = [*prefixes, string, *reversed(suffixes)] if string else [*prefixes, *reversed(suffixes)]
-            if len(tokens) > 1 and any(
-                tuple(tokens[i : i + k]) in patterns for k in lengths for i in range(len(tokens) - k + 1)
+            found = suffix(chunk)
+            if found is None:
+                (rest if next(infix(chunk), None) is not None else simple).append(chunk)
+                continue
+            core = chunk[:-1]
+            if (
+                found.end() - found.start() != 1
+                or not core
+                or core in specials
+                or token_match(chunk)
+                or prefix(core)
+                or suffix(core)
+                or next(infix(core), None) is not None
+                or (core, chunk[-1]) in patterns
             ):
                 rest.append(chunk)
                 continue
-            done.append(chunk)
-            parts.append(tokens)
-        return done, parts, rest
+            suffixed.append(chunk)
+            suffixed_parts.append([core, chunk[-1]])
+        return simple, suffixed, suffixed_parts, rest
 
     def _store(self, chunks: list[str], parts: list[list[str]]) -> None:
         ids = self.token_ids(list(chain.from_iterable(parts)))
