@@ -18,7 +18,7 @@ tokens are kept as integer ids; per-token properties the filters need live in nu
 from __future__ import annotations
 
 import re
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -307,20 +307,22 @@ class WordSplitter:
                 windows.append([first, last])
         return [(a, b) for a, b in windows]
 
-    def _split_with_windows(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> list[str]:
-        """Words of a text some of whose chunks special cases join (see ``_fast_chunks``)."""
-        ids, tokens = self._chunk_ids, self.tokens
-        spans = [m.span() for m in re.finditer(r"\S+", text)]
-        words: list[str] = []
+    def _window_ids(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> np.ndarray:
+        """Word ids of a text some of whose chunks special cases join (see ``_fast_chunks``): the chunks'
+        cached ids outside the windows, spaCy's tokens of each window's text inside."""
+        ids = self._chunk_ids
+        spans = [m.span() for m in islice(re.finditer(r"\S+", text), windows[-1][1] + 1)]
+        parts: list[np.ndarray] = []
         done = 0
         for first, last in windows:
-            words += [tokens[i] for i in chain.from_iterable(map(ids.__getitem__, chunks[done:first]))]
+            parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:first])), np.int64))
             piece = text[spans[first][0] : spans[last][1]]
             found = self._nlp.tokenizer(piece).to_array([IDX, LENGTH]).tolist()
-            words += [w for w in (piece[a : a + n].strip() for a, n in found) if w]
+            words = [w for w in (piece[a : a + n].strip() for a, n in found) if w]
+            parts.append(np.asarray(self.token_ids(words), dtype=np.int64))
             done = last + 1
-        words += [tokens[i] for i in chain.from_iterable(map(ids.__getitem__, chunks[done:]))]
-        return words
+        parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:])), np.int64))
+        return np.concatenate(parts)
 
     def _whole_text_words(self, text: str) -> list[str]:
         """The slow path: spaCy's tokenizer on the whole text (datatrove's own function for its error case)."""
@@ -338,7 +340,7 @@ class WordSplitter:
             return np.asarray(self.token_ids(self._whole_text_words(text)), dtype=np.int64)
         chunks, windows = split
         if windows:
-            return np.asarray(self.token_ids(self._split_with_windows(text, chunks, windows)), dtype=np.int64)
+            return self._window_ids(text, chunks, windows)
         return np.fromiter(chain.from_iterable(map(self._chunk_ids.__getitem__, chunks)), dtype=np.int64)
 
     def word_count(self, text: str) -> int:
@@ -348,7 +350,7 @@ class WordSplitter:
             return len(self._whole_text_words(text))
         chunks, windows = split
         if windows:
-            return len(self._split_with_windows(text, chunks, windows))
+            return len(self._window_ids(text, chunks, windows))
         return sum(map(len, map(self._chunk_ids.__getitem__, chunks)))
 
     def reference_words(self, text: str) -> list[str]:
