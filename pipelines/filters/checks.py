@@ -16,6 +16,9 @@ import numpy as np
 from pipelines.filters.words import WordSplitter
 
 _HASH_LENGTH_MIX = np.uint64(0x9E3779B97F4A7C15)
+# below this many words, datatrove's own n-gram functions on the word strings cost less than numpy's per-call
+# overhead (they are the reference, so the short documents of a corpus need no proof)
+SMALL_DOC_WORDS = 64
 
 
 def duplicates(items: list[str]) -> tuple[int, int]:
@@ -150,6 +153,8 @@ def gopher_repetition_reason(
         return "dup_line_char_frac"
 
     ids = words()
+    if not join_fix and len(ids) <= SMALL_DOC_WORDS:
+        return _small_doc_ngram_reason(text, [splitter.tokens[i] for i in ids.tolist()], f)
     table = NgramTable(ids, splitter)
     for n, n_frac in f.top_n_grams:
         if len(ids) < n:
@@ -163,6 +168,24 @@ def gopher_repetition_reason(
 
             repeated = find_all_duplicate([splitter.tokens[i] for i in ids.tolist()], n)
         if repeated / len(text) > n_frac:
+            return f"duplicated_{n}_n_grams"
+    return None
+
+
+def _small_doc_ngram_reason(text: str, words: list[str], f) -> str | None:
+    """The n-gram rules of ``GopherRepetitionFilter.filter`` with datatrove's own functions, for few words."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_top_duplicate,
+        get_n_grams,
+    )
+
+    for n, n_frac in f.top_n_grams:
+        n_grams = get_n_grams(words, n)
+        if n_grams and find_top_duplicate(n_grams) / len(text) > n_frac:
+            return f"top_{n}_gram"
+    for n, n_frac in f.dup_n_grams:
+        if find_all_duplicate(words, n) / len(text) > n_frac:
             return f"duplicated_{n}_n_grams"
     return None
 

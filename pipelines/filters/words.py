@@ -18,7 +18,7 @@ tokens are kept as integer ids; per-token properties the filters need live in nu
 from __future__ import annotations
 
 import re
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -163,8 +163,9 @@ class WordSplitter:
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
-        simple, rest = self._split_simple(chunks)
+        simple, suffixed, suffixed_parts, rest = self._split_simple(chunks)
         self._store(simple, [[c] for c in simple])
+        self._store(suffixed, suffixed_parts)
         if not rest:
             return
         joined = "\n".join(rest)
@@ -187,26 +188,52 @@ class WordSplitter:
             raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
         self._store(rest, per_chunk)
 
-    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str]]:
-        """Chunks spaCy keeps whole, and the others.
+    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+        """Chunks spaCy keeps whole; chunks it splits into a word and one trailing character, with their tokens;
+        and the others (for spaCy).
 
         spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
         A chunk that is no special case and that none of the three patterns matches anywhere is one token
         (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
         case equal to the chunk to act on a single token).
+
+        The commonest other shape is a word and a one-character suffix ("word," "end." "it)"). spaCy's
+        ``_split_affixes`` (spacy/tokenizer.pyx) on it: token_match on the chunk would stop it (so: none), the
+        chunk is no special case, no prefix; the suffix is cut unless the rest is a special case (so: it is not);
+        then the rest is the core when it is no special case and has no prefix, suffix or infix match, and the
+        tokens are [core, suffix] unless a multi-token special case is exactly that pair.
         """
         tok = self._nlp.tokenizer
         prefix = tok.prefix_search or (lambda c: None)
         suffix = tok.suffix_search or (lambda c: None)
         infix = tok.infix_finditer or (lambda c: iter(()))
-        specials = self._special_keys
-        simple, rest = [], []
+        token_match = tok.token_match or (lambda c: None)
+        specials, patterns = self._special_keys, self._patterns
+        simple, suffixed, suffixed_parts, rest = [], [], [], []
         for chunk in chunks:
-            if chunk in specials or prefix(chunk) or suffix(chunk) or next(infix(chunk), None) is not None:
+            if chunk in specials or prefix(chunk):
                 rest.append(chunk)
-            else:
-                simple.append(chunk)
-        return simple, rest
+                continue
+            found = suffix(chunk)
+            if found is None:
+                (rest if next(infix(chunk), None) is not None else simple).append(chunk)
+                continue
+            core = chunk[:-1]
+            if (
+                found.end() - found.start() != 1
+                or not core
+                or core in specials
+                or token_match(chunk)
+                or prefix(core)
+                or suffix(core)
+                or next(infix(core), None) is not None
+                or (core, chunk[-1]) in patterns
+            ):
+                rest.append(chunk)
+                continue
+            suffixed.append(chunk)
+            suffixed_parts.append([core, chunk[-1]])
+        return simple, suffixed, suffixed_parts, rest
 
     def _store(self, chunks: list[str], parts: list[list[str]]) -> None:
         ids = self.token_ids(list(chain.from_iterable(parts)))
@@ -280,20 +307,22 @@ class WordSplitter:
                 windows.append([first, last])
         return [(a, b) for a, b in windows]
 
-    def _split_with_windows(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> list[str]:
-        """Words of a text some of whose chunks special cases join (see ``_fast_chunks``)."""
-        ids, tokens = self._chunk_ids, self.tokens
-        spans = [m.span() for m in re.finditer(r"\S+", text)]
-        words: list[str] = []
+    def _window_ids(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> np.ndarray:
+        """Word ids of a text some of whose chunks special cases join (see ``_fast_chunks``): the chunks'
+        cached ids outside the windows, spaCy's tokens of each window's text inside."""
+        ids = self._chunk_ids
+        spans = [m.span() for m in islice(re.finditer(r"\S+", text), windows[-1][1] + 1)]
+        parts: list[np.ndarray] = []
         done = 0
         for first, last in windows:
-            words += [tokens[i] for i in chain.from_iterable(map(ids.__getitem__, chunks[done:first]))]
+            parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:first])), np.int64))
             piece = text[spans[first][0] : spans[last][1]]
             found = self._nlp.tokenizer(piece).to_array([IDX, LENGTH]).tolist()
-            words += [w for w in (piece[a : a + n].strip() for a, n in found) if w]
+            words = [w for w in (piece[a : a + n].strip() for a, n in found) if w]
+            parts.append(np.asarray(self.token_ids(words), dtype=np.int64))
             done = last + 1
-        words += [tokens[i] for i in chain.from_iterable(map(ids.__getitem__, chunks[done:]))]
-        return words
+        parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:])), np.int64))
+        return np.concatenate(parts)
 
     def _whole_text_words(self, text: str) -> list[str]:
         """The slow path: spaCy's tokenizer on the whole text (datatrove's own function for its error case)."""
@@ -311,7 +340,7 @@ class WordSplitter:
             return np.asarray(self.token_ids(self._whole_text_words(text)), dtype=np.int64)
         chunks, windows = split
         if windows:
-            return np.asarray(self.token_ids(self._split_with_windows(text, chunks, windows)), dtype=np.int64)
+            return self._window_ids(text, chunks, windows)
         return np.fromiter(chain.from_iterable(map(self._chunk_ids.__getitem__, chunks)), dtype=np.int64)
 
     def word_count(self, text: str) -> int:
@@ -321,7 +350,7 @@ class WordSplitter:
             return len(self._whole_text_words(text))
         chunks, windows = split
         if windows:
-            return len(self._split_with_windows(text, chunks, windows))
+            return len(self._window_ids(text, chunks, windows))
         return sum(map(len, map(self._chunk_ids.__getitem__, chunks)))
 
     def reference_words(self, text: str) -> list[str]:
@@ -331,19 +360,42 @@ class WordSplitter:
         return split_into_words(text, self.language)
 
     def sentence_count(self, lines: list[str]) -> int:
-        """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks."""
+        """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks.
+
+        Lines are split apart (the sentencizer never joins them), so only a line a special-case window touches is
+        counted by datatrove's own function; the others are counted on their chunks' cached token classes.
+        """
+        if not lines:
+            return 0
         joined = "\n".join(lines)
         split = self._fast_chunks(joined)
-        if split is None or split[1]:
-            from datatrove.utils.text import split_into_sentences
-
-            self.slow_texts += 1
-            return sum(len(split_into_sentences(line, self.language)) for line in lines)
+        if split is None:
+            return self._reference_sentences(lines)
+        chunks, windows = split
         parts = _WS_SPLIT.split(joined)
         codes = map(self._chunk_codes.__getitem__, parts[0::2])
         gaps = map(_gap_code, parts[1::2])
         sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._chunk_codes[parts[-1]]
-        return len(lines) + len(_SENTENCE_START.findall(sequence))
+        if not windows:
+            return len(lines) + len(_SENTENCE_START.findall(sequence))
+        per_line = sequence.split("|")
+        if len(per_line) != len(lines):
+            return self._reference_sentences(lines)
+        line_of_chunk = np.repeat(np.arange(len(lines)), [len(line.split()) for line in lines])
+        slow = set()
+        for first, last in windows:
+            slow.update(range(int(line_of_chunk[first]), int(line_of_chunk[last]) + 1))
+        fast_count = sum(
+            1 + len(_SENTENCE_START.findall(codes)) for i, codes in enumerate(per_line) if i not in slow
+        )
+        return fast_count + self._reference_sentences([lines[i] for i in sorted(slow)])
+
+    def _reference_sentences(self, lines: list[str]) -> int:
+        from datatrove.utils.text import split_into_sentences
+
+        if lines:
+            self.slow_texts += 1
+        return sum(len(split_into_sentences(line, self.language)) for line in lines)
 
 
 def _gap_code(run: str) -> str:

@@ -19,6 +19,7 @@ from datatrove.utils.text import split_into_sentences, split_into_words
 
 from pipelines.filters.checks import NgramTable, duplicated_ngram_chars
 from pipelines.filters.steps import FAST_FILTERS, word_splitter
+from pipelines.filters.words import WordSplitter
 from pipelines.recipe import RecipeError, parse_recipe
 from tests.pipelines.conftest import simple_recipe, train_lid_model, write_jsonl
 from tests.pipelines.filter_samples import PARAMETER_SETS, REASONS, sample_documents
@@ -64,6 +65,18 @@ def test_every_drop_reason_is_decided_as_datatrove_does(sample):
         seen[kind] |= {fate[1] for fate in expected.values() if fate[0] != "kept"}
     for kind, reasons in REASONS.items():
         assert seen[kind] == reasons, f"{kind}: the sample never shows {reasons - seen[kind]}"
+
+
+def test_gopher_repetition_decides_alike_on_either_ngram_path(sample, monkeypatch):
+    """Short documents use datatrove's own n-gram functions; here every document takes one path, then the other."""
+    from pipelines.filters import checks
+
+    for small_doc_words in (0, 10**9):
+        monkeypatch.setattr(checks, "SMALL_DOC_WORDS", small_doc_words)
+        for kind, params in PARAMETER_SETS:
+            if kind == "gopher_repetition":
+                expected = fates([DATATROVE[kind](**params)], sample, batched=False)
+                assert fates([FAST_FILTERS[kind](**params)], sample, batched=True) == expected
 
 
 def test_the_default_chain_gives_every_document_the_same_fate(sample):
@@ -179,3 +192,114 @@ def test_batched_language_id_equals_datatroves_one_by_one(tmp_path, prose_docs):
         assert [bool(g) for g in got] == expected
         assert [d.metadata for d in batched] == [d.metadata for d in one_by_one]
         assert sum(expected) > 0 and (kwargs["languages"] is None or sum(expected) < len(docs))
+
+
+def _stress_chunks() -> list[str]:
+    """Chunks around the one-suffix rule's edges: quotes, brackets and stops around words, numbers with units,
+    contractions and abbreviations (special cases), emoticons, URLs, hyphenated and dotted words, paths."""
+    cores = [
+        "word",
+        "Word",
+        "dogs",
+        "10",
+        "3.5",
+        "10km",
+        "can't",
+        "U.S.",
+        "e.g.",
+        "a.m",
+        "a.m.",
+        "don",
+        "'s",
+        "n't",
+        "dyn-o-mite",
+        "x.y",
+        "http://example.com/a",
+        "www.example.org",
+        "C++",
+        "co-op",
+        "i",
+        "A",
+        "-",
+        "",
+        "...",
+        "°C",
+        "$",
+        "5$",
+        "etc",
+        "Mr",
+        "Mr.",
+        "vs",
+        "'",
+        "’",
+        "12:30",
+        "ü",
+        "#tag",
+    ]
+    prefixes = ["", "(", '"', "'", "[", "“", "$", "#", "...", "((", "\"'", "¿", "-", "*"]
+    suffixes = [
+        "",
+        ",",
+        ".",
+        ";",
+        ":",
+        "!",
+        "?",
+        ")",
+        '"',
+        "'",
+        "...",
+        ".)",
+        '",',
+        "'s",
+        "'s.",
+        "km",
+        ")!",
+        "%",
+        "”",
+        ":)",
+        "''",
+        "-",
+        "—",
+        "…",
+        '".',
+    ]
+    return sorted({p + c + s for p in prefixes for c in cores for s in suffixes} - {""})
+
+
+def test_the_one_suffix_rule_tokenizes_as_spacy_does_or_leaves_the_chunk_to_spacy():
+    splitter = WordSplitter("en")  # a fresh one: this test may not lean on chunks cached by others
+    tokenizer = splitter._nlp.tokenizer
+    chunks = _stress_chunks()
+    simple, covered, parts, left = splitter._split_simple(chunks)
+    assert sorted(simple + covered + left) == chunks
+    for chunk in simple:
+        assert [t.text for t in tokenizer(chunk)] == [chunk]
+    for chunk, tokens in zip(covered, parts, strict=True):
+        assert tokens == [t.text for t in tokenizer(chunk)], chunk
+    # the rule covers a word and one trailing character; special cases, unit suffixes, infixes, prefixes and
+    # longer suffixes go to spaCy
+    assert {"word,", "dogs)", "word'", "word!", "10,"} <= set(covered)
+    assert {"can't.", "Mr.", "e.g.", "10km.", "dyn-o-mite.", ":)", '"word".', "word...", "'s."} <= set(left)
+    assert len(covered) > 300 and len(left) > 1000
+    # and the words of whole texts made of these chunks are spaCy's, whichever path each chunk took
+    rng = random.Random(11)
+    texts = [" ".join(rng.sample(chunks, 30)) for _ in range(60)]
+    splitter.prepare(texts)
+    for text in texts:
+        assert [splitter.tokens[i] for i in splitter.words(text).tolist()] == split_into_words(text)
+
+
+def test_sentences_of_lines_with_special_cases_are_counted_line_by_line():
+    splitter = WordSplitter("en")
+    lines = [
+        "It works :) and then it stops. Then it goes on!",
+        "A plain line. With two sentences.",
+        "Crossing a line boundary :",
+        ") is not a special case. Really not.",
+        "Ends with one :) Starts another.",
+    ]
+    assert splitter._fast_chunks("\n".join(lines))[1]  # there are special-case windows
+    before = splitter.slow_texts
+    assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
+    assert splitter.slow_texts == before + 1  # one call for the touched lines, not one per document
