@@ -9,6 +9,7 @@ kept, keyed by the document, until its text changes (C4 rewrites it) or it leave
 from __future__ import annotations
 
 import contextlib
+from abc import abstractmethod
 from collections import Counter, OrderedDict
 
 import numpy as np
@@ -91,12 +92,9 @@ class _FastFilter(BaseFilter):
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
 
+    @abstractmethod
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        self.splitter.prepare([doc.text for doc in batch])
-        return [self.decide(doc) for doc in batch]
-
-    def decide(self, doc: Document) -> bool | tuple[bool, str]:
-        raise NotImplementedError
+        """One decision per document: True to keep, False or (False, datatrove's reason) to drop."""
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         # BaseFilter.run without its "batches" count, so the stats carry datatrove's keys only
@@ -125,7 +123,19 @@ def _verdict(reason: str | None) -> bool | tuple[bool, str]:
     return True if reason is None else (False, reason)
 
 
-class FastGopherRepetitionFilter(_FastFilter):
+class _PerDocumentFilter(_FastFilter):
+    """A fast filter deciding each document of a batch on its own, once the batch's words are prepared."""
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        self.splitter.prepare([doc.text for doc in batch])
+        return [self.decide(doc) for doc in batch]
+
+    @abstractmethod
+    def decide(self, doc: Document) -> bool | tuple[bool, str]:
+        """Keep (True) or drop (False, or (False, datatrove's reason)) one document."""
+
+
+class FastGopherRepetitionFilter(_PerDocumentFilter):
     """GopherRepetitionFilter; ``join_fix`` compares duplicated n-grams word by word (see docs/curation.md)."""
 
     name = GopherRepetitionFilter.name
@@ -146,7 +156,7 @@ class FastGopherRepetitionFilter(_FastFilter):
         return _verdict(reason)
 
 
-class FastGopherQualityFilter(_FastFilter):
+class FastGopherQualityFilter(_PerDocumentFilter):
     name = GopherQualityFilter.name
     reference_class = GopherQualityFilter
 
