@@ -149,15 +149,24 @@ def _iter_document_file(path: Path, text_field: str) -> Iterator[str]:
     return _iter_parquet(path, text_field) if path.suffix == ".parquet" else _iter_jsonl(path, text_field)
 
 
+def jsonl_values(
+    lines: Iterable[str], path: Path, error: type[Exception] = HaystackError
+) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL file; a line that is not JSON raises
+    `error` naming the file and line."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        yield lineno, value
+
+
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HaystackError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, record in jsonl_values(f, path):
             value = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(value, str):
                 raise HaystackError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longctx.haystack import parse_hf_spec
+from longctx.haystack import jsonl_values, parse_hf_spec
 
 
 @dataclass
@@ -136,13 +136,7 @@ def load_qa(path: str | Path) -> QAData:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the QA data ({exc})") from exc
     with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, rec in jsonl_values(f, path, ValueError):
             if not isinstance(rec, dict):
                 raise ValueError(f"{path}:{lineno}: expected an object with context, question, answers")
             ctx, question, answers = rec.get("context"), rec.get("question"), rec.get("answers")
