@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 
@@ -49,25 +50,16 @@ def draft_qa(
     usable = max(0, int(np.searchsorted(cum, budget * 0.97, side="right")) - 1)
     pos = int(np.argmin(np.abs(cum[: usable + 1] - depth / 100.0 * budget)))
     ordered = body[:pos] + [gold[0]] + body[pos:]
-    texts = [QA_DOCUMENT.format(i=i + 1, document=docs[d]) for i, d in enumerate(ordered)]
-    units = tokenize_units(ctx.tok, texts, "\n\n")
-
-    def check(used: np.ndarray) -> list[str]:
-        if pos not in set(used.tolist()):
-            raise AssemblyError("the gold document fell after the cut")
-        return list(q["answers"])
-
-    return Draft(
+    return _qa_draft(
+        ctx,
         prefix,
         suffix,
-        QA_ANSWER,
-        units,
-        np.arange(len(units), dtype=np.int64),
-        list(q["answers"]),
+        _render(docs, ordered),
+        q,
+        [pos],
+        "the gold document fell after the cut",
         provenance={"source": data.path, "kind": "qa", "documents": len(docs)},
         notes=notes,
-        check=check,
-        reorderable=False,
         extra={"question": q["question"], "gold_document": pos + 1},
     )
 
@@ -104,14 +96,11 @@ def _ruler_qa(
             arranged[n] = picked
         return arranged[n]
 
-    def render(order: list[int]) -> list[str]:
-        return [QA_DOCUMENT.format(i=i + 1, document=docs[d]) for i, d in enumerate(order)]
-
     per = ctx.qa_document_tokens(task) + 6  # + "Document N:" and the blank line
     fixed = measure("")
     mean = float(per.mean())
     n = largest_fitting(
-        lambda k: measure("\n\n".join(render(arrange(k)))),
+        lambda k: measure("\n\n".join(_render(docs, arrange(k)))),
         max(len(gold), int((target - fixed) / mean)),
         target,
         mean,
@@ -120,25 +109,17 @@ def _ruler_qa(
     positions = [p for p, d in enumerate(order) if d in set(gold)]
     if n < len(docs) and len(positions) < len(gold):
         raise AssemblyError(f"only {n} documents fit, fewer than the question's {len(gold)}")
-    units = tokenize_units(ctx.tok, render(order), "\n\n")
-
-    def check(used: np.ndarray) -> list[str]:
-        if not set(positions) <= set(used.tolist()):
-            raise AssemblyError("a gold document did not fit")
-        return list(q["answers"])
-
     notes = [f"QA documents repeated {n / len(docs):.2f}x to reach the length"] if n > len(docs) else []
-    return Draft(
+    return _qa_draft(
+        ctx,
         prefix,
         suffix,
-        QA_ANSWER,
-        units,
-        np.arange(len(units), dtype=np.int64),
-        list(q["answers"]),
+        _render(docs, order),
+        q,
+        positions,
+        "a gold document did not fit",
         provenance={"source": data.path, "kind": data.kind, "documents": len(docs)},
         notes=notes,
-        check=check,
-        reorderable=False,
         extra={
             "question": q["question"],
             "question_index": index,
@@ -147,4 +128,40 @@ def _ruler_qa(
             "same_article_documents": sum(1 for d in order if d in set(q.get("more", []))),
         },
         depth=grid_depth(100.0 * positions[0] / n) if positions else None,
+    )
+
+
+def _render(docs: list[str], order: list[int]) -> list[str]:
+    """The documents in `order`, numbered as RULER's QA prompt numbers them."""
+    return [QA_DOCUMENT.format(i=i + 1, document=docs[d]) for i, d in enumerate(order)]
+
+
+def _qa_draft(
+    ctx: BuildContext,
+    prefix: str,
+    suffix: str,
+    texts: list[str],
+    question: dict,
+    gold_positions: list[int],
+    missing: str,
+    **fields: Any,
+) -> Draft:
+    """The documents as units kept in order; the answers count only if every gold document made it in."""
+    units = tokenize_units(ctx.tok, texts, "\n\n")
+
+    def check(used: np.ndarray) -> list[str]:
+        if not set(gold_positions) <= set(used.tolist()):
+            raise AssemblyError(missing)
+        return list(question["answers"])
+
+    return Draft(
+        prefix,
+        suffix,
+        QA_ANSWER,
+        units,
+        np.arange(len(units), dtype=np.int64),
+        list(question["answers"]),
+        check=check,
+        reorderable=False,
+        **fields,
     )
