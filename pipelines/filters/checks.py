@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
 
 import numpy as np
 
 from pipelines.filters.words import WordSplitter
 
 _HASH_LENGTH_MIX = np.uint64(0x9E3779B97F4A7C15)
-# below this many words, datatrove's own n-gram functions on the word strings cost less than numpy's per-call
-# overhead (they are the reference, so the short documents of a corpus need no proof)
-SMALL_DOC_WORDS = 64
+_DOC_MIX = np.uint64(0xD1B54A32D192ED03)
 
 
 def duplicates(items: list[str]) -> tuple[int, int]:
@@ -75,17 +72,6 @@ class NgramTable:
         return joined[:m] + self.chars(n).astype(np.uint64) * _HASH_LENGTH_MIX
 
 
-def top_ngram_chars(table: NgramTable, n: int) -> int:
-    """datatrove's ``find_top_duplicate(get_n_grams(words, n))``: the most common n-gram's chars times its count.
-
-    Ties go to the n-gram seen first, as ``Counter.most_common(1)`` does.
-    """
-    _, first, counts = np.unique(table.keys(n), return_index=True, return_counts=True)
-    top = counts.max()
-    start = int(first[counts == top].min())
-    return (int(table.chars(n)[start]) + n - 1) * int(top)
-
-
 def duplicated_ngram_chars(table: NgramTable, n: int, join_fix: bool = False) -> int | None:
     """datatrove's ``find_all_duplicate(words, n)``; None when its joined-string grouping cannot be proved equal.
 
@@ -133,10 +119,8 @@ def duplicated_ngram_chars(table: NgramTable, n: int, join_fix: bool = False) ->
     return repeated
 
 
-def gopher_repetition_reason(
-    text: str, words: Callable[[], np.ndarray], splitter: WordSplitter, f, join_fix: bool = False
-) -> str | None:
-    """``GopherRepetitionFilter.filter``."""
+def paragraph_and_line_reason(text: str, f) -> str | None:
+    """The rules of ``GopherRepetitionFilter.filter`` that come before words."""
     if not text:
         return "empty"
     paragraphs = f.paragraph_exp.split(text.strip())
@@ -151,57 +135,185 @@ def gopher_repetition_reason(
         return "dup_line_frac"
     if f.dup_line_char_frac and chars / len(text) > f.dup_line_char_frac:
         return "dup_line_char_frac"
-
-    ids = words()
-    if not join_fix and len(ids) <= SMALL_DOC_WORDS:
-        return _small_doc_ngram_reason(text, [splitter.tokens[i] for i in ids.tolist()], f)
-    table = NgramTable(ids, splitter)
-    for n, n_frac in f.top_n_grams:
-        if len(ids) < n:
-            continue
-        if top_ngram_chars(table, n) / len(text) > n_frac:
-            return f"top_{n}_gram"
-    for n, n_frac in f.dup_n_grams:
-        repeated = duplicated_ngram_chars(table, n, join_fix)
-        if repeated is None:
-            from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
-
-            repeated = find_all_duplicate([splitter.tokens[i] for i in ids.tolist()], n)
-        if repeated / len(text) > n_frac:
-            return f"duplicated_{n}_n_grams"
     return None
 
 
-def _small_doc_ngram_reason(text: str, words: list[str], f) -> str | None:
-    """The n-gram rules of ``GopherRepetitionFilter.filter`` with datatrove's own functions, for few words."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import (
-        find_all_duplicate,
-        find_top_duplicate,
-        get_n_grams,
-    )
+class BatchNgrams:
+    """The word n-grams of a batch of documents (word ids ``ids[offsets[i]:offsets[i + 1]]``), all at once.
 
+    An n-gram is keyed by a dense rank of (document, its words): ranks are built n by n from the (n-1)-gram rank
+    and the next word, so equal ranks mean the same words in the same document. Positions whose n words run into
+    the next document get a rank of their own.
+    """
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter):
+        self.ids, self.offsets, self.splitter = ids, offsets, splitter
+        counts = np.diff(offsets)
+        self.doc = np.repeat(np.arange(len(counts)), counts)
+        self.doc_end = offsets[1:][self.doc]  # each word's document's end
+        self.char_ends = np.concatenate(([0], np.cumsum(splitter.length[ids])))
+        self.vocabulary = int(ids.max(initial=0)) + 1
+        self._rank_n, self._rank = 0, None
+
+    def valid(self, n: int) -> np.ndarray:
+        """Positions whose n words lie in one document."""
+        m = max(len(self.ids) - n + 1, 0)
+        return np.arange(m) + n <= self.doc_end[:m]
+
+    def ranks(self, n: int) -> np.ndarray:
+        """The n-gram rank of every position (positions that cross a document: unique negative ranks)."""
+        if self._rank_n == 0 or self._rank_n > n:
+            self._rank_n, self._rank = 1, np.unique(self.doc * self.vocabulary + self.ids, return_inverse=True)[1]
+        while self._rank_n < n:
+            k = self._rank_n + 1
+            m = len(self.ids) - k + 1
+            combined = self._rank[:m] * self.vocabulary + self.ids[k - 1 :]
+            valid = self.valid(k)
+            combined[~valid] = -1 - np.flatnonzero(~valid)
+            self._rank_n, self._rank = k, np.unique(combined, return_inverse=True)[1].ravel()
+            self._rank[~valid] = -1 - np.flatnonzero(~valid)
+        return self._rank
+
+    def top_chars(self, n: int) -> np.ndarray:
+        """Per document, datatrove's ``find_top_duplicate(get_n_grams(words, n))`` (-1: fewer than n words):
+        the most common n-gram's characters (words joined by spaces) times its count; ties go to the first seen."""
+        result = np.full(len(self.offsets) - 1, -1, np.int64)
+        ranks = self.ranks(n)
+        valid = np.flatnonzero(ranks >= 0)
+        if not len(valid):
+            return result
+        # ranks are ordered by document, so the groups of one document are contiguous
+        _, first, counts = np.unique(ranks[valid], return_index=True, return_counts=True)
+        first = valid[first]
+        group_doc = self.doc[first]
+        docs, starts = np.unique(group_doc, return_index=True)
+        top = np.maximum.reduceat(counts, starts)
+        at_top = counts == np.repeat(top, np.diff(np.append(starts, len(counts))))
+        earliest = np.minimum.reduceat(np.where(at_top, first, len(self.ids)), starts)
+        chars = self.char_ends[earliest + n] - self.char_ends[earliest] + n - 1
+        result[docs] = chars * top
+        return result
+
+    def repeat_bound(self, n: int) -> np.ndarray:
+        """Per document, at least what datatrove's ``find_all_duplicate(words, n)`` can return.
+
+        The scan counts an n-gram (words joined without a separator) seen before at a visited position, then jumps
+        past its n words: the counted n-grams cover disjoint words, all of them inside n-grams that occur earlier in
+        the document. So the characters of the words that such repeated n-grams cover bound the count. Joined
+        n-grams are grouped by a hash of the joined string: equal strings hash equal, and a collision can only
+        merge groups, which raises the bound.
+        """
+        bound = np.zeros(len(self.offsets) - 1, np.int64)
+        valid = np.flatnonzero(self.valid(n))
+        if not len(valid):
+            return bound
+        value, shift = self.splitter.hash[self.ids], self.splitter.hash_shift[self.ids]
+        m = len(value) - n + 1
+        joined = value[:m].copy()
+        with np.errstate(over="ignore"):
+            for k in range(1, n):
+                joined = joined * shift[k : m + k] + value[k : m + k]
+            chars = (self.char_ends[n:] - self.char_ends[:m]).astype(np.uint64)
+            keyed = (joined + chars * _HASH_LENGTH_MIX)[valid]
+            keyed ^= self.doc[valid].astype(np.uint64) * _DOC_MIX
+        again = valid[~first_occurrences(keyed)]
+        if len(again):
+            cover = np.zeros(len(self.ids) + 1, np.int64)
+            np.add.at(cover, again, 1)
+            np.add.at(cover, again + n, -1)
+            covered = np.cumsum(cover[:-1]) > 0
+            bound += np.bincount(
+                self.doc, weights=np.where(covered, self.splitter.length[self.ids], 0), minlength=len(bound)
+            ).astype(np.int64)
+        return bound
+
+
+def first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """For each position: is it the first with its key?"""
+    order = np.argsort(keys, kind="stable")  # equal keys keep their positions' order: the first comes first
+    ordered = keys[order]
+    first = np.ones(len(keys), bool)
+    first[order[1:][ordered[1:] == ordered[:-1]]] = False
+    return first
+
+
+def gopher_repetition_reasons(
+    texts: list[str], ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter, f, join_fix: bool = False
+) -> list[str | None]:
+    """``GopherRepetitionFilter.filter``'s reason for each of a batch of texts (words: ``WordSplitter.batch_words``).
+
+    The n-gram rules run on the whole batch at once; datatrove's duplicated n-gram scan runs only on documents
+    where some n-gram may repeat.
+    """
+    reasons = [paragraph_and_line_reason(text, f) for text in texts]
+    pending = np.array([r is None for r in reasons])
+    if not pending.any():
+        return reasons
+    lengths = np.fromiter(map(len, texts), np.float64, len(texts))
+    lengths[lengths == 0] = np.inf  # empty texts were decided above
+    ngrams = BatchNgrams(ids, offsets, splitter)
     for n, n_frac in f.top_n_grams:
-        n_grams = get_n_grams(words, n)
-        if n_grams and find_top_duplicate(n_grams) / len(text) > n_frac:
-            return f"top_{n}_gram"
+        failing = pending & (ngrams.top_chars(n) / lengths > n_frac)
+        for i in np.flatnonzero(failing).tolist():
+            reasons[i] = f"top_{n}_gram"
+        pending &= ~failing
+        if not pending.any():
+            return reasons
+    tables: dict[int, NgramTable] = {}
     for n, n_frac in f.dup_n_grams:
-        if find_all_duplicate(words, n) / len(text) > n_frac:
-            return f"duplicated_{n}_n_grams"
-    return None
+        for i in np.flatnonzero(pending & (ngrams.repeat_bound(n) / lengths > n_frac)).tolist():
+            if i not in tables:
+                tables[i] = NgramTable(ids[offsets[i] : offsets[i + 1]], splitter)
+            if duplicated_chars(tables[i], n, join_fix) / len(texts[i]) > n_frac:
+                reasons[i] = f"duplicated_{n}_n_grams"
+                pending[i] = False
+    return reasons
 
 
-def gopher_quality_reason(
-    text: str, ids: np.ndarray, splitter: WordSplitter, f, stop_ids: list[int]
-) -> str | None:
-    """``GopherQualityFilter.filter`` for a text with at least one word."""
-    n_words = len(ids)
+def duplicated_chars(table: NgramTable, n: int, join_fix: bool = False) -> int:
+    """datatrove's ``find_all_duplicate`` for one document (its own function where ours cannot tell)."""
+    repeated = duplicated_ngram_chars(table, n, join_fix)
+    if repeated is None:
+        from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+        repeated = find_all_duplicate([table.splitter.tokens[i] for i in table.words.tolist()], n)
+    return repeated
+
+
+def gopher_quality_reasons(
+    texts: list[str], ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter, f, stop_ids: np.ndarray
+) -> list[str | None]:
+    """``GopherQualityFilter.filter``'s reason for each of a batch of texts that each have at least one word.
+
+    The per-word counts are sums over the batch's word ids, one numpy call each.
+    """
+    counts = np.diff(offsets)
+    doc = np.repeat(np.arange(len(texts)), counts)
     non_symbol = splitter.non_symbol[ids]
-    n_non_symbol = int(non_symbol.sum())
+    n_non_symbol = np.bincount(doc, weights=non_symbol, minlength=len(texts)).astype(np.int64)
+    chars = np.bincount(doc, weights=np.where(non_symbol, splitter.length[ids], 0), minlength=len(texts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        averages = (chars / n_non_symbol).tolist()  # nan without non-symbol words, as numpy's mean of nothing
+    alpha = np.bincount(doc, weights=splitter.has_alpha[ids], minlength=len(texts)).astype(np.int64)
+    is_stop = np.isin(ids, stop_ids)
+    stop_pairs = np.unique(doc[is_stop] * (int(ids.max(initial=0)) + 1) + ids[is_stop])
+    stops = np.bincount(stop_pairs // (int(ids.max(initial=0)) + 1), minlength=len(texts))
+    return [
+        _gopher_quality_reason(text, int(n), int(ns), avg, int(a), int(st), f)
+        for text, n, ns, avg, a, st in zip(
+            texts, counts.tolist(), n_non_symbol.tolist(), averages, alpha.tolist(), stops.tolist(), strict=True
+        )
+    ]
+
+
+def _gopher_quality_reason(
+    text: str, n_words: int, n_non_symbol: int, avg: float, n_alpha: int, n_stop: int, f
+) -> str | None:
+    """``GopherQualityFilter.filter`` on one text's word counts, its rules in datatrove's order."""
     if f.min_doc_words and n_non_symbol < f.min_doc_words:
         return "gopher_short_doc"
     if f.max_doc_words and n_non_symbol > f.max_doc_words:
         return "gopher_long_doc"
-    avg = np.mean(splitter.length[ids[non_symbol]]) if n_non_symbol else float("nan")
     if f.min_avg_word_length and avg < f.min_avg_word_length:
         return "gopher_below_avg_threshold"
     if f.max_avg_word_length and avg > f.max_avg_word_length:
@@ -219,12 +331,9 @@ def gopher_quality_reason(
         sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > f.max_ellipsis_lines_ratio
     ):
         return "gopher_too_many_end_ellipsis"
-    if (
-        f.max_non_alpha_words_ratio
-        and int(splitter.has_alpha[ids].sum()) / n_words < f.max_non_alpha_words_ratio
-    ):
+    if f.max_non_alpha_words_ratio and n_alpha / n_words < f.max_non_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
-    if f.min_stop_words and int(np.isin(stop_ids, ids).sum()) < f.min_stop_words:
+    if f.min_stop_words and n_stop < f.min_stop_words:
         return "gopher_enough_stop_words"
     return None
 

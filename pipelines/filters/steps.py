@@ -28,8 +28,8 @@ from datatrove.utils.typeshelper import StatHints
 from pipelines.filters.checks import (
     c4_reason,
     fineweb_reason,
-    gopher_quality_reason,
-    gopher_repetition_reason,
+    gopher_quality_reasons,
+    gopher_repetition_reasons,
 )
 from pipelines.filters.offline import LocalModelLanguageFilter
 from pipelines.filters.words import WordSplitter
@@ -52,8 +52,14 @@ class _SharedWords:
         self.entries: OrderedDict[int, tuple[Document, str, str, int, np.ndarray]] = OrderedDict()
 
     def get(self, doc: Document, splitter: WordSplitter) -> np.ndarray:
-        key = id(doc)
-        entry = self.entries.get(key)
+        ids = self._cached(doc, splitter)
+        if ids is None:
+            ids = splitter.words(doc.text)
+            self.put(doc, splitter, ids)
+        return ids
+
+    def _cached(self, doc: Document, splitter: WordSplitter) -> np.ndarray | None:
+        entry = self.entries.get(id(doc))
         if (
             entry is not None
             and entry[0] is doc
@@ -62,11 +68,29 @@ class _SharedWords:
             and entry[3] == splitter.generation
         ):
             return entry[4]
-        ids = splitter.words(doc.text)
-        self.entries[key] = (doc, doc.text, splitter.language, splitter.generation, ids)
+        return None
+
+    def get_many(self, docs: list[Document], splitter: WordSplitter) -> list[np.ndarray]:
+        """The words of each document, those not kept computed together."""
+        words = [self._cached(doc, splitter) for doc in docs]
+        missing = [doc for doc, ids in zip(docs, words, strict=True) if ids is None]
+        if missing:
+            ids, offsets = self.batch(missing, splitter)
+            fresh = iter(np.split(ids, offsets[1:-1]))
+            words = [next(fresh) if w is None else w for w in words]
+        return words
+
+    def put(self, doc: Document, splitter: WordSplitter, ids: np.ndarray) -> None:
+        self.entries[id(doc)] = (doc, doc.text, splitter.language, splitter.generation, ids)
         if len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
-        return ids
+
+    def batch(self, docs: list[Document], splitter: WordSplitter) -> tuple[np.ndarray, np.ndarray]:
+        """The words of a batch of documents at once (``ids[offsets[i]:offsets[i + 1]]``), kept for later steps."""
+        ids, offsets = splitter.batch_words([doc.text for doc in docs])
+        for doc, start, end in zip(docs, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+            self.put(doc, splitter, ids[start:end])
+        return ids, offsets
 
 
 SHARED_WORDS = _SharedWords()
@@ -123,19 +147,7 @@ def _verdict(reason: str | None) -> bool | tuple[bool, str]:
     return True if reason is None else (False, reason)
 
 
-class _PerDocumentFilter(_FastFilter):
-    """A fast filter deciding each document of a batch on its own, once the batch's words are prepared."""
-
-    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        self.splitter.prepare([doc.text for doc in batch])
-        return [self.decide(doc) for doc in batch]
-
-    @abstractmethod
-    def decide(self, doc: Document) -> bool | tuple[bool, str]:
-        """Keep (True) or drop (False, or (False, datatrove's reason)) one document."""
-
-
-class FastGopherRepetitionFilter(_PerDocumentFilter):
+class FastGopherRepetitionFilter(_FastFilter):
     """GopherRepetitionFilter; ``join_fix`` compares duplicated n-grams word by word (see docs/curation.md)."""
 
     name = GopherRepetitionFilter.name
@@ -147,25 +159,36 @@ class FastGopherRepetitionFilter(_PerDocumentFilter):
         ref = self.reference
         self.use_reference = any(n < 1 for n, _ in (*ref.top_n_grams, *ref.dup_n_grams))
 
-    def decide(self, doc: Document) -> bool | tuple[bool, str]:
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         if self.use_reference:
-            return self.reference.filter(doc)
-        reason = gopher_repetition_reason(
-            doc.text, lambda: self.words(doc), self.splitter, self.reference, self.join_fix
-        )
-        return _verdict(reason)
+            return [self.reference.filter(doc) for doc in batch]
+        ids, offsets = SHARED_WORDS.batch(batch, self.splitter)
+        texts = [doc.text for doc in batch]
+        reasons = gopher_repetition_reasons(texts, ids, offsets, self.splitter, self.reference, self.join_fix)
+        return [_verdict(reason) for reason in reasons]
 
 
-class FastGopherQualityFilter(_PerDocumentFilter):
+class FastGopherQualityFilter(_FastFilter):
     name = GopherQualityFilter.name
     reference_class = GopherQualityFilter
 
-    def decide(self, doc: Document) -> bool | tuple[bool, str]:
-        ids = self.words(doc)
-        if not len(ids):  # datatrove divides by the word count: let it decide (or fail) as it does
-            return self.reference.filter(doc)
-        stop_ids = self.splitter.token_ids(sorted(self.reference.stop_words))
-        return _verdict(gopher_quality_reason(doc.text, ids, self.splitter, self.reference, stop_ids))
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        splitter = self.splitter
+        words = SHARED_WORDS.get_many(batch, splitter)
+        results: list[bool | tuple[bool, str]] = [True] * len(batch)
+        # datatrove divides by the word count: a document without words is left to it (to decide or fail)
+        with_words = [i for i, ids in enumerate(words) if len(ids)]
+        for i in sorted(set(range(len(batch))) - set(with_words)):
+            results[i] = self.reference.filter(batch[i])
+        if with_words:
+            ids = np.concatenate([words[i] for i in with_words])
+            offsets = np.concatenate(([0], np.cumsum([len(words[i]) for i in with_words])))
+            stop_ids = splitter.token_array(sorted(self.reference.stop_words))
+            texts = [batch[i].text for i in with_words]
+            reasons = gopher_quality_reasons(texts, ids, offsets, splitter, self.reference, stop_ids)
+            for i, reason in zip(with_words, reasons, strict=True):
+                results[i] = _verdict(reason)
+        return results
 
 
 class FastC4QualityFilter(_FastFilter):

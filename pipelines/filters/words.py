@@ -11,20 +11,26 @@ A text where two adjacent chunks could start such a match (the last token of one
 consecutive tokens of some multi-token special case) is split by datatrove's own function instead, as are texts
 containing "IS_ALPHA" (datatrove's spaCy error path) and languages whose word tokenizer is not a plain spaCy one.
 
-Each distinct chunk is tokenized once (many chunks at a time, separated by newlines, inside a memory zone) and its
-tokens are kept as integer ids; per-token properties the filters need live in numpy arrays indexed by id.
+Each distinct chunk is tokenized once (many chunks at a time, separated by newlines) and its tokens are kept as
+integer ids in one flat array (chunk i owns ``flat[bounds[i]:bounds[i + 1]]``); per-token properties the filters need
+live in numpy arrays indexed by id, computed for many new tokens at once from their code points. The words of a
+batch of texts are then one dictionary lookup per chunk and a numpy gather (``batch_words``).
 """
 
 from __future__ import annotations
 
 import re
-from itertools import chain, islice
+import sys
+from bisect import bisect_right
+from itertools import chain, islice, repeat
 
 import numpy as np
 
 # characters datatrove treats as symbols (a word made only of these is a "symbol word")
 from datatrove.utils.text import PUNCTUATION_SET
 from spacy.attrs import IDX, IS_PUNCT, LENGTH
+
+from pipelines.filters.affixes import tail_suffix_search
 
 _WS_SPLIT = re.compile(r"(\s+)")
 # the sentencizer's rule on token classes: P = a sentence-final punctuation character, O = other punctuation,
@@ -61,13 +67,16 @@ class WordSplitter:
         self.generation = getattr(self, "generation", -1) + 1  # token ids from an older generation are stale
         if self.fast and self.generation:
             self._nlp = self._private_nlp()  # drops the lexemes spaCy learnt meanwhile
-        self._chunk_ids: dict[str, tuple[int, ...]] = {}
-        self._chunk_codes: dict[str, str] = {"": ""}
-        self._ends_risky: set[str] = set()  # chunks whose last token can start a special case across chunks
-        self._starts_risky: set[str] = set()  # chunks whose first token can end one
+        self._chunk_index: dict[str, int] = {}  # chunk -> its row in the flat token table
+        self._chunk_bounds = np.zeros(1025, np.int64)  # chunk i's tokens: _chunk_flat[bounds[i]:bounds[i + 1]]
+        self._chunk_flat = np.zeros(4096, np.int64)
+        self._n_chunks = 0
+        self._chunk_codes: dict[str, str] = {"": ""}  # sentencizer classes of a chunk's tokens, when asked
+        self._token_codes: dict[int, str] = {}
         self._token_id: dict[str, int] = {}
+        self._pair_keys_generation = -1  # (left token id << 32 | right token id) of the special-case pairs
+        self._pattern_ids_generation = -1  # the multi-token special cases as tuples of token ids
         self.tokens: list[str] = []
-        self.codes: list[str] = []  # each token's sentencizer class (see _SENTENCE_START)
         self._size = 0
         cap = 1024
         self.length = np.zeros(cap, np.int64)
@@ -75,42 +84,66 @@ class WordSplitter:
         self.has_alpha = np.zeros(cap, bool)
         self.hash = np.zeros(cap, np.uint64)
         self.hash_shift = np.zeros(cap, np.uint64)
+        self.pair_left = np.zeros(cap, bool)  # the token is the left one of two consecutive special-case tokens
+        self.pair_right = np.zeros(cap, bool)  # ... the right one
 
     def _grow(self, need: int) -> None:
         cap = len(self.length)
         while cap < need:
             cap *= 2
-        for name in ("length", "non_symbol", "has_alpha", "hash", "hash_shift"):
-            old = getattr(self, name)
-            new = np.zeros(cap, old.dtype)
-            new[: len(old)] = old
-            setattr(self, name, new)
+        for name in ("length", "non_symbol", "has_alpha", "hash", "hash_shift", "pair_left", "pair_right"):
+            setattr(self, name, _grown(getattr(self, name), cap))
 
     def token_ids(self, tokens: list[str]) -> list[int]:
         """Ids of token strings, adding the new ones to the vocabulary."""
-        new = [t for t in dict.fromkeys(tokens) if t not in self._token_id]
-        if new:
-            start = self._size
-            if start + len(new) > len(self.length):
-                self._grow(start + len(new))
-            for offset, token in enumerate(new):
-                self._token_id[token] = start + offset
-            self.tokens += new
-            if self.fast:
-                self.codes += map(self._code, new)
-            self._size += len(new)
-            sl = slice(start, self._size)
-            self.length[sl] = [len(t) for t in new]
-            self.non_symbol[sl] = [any(ch not in PUNCTUATION_SET for ch in t) for t in new]
-            self.has_alpha[sl] = [any(ch.isalpha() for ch in t) for t in new]
-            self.hash[sl] = [_poly_hash(t) for t in new]
-            self.hash_shift[sl] = [pow(_HASH_BASE, len(t), 1 << 64) for t in new]
-        return [self._token_id[t] for t in tokens]
+        return self.token_array(tokens).tolist()
 
-    def _code(self, token: str) -> str:
-        if token in self._punct_chars:
-            return "P"
-        return "O" if self._is_punct(token) else "N"
+    def token_array(self, tokens: list[str]) -> np.ndarray:
+        """Ids of token strings as an int64 array, adding the new ones to the vocabulary."""
+        new = set(tokens).difference(self._token_id)
+        if new:
+            self._add_tokens(sorted(new))
+        return np.fromiter(map(self._token_id.__getitem__, tokens), np.int64, len(tokens))
+
+    def _add_tokens(self, new: list[str]) -> None:
+        """Give new tokens ids and compute their properties, all at once from their code points."""
+        start, count = self._size, len(new)
+        if start + count > len(self.length):
+            self._grow(start + count)
+        self._token_id.update(zip(new, range(start, start + count), strict=True))
+        self.tokens += new
+        self._size += count
+        sl = slice(start, self._size)
+        lengths = np.fromiter(map(len, new), np.int64, count)
+        self.length[sl] = lengths
+        self.hash_shift[sl] = _powers(int(lengths.max()))[lengths]
+        if self.fast:
+            self.pair_left[sl] = np.fromiter(map(self._pair_lefts.__contains__, new), bool, count)
+            self.pair_right[sl] = np.fromiter(map(self._pair_rights.__contains__, new), bool, count)
+        filled = np.flatnonzero(lengths)  # an empty token (never from spaCy) has no symbol, letter or hash
+        self.non_symbol[sl] = self.has_alpha[sl] = False
+        self.hash[sl] = 0
+        if not len(filled):
+            return
+        nonempty = lengths[filled]
+        points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        firsts = np.concatenate(([0], np.cumsum(nonempty)[:-1]))
+        rows = filled + start
+        self.non_symbol[rows] = np.logical_or.reduceat(~_punctuation_table()[points], firsts)
+        self.has_alpha[rows] = np.logical_or.reduceat(_ALPHA.mask(points), firsts)
+        # the polynomial hash of each token: sum of code point * BASE^(characters after it), wrapping at 64 bits
+        after = np.repeat(firsts + nonempty, nonempty) - 1 - np.arange(len(points))
+        weighted = points.astype(np.uint64) * _powers(int(nonempty.max()))[after]
+        self.hash[rows] = np.add.reduceat(weighted, firsts)
+
+    def _code(self, token_id: int) -> str:
+        """A token's sentencizer class (see _SENTENCE_START), computed when first asked."""
+        code = self._token_codes.get(token_id)
+        if code is None:
+            token = self.tokens[token_id]
+            code = "P" if token in self._punct_chars else "O" if self._is_punct(token) else "N"
+            self._token_codes[token_id] = code
+        return code
 
     def _private_nlp(self):
         """datatrove's spaCy pipeline, our own copy: used outside memory zones, its vocabulary grows until a reset.
@@ -123,6 +156,7 @@ class WordSplitter:
         nlp = SpaCyTokenizer(self.language).tokenizer
         self._is_punct = nlp.vocab.lex_attr_getters[IS_PUNCT]
         nlp.vocab.lex_attr_getters = {}
+        nlp.tokenizer.suffix_search = tail_suffix_search(nlp.tokenizer.suffix_search)  # same lengths, faster
         return nlp
 
     def _special_case_patterns(self) -> set[tuple[str, ...]]:
@@ -153,19 +187,20 @@ class WordSplitter:
     # -- chunks ------------------------------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> None:
         """Tokenize, in one spaCy call per few thousand, every chunk of these texts not seen before."""
-        if not self.fast:
-            return
-        if len(self._chunk_ids) > self.max_chunks or len(self._nlp.vocab) > 2 * self.max_chunks:
+        if self.fast:
+            self._learn(set(chain.from_iterable(map(str.split, texts))))
+
+    def _learn(self, chunks: set[str]) -> None:
+        if self._n_chunks > self.max_chunks or len(self._nlp.vocab) > 2 * self.max_chunks:
             self._reset()
-        seen = self._chunk_ids
-        missing = [c for c in set(chain.from_iterable(map(str.split, texts))) if c not in seen]
+        missing = sorted(chunks.difference(self._chunk_index))
         for start in range(0, len(missing), 4096):
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
         simple, suffixed, suffixed_parts, rest = self._split_simple(chunks)
-        self._store(simple, [[c] for c in simple])
-        self._store(suffixed, suffixed_parts)
+        self._store(simple, [[c] for c in simple], checked=True)
+        self._store(suffixed, suffixed_parts, checked=True)
         if not rest:
             return
         joined = "\n".join(rest)
@@ -235,25 +270,38 @@ class WordSplitter:
             suffixed_parts.append([core, chunk[-1]])
         return simple, suffixed, suffixed_parts, rest
 
-    def _store(self, chunks: list[str], parts: list[list[str]]) -> None:
-        ids = self.token_ids(list(chain.from_iterable(parts)))
-        codes = self.codes
-        at = 0
-        for chunk, chunk_parts in zip(chunks, parts, strict=True):
-            end = at + len(chunk_parts)
-            # an unexpected split is never cached: the texts holding the chunk take the whole-text path
-            if chunk_parts and "".join(chunk_parts) == chunk:
-                chunk_ids = tuple(ids[at:end])
-                self._chunk_ids[chunk] = chunk_ids
-                self._chunk_codes[chunk] = "".join([codes[i] for i in chunk_ids])
-                if self.tokens[chunk_ids[-1]] in self._pair_lefts:
-                    self._ends_risky.add(chunk)
-                if self.tokens[chunk_ids[0]] in self._pair_rights:
-                    self._starts_risky.add(chunk)
-            at = end
+    def _store(self, chunks: list[str], parts: list[list[str]], checked: bool = False) -> None:
+        """Append chunks and their tokens to the flat table (``checked``: the parts are known to join up)."""
+        if not checked:  # an unexpected split is never cached: the texts holding the chunk take the whole-text path
+            kept = [(c, p) for c, p in zip(chunks, parts, strict=True) if p and "".join(p) == c]
+            chunks, parts = [c for c, _ in kept], [p for _, p in kept]
+        if not chunks:
+            return
+        ids = self.token_array(list(chain.from_iterable(parts)))
+        counts = np.fromiter(map(len, parts), np.int64, len(parts))
+        first, last = self._n_chunks, self._n_chunks + len(chunks)
+        flat_start = int(self._chunk_bounds[first])
+        flat_end = flat_start + len(ids)
+        self._chunk_bounds = _grown(self._chunk_bounds, last + 1)
+        self._chunk_flat = _grown(self._chunk_flat, flat_end)
+        self._chunk_bounds[first + 1 : last + 1] = flat_start + np.cumsum(counts)
+        self._chunk_flat[flat_start:flat_end] = ids
+        self._chunk_index.update(zip(chunks, range(first, last), strict=True))
+        self._n_chunks = last
 
-    def _fast_chunks(self, text: str) -> tuple[list[str], list[tuple[int, int]]] | None:
-        """The text's chunks and the windows of chunks a special case crosses; None: no fast split for this text.
+    def _ids_of(self, chunk: str) -> list[int]:
+        row = self._chunk_index[chunk]
+        return self._chunk_flat[self._chunk_bounds[row] : self._chunk_bounds[row + 1]].tolist()
+
+    def _codes_of(self, chunk: str) -> str:
+        codes = self._chunk_codes.get(chunk)
+        if codes is None:
+            codes = self._chunk_codes[chunk] = "".join(map(self._code, self._ids_of(chunk)))
+        return codes
+
+    def _fast_chunks(self, text: str) -> tuple[list[str], list[tuple[int, int]], np.ndarray, np.ndarray] | None:
+        """The text's chunks, the windows of chunks a special case crosses, the chunks' cached token ids and where
+        each chunk's tokens start among them; None: no fast split for this text.
 
         Outside the windows the words are the chunks' cached tokens. Inside a window spaCy's matcher may combine
         tokens of several chunks, so the window's text is tokenized as it stands: no match reaches outside it, so
@@ -262,43 +310,65 @@ class WordSplitter:
         if not self.fast or "IS_ALPHA" in text:
             return None
         chunks = text.split()
-        ids = self._chunk_ids
-        if not all(map(ids.__contains__, chunks)):
-            self._tokenize_chunks(list({c for c in chunks if c not in ids}))
-            if not all(map(ids.__contains__, chunks)):
-                return None
-        if len(chunks) > 1 and self._boundary_pairs:
-            n = len(chunks) - 1
-            ends_risky = np.fromiter(map(self._ends_risky.__contains__, chunks[:-1]), bool, n)
-            starts_risky = np.fromiter(map(self._starts_risky.__contains__, chunks[1:]), bool, n)
-            candidates = np.flatnonzero(ends_risky & starts_risky).tolist()
-            if candidates:
-                return chunks, self._crossing_windows(chunks, candidates)
-        return chunks, []
+        rows = self._rows(chunks)
+        if rows is None:
+            return None
+        ids, counts = self._gather(rows, np.ones(len(rows), bool))
+        starts = np.concatenate(([0], np.cumsum(counts)))
+        candidates = self._candidates(rows)
+        windows = self._crossing_windows(ids, starts, candidates.tolist()) if len(candidates) else []
+        return chunks, windows, ids, starts
 
-    def _crossing_windows(self, chunks: list[str], candidates: list[int]) -> list[tuple[int, int]]:
+    def _rows(self, chunks: list[str]) -> np.ndarray | None:
+        """The table rows of chunks, learning the new ones; None if one cannot be learnt."""
+        index = self._chunk_index
+        if not all(map(index.__contains__, chunks)):
+            self._learn(set(chunks))
+            index = self._chunk_index  # a reset makes a new one
+            if not all(map(index.__contains__, chunks)):
+                return None
+        return np.fromiter(map(index.__getitem__, chunks), np.int64, len(chunks))
+
+    def _candidates(self, rows: np.ndarray) -> np.ndarray:
+        """Boundaries i (between rows[i] and rows[i + 1]) where the last token of one chunk and the first of the
+        next are consecutive tokens of a multi-token special case."""
+        if len(rows) < 2 or not self._boundary_pairs:
+            return np.empty(0, np.int64)
+        last_token = self._chunk_flat[self._chunk_bounds[rows[:-1] + 1] - 1]
+        first_token = self._chunk_flat[self._chunk_bounds[rows[1:]]]
+        risky = np.flatnonzero(self.pair_left[last_token] & self.pair_right[first_token])
+        if not len(risky):
+            return risky
+        if self._pair_keys_generation != self.generation:
+            lefts = self.token_array([left for left, _ in self._boundary_pairs])
+            rights = self.token_array([right for _, right in self._boundary_pairs])
+            self._pair_keys = np.unique((lefts << 32) | rights)
+            self._pair_keys_generation = self.generation
+        keys = (last_token[risky] << 32) | first_token[risky]
+        return risky[np.isin(keys, self._pair_keys)]
+
+    def _crossing_windows(self, ids: np.ndarray, starts: np.ndarray, candidates: list[int]) -> list[tuple[int, int]]:
         """Ranges [first, last] of chunks that multi-token special cases join, merged where they share a chunk.
 
-        ``candidates``: the boundaries (after chunk i) where the last token of one chunk and the first of the next
-        are consecutive tokens of a special case; the tokens around each are matched against the special cases.
+        ``ids``: the text's cached token ids, chunk c's from ``starts[c]``; ``candidates``: the boundaries (after
+        chunk i) where the last token of one chunk and the first of the next are consecutive tokens of a special
+        case. The tokens around each boundary are matched against the special cases.
         """
-        ids, tokens, pairs = self._chunk_ids, self.tokens, self._boundary_pairs
+        if self._pattern_ids_generation != self.generation:
+            self._pattern_ids = {tuple(self.token_ids(list(p))) for p in self._patterns}
+            self._pattern_ids_generation = self.generation
+        patterns = self._pattern_ids
         longest = self._pattern_lengths[-1]
+        bounds = starts.tolist()
         found: list[tuple[int, int]] = []
         for i in candidates:
-            if (tokens[ids[chunks[i]][-1]], tokens[ids[chunks[i + 1]][0]]) not in pairs:
-                continue
-            # every chunk has a token: longest - 1 chunks on each side hold any match across this boundary
-            lo, hi = max(0, i - longest + 2), min(len(chunks), i + longest)
-            words, owner = [], []
-            for c in range(lo, hi):
-                words += [tokens[t] for t in ids[chunks[c]]]
-                owner += [c] * len(ids[chunks[c]])
-            b = owner.index(i + 1)
+            b = bounds[i + 1]  # the first token of chunk i + 1
+            lo = max(0, b - longest + 1)
+            words = ids[lo : b + longest - 1].tolist()
             for k in self._pattern_lengths:
-                for start in range(max(0, b - k + 1), min(b, len(words) - k + 1)):
-                    if tuple(words[start : start + k]) in self._patterns:
-                        found.append((owner[start], owner[start + k - 1]))
+                for start in range(max(lo, b - k + 1), min(b, lo + len(words) - k + 1)):
+                    if tuple(words[start - lo : start - lo + k]) in patterns:
+                        found.append((bisect_right(bounds, start) - 1, bisect_right(bounds, start + k - 1) - 1))
         windows: list[list[int]] = []
         for first, last in sorted(found):
             if windows and first <= windows[-1][1]:
@@ -307,22 +377,32 @@ class WordSplitter:
                 windows.append([first, last])
         return [(a, b) for a, b in windows]
 
-    def _window_ids(self, text: str, chunks: list[str], windows: list[tuple[int, int]]) -> np.ndarray:
+    def _window_ids(
+        self, text: str, windows: list[tuple[int, int]], ids: np.ndarray, starts: np.ndarray
+    ) -> np.ndarray:
         """Word ids of a text some of whose chunks special cases join (see ``_fast_chunks``): the chunks'
         cached ids outside the windows, spaCy's tokens of each window's text inside."""
-        ids = self._chunk_ids
         spans = [m.span() for m in islice(re.finditer(r"\S+", text), windows[-1][1] + 1)]
         parts: list[np.ndarray] = []
         done = 0
         for first, last in windows:
-            parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:first])), np.int64))
+            parts.append(ids[starts[done] : starts[first]])
             piece = text[spans[first][0] : spans[last][1]]
             found = self._nlp.tokenizer(piece).to_array([IDX, LENGTH]).tolist()
             words = [w for w in (piece[a : a + n].strip() for a, n in found) if w]
-            parts.append(np.asarray(self.token_ids(words), dtype=np.int64))
+            parts.append(self.token_array(words))
             done = last + 1
-        parts.append(np.fromiter(chain.from_iterable(map(ids.__getitem__, chunks[done:])), np.int64))
+        parts.append(ids[starts[done] :])
         return np.concatenate(parts)
+
+    def _gather(self, rows: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tokens of the used rows, in order, and each row's token count (0 where unused)."""
+        starts = self._chunk_bounds[rows]
+        counts = np.where(used, self._chunk_bounds[rows + 1] - starts, 0)
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        positions = np.repeat(starts - (ends - counts), counts) + np.arange(total)
+        return self._chunk_flat[positions], counts
 
     def _whole_text_words(self, text: str) -> list[str]:
         """The slow path: spaCy's tokenizer on the whole text (datatrove's own function for its error case)."""
@@ -333,25 +413,57 @@ class WordSplitter:
         return [word for word in (text[a : a + n].strip() for a, n in spans) if word]
 
     # -- what the filters ask for ------------------------------------------------------------------------------
+    def batch_words(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of ``split_into_words`` of every text: ``ids[offsets[i]:offsets[i + 1]]`` are text i's.
+
+        One dictionary lookup per chunk and a numpy gather for the batch; a text with a chunk that could not be
+        learnt, a special-case window or "IS_ALPHA" goes through ``words`` on its own.
+        """
+        count = len(texts)
+        if not self.fast or not count:
+            parts = [self.words(text) for text in texts]
+            return _concatenated(parts)
+        per_text = [text.split() for text in texts]
+        chunks = list(chain.from_iterable(per_text))
+        self._learn(set(chunks))
+        rows = np.fromiter(map(self._chunk_index.get, chunks, repeat(-1)), np.int64, len(chunks))
+        chunk_counts = np.fromiter(map(len, per_text), np.int64, count)
+        text_of_chunk = np.repeat(np.arange(count), chunk_counts)
+        alone = np.zeros(count, bool)  # texts that take the one-by-one path
+        alone[[i for i, text in enumerate(texts) if "IS_ALPHA" in text]] = True
+        alone[text_of_chunk[rows < 0]] = True
+        rows[rows < 0] = 0
+        ids, counts = self._gather(rows, ~alone[text_of_chunk])
+        token_starts = np.concatenate(([0], np.cumsum(counts)))  # where each chunk's tokens start in ids
+        chunk_offsets = np.concatenate(([0], np.cumsum(chunk_counts)))
+        offsets = token_starts[chunk_offsets]
+        parts: dict[int, np.ndarray] = {i: self.words(texts[i]) for i in np.flatnonzero(alone).tolist()}
+        boundaries = self._candidates(rows)
+        if len(boundaries):
+            same_text = text_of_chunk[boundaries] == text_of_chunk[boundaries + 1]
+            boundaries = boundaries[same_text & ~alone[text_of_chunk[boundaries]]]
+            for i, candidates in _grouped(text_of_chunk[boundaries], boundaries):
+                first_chunk = chunk_offsets[i]
+                starts = token_starts[first_chunk : chunk_offsets[i + 1] + 1] - token_starts[first_chunk]
+                text_ids = ids[offsets[i] : offsets[i + 1]]
+                windows = self._crossing_windows(text_ids, starts, (candidates - first_chunk).tolist())
+                if windows:
+                    parts[i] = self._window_ids(texts[i], windows, text_ids, starts)
+        if not parts:
+            return ids, offsets
+        return _concatenated([parts.get(i, ids[offsets[i] : offsets[i + 1]]) for i in range(count)])
+
     def words(self, text: str) -> np.ndarray:
-        """Token ids of ``split_into_words(text)``; call ``prepare`` on the batch first."""
+        """Token ids of ``split_into_words(text)``."""
         split = self._fast_chunks(text)
         if split is None:
-            return np.asarray(self.token_ids(self._whole_text_words(text)), dtype=np.int64)
-        chunks, windows = split
-        if windows:
-            return self._window_ids(text, chunks, windows)
-        return np.fromiter(chain.from_iterable(map(self._chunk_ids.__getitem__, chunks)), dtype=np.int64)
+            return self.token_array(self._whole_text_words(text))
+        _, windows, ids, starts = split
+        return self._window_ids(text, windows, ids, starts) if windows else ids
 
     def word_count(self, text: str) -> int:
         """``len(split_into_words(text))``."""
-        split = self._fast_chunks(text)
-        if split is None:
-            return len(self._whole_text_words(text))
-        chunks, windows = split
-        if windows:
-            return len(self._window_ids(text, chunks, windows))
-        return sum(map(len, map(self._chunk_ids.__getitem__, chunks)))
+        return len(self.words(text))
 
     def reference_words(self, text: str) -> list[str]:
         """datatrove's own ``split_into_words`` (the slow path)."""
@@ -371,11 +483,11 @@ class WordSplitter:
         split = self._fast_chunks(joined)
         if split is None:
             return self._reference_sentences(lines)
-        chunks, windows = split
+        _, windows, _, _ = split
         parts = _WS_SPLIT.split(joined)
-        codes = map(self._chunk_codes.__getitem__, parts[0::2])
+        codes = map(self._codes_of, parts[0::2])
         gaps = map(_gap_code, parts[1::2])
-        sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._chunk_codes[parts[-1]]
+        sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._codes_of(parts[-1])
         if not windows:
             return len(lines) + len(_SENTENCE_START.findall(sequence))
         per_line = sequence.split("|")
@@ -410,7 +522,76 @@ def _gap_code(run: str) -> str:
     return "" if run == " " else "N"
 
 
-def _poly_hash(token: str) -> int:
+def _grouped(keys: np.ndarray, values: np.ndarray):
+    """(key, values with that key) for sorted keys."""
+    if not len(keys):
+        return
+    cuts = np.flatnonzero(np.diff(keys)) + 1
+    for group in np.split(np.arange(len(keys)), cuts):
+        yield int(keys[group[0]]), values[group]
+
+
+def _concatenated(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.concatenate(([0], np.cumsum([len(p) for p in parts], dtype=np.int64)))
+    ids = np.concatenate(parts).astype(np.int64, copy=False) if parts else np.empty(0, np.int64)
+    return ids, offsets
+
+
+def _grown(array: np.ndarray, need: int) -> np.ndarray:
+    """The array itself when it holds `need` items, else a copy with at least twice the room."""
+    if len(array) >= need:
+        return array
+    bigger = np.zeros(max(need, 2 * len(array)), array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+_POWERS = np.ones(1, np.uint64)
+
+
+def _powers(longest: int) -> np.ndarray:
+    """``_HASH_BASE ** k`` modulo 2^64 for k = 0..longest (at least)."""
+    global _POWERS
+    if len(_POWERS) <= longest:
+        factors = np.full(max(longest + 1, 2 * len(_POWERS)), _HASH_BASE, np.uint64)
+        factors[0] = 1
+        _POWERS = np.multiply.accumulate(factors)  # unsigned integers wrap: the powers modulo 2^64
+    return _POWERS
+
+
+_PUNCTUATION: np.ndarray | None = None
+
+
+def _punctuation_table() -> np.ndarray:
+    """For every code point: is it one of datatrove's PUNCTUATION_SET characters."""
+    global _PUNCTUATION
+    if _PUNCTUATION is None:
+        _PUNCTUATION = np.zeros(sys.maxunicode + 1, bool)
+        _PUNCTUATION[[ord(ch) for ch in PUNCTUATION_SET]] = True
+    return _PUNCTUATION
+
+
+class _CodePointClass:
+    """A property of code points (str.isalpha), looked up in a table filled as code points first appear."""
+
+    def __init__(self, test) -> None:
+        self.test = test
+        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)
+
+    def mask(self, points: np.ndarray) -> np.ndarray:
+        state = self.known[points]
+        if (state < 0).any():
+            for point in np.unique(points[state < 0]).tolist():
+                self.known[point] = self.test(chr(point))
+            state = self.known[points]
+        return state.astype(bool)
+
+
+_ALPHA = _CodePointClass(str.isalpha)
+
+
+def poly_hash(token: str) -> int:
+    """The token hash ``WordSplitter.hash`` holds, one character at a time (the reference for the tests)."""
     value = 0
     for ch in token:
         value = (value * _HASH_BASE + ord(ch)) & _MASK

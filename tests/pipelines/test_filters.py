@@ -67,16 +67,18 @@ def test_every_drop_reason_is_decided_as_datatrove_does(sample):
         assert seen[kind] == reasons, f"{kind}: the sample never shows {reasons - seen[kind]}"
 
 
-def test_gopher_repetition_decides_alike_on_either_ngram_path(sample, monkeypatch):
-    """Short documents use datatrove's own n-gram functions; here every document takes one path, then the other."""
-    from pipelines.filters import checks
-
-    for small_doc_words in (0, 10**9):
-        monkeypatch.setattr(checks, "SMALL_DOC_WORDS", small_doc_words)
-        for kind, params in PARAMETER_SETS:
-            if kind == "gopher_repetition":
-                expected = fates([DATATROVE[kind](**params)], sample, batched=False)
-                assert fates([FAST_FILTERS[kind](**params)], sample, batched=True) == expected
+def test_decisions_do_not_depend_on_the_batch_a_document_is_in(sample):
+    """The n-gram rules run on whole batches: n-grams must never run from one document into the next."""
+    rng = random.Random(5)
+    for kind, params in PARAMETER_SETS:
+        if kind in ("gopher_repetition", "gopher_quality"):
+            expected = fates([DATATROVE[kind](**params)], sample, batched=False)
+            for size in (1, 7, len(sample)):
+                shuffled = rng.sample(sample, len(sample))
+                got = {}
+                for start in range(0, len(shuffled), size):
+                    got.update(fates([FAST_FILTERS[kind](**params)], shuffled[start : start + size], batched=True))
+                assert got == expected, (kind, params, size)
 
 
 def test_the_default_chain_gives_every_document_the_same_fate(sample):

@@ -1,0 +1,180 @@
+"""spaCy's suffix search, answered from the last few characters of a string and remembered.
+
+spaCy's suffix rules are one regular expression, an alternation of branches each ending at ``$``; the tokenizer
+only uses the length of the match (``find_suffix``: ``match.end() - match.start()``). Python's ``search`` returns
+the match with the leftmost start, and every branch's match ends at the end of the string, so that length is the
+longest any branch matches: the alternation can be cut into groups and the longest of their matches taken.
+
+A branch of bounded width (what it consumes plus what its lookbehinds look at) that has no other anchor than its
+final ``$`` can only see the last ``width + 1`` characters (one more for ``$`` before a final newline): on those
+characters it matches exactly as on the whole string. spaCy's English suffixes are 81 such branches of at most 6
+characters and one unbounded one (two or more dots). So the bounded branches are searched on the string's tail and
+the result is kept per tail (a few thousand distinct tails cover a corpus), the unbounded branches on the whole
+string. Where the rules do not have this shape (another anchor, flags, no top-level alternation) the original
+search is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from re import _parser as sre_parse
+
+SHORT_REACH = 3  # branches that see at most this many final characters share one cache
+_ANCHORS_OTHER_THAN_END = {
+    sre_parse.AT_BEGINNING,
+    sre_parse.AT_BEGINNING_STRING,
+    sre_parse.AT_BOUNDARY,
+    sre_parse.AT_NON_BOUNDARY,
+    sre_parse.AT_END_STRING,
+    sre_parse.AT_BEGINNING_LINE,
+    sre_parse.AT_END_LINE,
+    sre_parse.AT_LOC_BOUNDARY,
+    sre_parse.AT_LOC_NON_BOUNDARY,
+    sre_parse.AT_UNI_BOUNDARY,
+    sre_parse.AT_UNI_NON_BOUNDARY,
+}
+
+
+class Span:
+    """What spaCy reads of a match: its start and end."""
+
+    __slots__ = ("_start", "_end")
+
+    def __init__(self, start: int, end: int):
+        self._start, self._end = start, end
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+
+def _reach(items: sre_parse.SubPattern) -> int | None:
+    """How many characters before the match's end a branch can look at; None if unbounded or differently anchored."""
+    width = items.getwidth()[1]
+    if width >= sre_parse.MAXREPEAT:
+        return None
+    behind = 0
+    stack = [items]
+    while stack:
+        for op, av in stack.pop():
+            if op is sre_parse.AT and av in _ANCHORS_OTHER_THAN_END:
+                return None
+            if op in (sre_parse.GROUPREF, sre_parse.GROUPREF_EXISTS):
+                return None
+            if op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                direction, sub = av
+                sub_width = sub.getwidth()[1]
+                if sub_width >= sre_parse.MAXREPEAT:
+                    return None
+                if direction < 0:
+                    behind += sub_width  # every lookbehind, added up: a bound, however they nest
+                stack.append(sub)
+            elif op is sre_parse.SUBPATTERN:
+                stack.append(av[-1])
+            elif op is sre_parse.BRANCH:
+                stack.extend(av[1])
+            elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT):
+                stack.append(av[2])
+            elif op is sre_parse.ATOMIC_GROUP:
+                stack.append(av)
+    return width + behind + 1
+
+
+def _branches(pattern: re.Pattern) -> list[str] | None:
+    """The source text of each top-level branch, or None when the pattern is not a plain alternation."""
+    if pattern.flags & ~(re.UNICODE):
+        return None
+    tree = sre_parse.parse(pattern.pattern, pattern.flags)
+    parts = _split_top_level(pattern.pattern)
+    if parts is None or len(parts) != len(tree.data[0][1][1] if _is_branch(tree) else [tree]):
+        return None
+    return parts
+
+
+def _is_branch(tree: sre_parse.SubPattern) -> bool:
+    return len(tree.data) == 1 and tree.data[0][0] is sre_parse.BRANCH
+
+
+def _split_top_level(source: str) -> list[str] | None:
+    """Split a pattern's source at its top-level ``|`` (outside groups and character classes)."""
+    parts, depth, in_class, start, i = [], 0, False, 0, 0
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+        elif ch == "[":
+            in_class = True
+            if source[i + 1 : i + 2] == "^":
+                i += 1
+            if source[i + 1 : i + 2] == "]":  # a leading ] is a member
+                i += 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+        i += 1
+    parts.append(source[start:])
+    return parts if depth == 0 and not in_class else None
+
+
+def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
+    """A function equal to spaCy's ``suffix_search`` for ``find_suffix``, faster: see the module docstring."""
+    pattern = getattr(suffix_search, "__self__", None)
+    if not isinstance(pattern, re.Pattern) or suffix_search != pattern.search:
+        return suffix_search
+    sources = _branches(pattern)
+    if sources is None:
+        return suffix_search
+    by_reach: dict[int, list[str]] = {}
+    unbounded = []
+    for source in sources:
+        reach = _reach(sre_parse.parse(source, pattern.flags))
+        if reach is None:
+            unbounded.append(source)
+        else:
+            by_reach.setdefault(reach, []).append(source)
+    if not by_reach:
+        return suffix_search
+    # most branches are one character and a lookbehind: those are answered per tail of few characters, which
+    # repeat (so they are remembered); the few longer ones are searched on the string's tail
+    short = [b for r, branches in by_reach.items() if r <= SHORT_REACH for b in branches]
+    long = [b for r, branches in by_reach.items() if r > SHORT_REACH for b in branches]
+    short_reach = max((r for r in by_reach if r <= SHORT_REACH), default=0)
+    long_reach = max((r for r in by_reach if r > SHORT_REACH), default=0)
+    short_search = re.compile("|".join(short), pattern.flags).search if short else None
+    tail_search = re.compile("|".join(long), pattern.flags).search if long else None
+    long_search = re.compile("|".join(unbounded), pattern.flags).search if unbounded else None
+    known: dict[str, int] = {}
+
+    def search(string: str) -> Span | None:
+        length = -1
+        if short_search is not None:
+            tail = string[-short_reach:]
+            length = known.get(tail, -2)
+            if length == -2:
+                match = short_search(tail)
+                length = known[tail] = match.end() - match.start() if match is not None else -1
+                if len(known) > 1_000_000:
+                    known.clear()
+        for other, text in ((tail_search, string[-long_reach:]), (long_search, string)):
+            if other is not None:
+                match = other(text)
+                if match is not None:
+                    length = max(length, match.end() - match.start())
+        if length < 0:
+            return None
+        return Span(len(string) - length, len(string))
+
+    search.groups = [(short_reach, len(short)), (long_reach, len(long))]  # type: ignore[attr-defined]
+    search.unbounded = len(unbounded)  # type: ignore[attr-defined]
+    return search
