@@ -178,3 +178,100 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
     search.groups = [(short_reach, len(short)), (long_reach, len(long))]  # type: ignore[attr-defined]
     search.unbounded = len(unbounded)  # type: ignore[attr-defined]
     return search
+
+
+def first_characters(items: sre_parse.SubPattern | list) -> tuple[frozenset[str] | None, bool]:
+    """The characters a match of this (parsed) pattern can start by consuming, and whether it can be empty.
+
+    None for the set when it cannot be listed (a negated class, a category, any character): the caller then has
+    no shortcut. Zero-width items (anchors, lookarounds) consume nothing and are passed over, which can only make
+    the set larger than needed.
+    """
+    found: set[str] = set()
+    for op, av in items:
+        first, nullable = _item_first(op, av)
+        if first is None:
+            return None, False
+        found |= first
+        if not nullable:
+            return frozenset(found), False
+    return frozenset(found), True
+
+
+def _item_first(op, av) -> tuple[set[str] | None, bool]:
+    if op is sre_parse.LITERAL:
+        return {chr(av)}, False
+    if op is sre_parse.IN:
+        chars: set[str] = set()
+        for kind, value in av:
+            if kind is sre_parse.LITERAL:
+                chars.add(chr(value))
+            elif kind is sre_parse.RANGE:
+                chars.update(map(chr, range(value[0], value[1] + 1)))
+            else:  # NEGATE, CATEGORY, ...
+                return None, False
+        return chars, False
+    if op in (sre_parse.AT, sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+        return set(), True
+    if op is sre_parse.SUBPATTERN:
+        first, nullable = first_characters(av[-1])
+        return (set(first) if first is not None else None), nullable
+    if op is sre_parse.ATOMIC_GROUP:
+        first, nullable = first_characters(av)
+        return (set(first) if first is not None else None), nullable
+    if op is sre_parse.BRANCH:
+        chars, any_nullable = set(), False
+        for branch in av[1]:
+            first, nullable = first_characters(branch)
+            if first is None:
+                return None, False
+            chars |= first
+            any_nullable |= nullable
+        return chars, any_nullable
+    if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT):
+        low, _, sub = av
+        first, nullable = first_characters(sub)
+        return (set(first) if first is not None else None), nullable or low == 0
+    return None, False  # anything else (any character, a group reference...): no shortcut
+
+
+def guarded_prefix_search(prefix_search: Callable | None) -> Callable | None:
+    """spaCy's prefix search, skipped for a string whose first character no prefix rule can start with."""
+    pattern = getattr(prefix_search, "__self__", None)
+    if not isinstance(pattern, re.Pattern) or prefix_search != pattern.search:
+        return prefix_search
+    first, nullable = first_characters(sre_parse.parse(pattern.pattern, pattern.flags))
+    if first is None or nullable or not _anchored_at_start(pattern):
+        return prefix_search
+
+    def search(string: str):
+        return prefix_search(string) if string and string[0] in first else None
+
+    search.first = first  # type: ignore[attr-defined]
+    return search
+
+
+def guarded_infix_finditer(infix_finditer: Callable | None) -> Callable | None:
+    """spaCy's infix search, skipped for a string none of whose characters an infix rule can start with."""
+    pattern = getattr(infix_finditer, "__self__", None)
+    if not isinstance(pattern, re.Pattern) or infix_finditer != pattern.finditer:
+        return infix_finditer
+    first, nullable = first_characters(sre_parse.parse(pattern.pattern, pattern.flags))
+    if first is None or nullable:
+        return infix_finditer
+
+    def finditer(string: str):
+        return iter(()) if first.isdisjoint(string) else infix_finditer(string)
+
+    finditer.first = first  # type: ignore[attr-defined]
+    return finditer
+
+
+def _anchored_at_start(pattern: re.Pattern) -> bool:
+    """Does every match start at the string's start (the pattern begins with ``^`` and has no MULTILINE flag)?"""
+    tree = sre_parse.parse(pattern.pattern, pattern.flags)
+    return (
+        not pattern.flags & re.MULTILINE
+        and bool(tree.data)
+        and tree.data[0] == (sre_parse.AT, sre_parse.AT_BEGINNING)
+    )

@@ -182,9 +182,13 @@ class BatchNgrams:
         valid = np.flatnonzero(ranks >= 0)
         if not len(valid):
             return result
-        # ranks are ordered by document, so the groups of one document are contiguous
-        _, first, counts = np.unique(ranks[valid], return_index=True, return_counts=True)
-        first = valid[first]
+        # ranks are dense and ordered by document, so the groups of one document are contiguous
+        groups = ranks[valid]
+        counts = np.bincount(groups)
+        first = np.full(len(counts), len(self.ids), np.int64)
+        np.minimum.at(first, groups, valid)
+        present = np.flatnonzero(counts)
+        counts, first = counts[present], first[present]
         group_doc = self.doc[first]
         docs, starts = np.unique(group_doc, return_index=True)
         top = np.maximum.reduceat(counts, starts)

@@ -30,7 +30,7 @@ import numpy as np
 from datatrove.utils.text import PUNCTUATION_SET
 from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
-from pipelines.filters.affixes import tail_suffix_search
+from pipelines.filters.affixes import guarded_infix_finditer, guarded_prefix_search, tail_suffix_search
 
 _WS_SPLIT = re.compile(r"(\s+)")
 # the sentencizer's rule on token classes: P = a sentence-final punctuation character, O = other punctuation,
@@ -156,7 +156,11 @@ class WordSplitter:
         nlp = SpaCyTokenizer(self.language).tokenizer
         self._is_punct = nlp.vocab.lex_attr_getters[IS_PUNCT]
         nlp.vocab.lex_attr_getters = {}
-        nlp.tokenizer.suffix_search = tail_suffix_search(nlp.tokenizer.suffix_search)  # same lengths, faster
+        # the same affix searches, answered faster (see pipelines/filters/affixes.py)
+        tokenizer = nlp.tokenizer
+        tokenizer.prefix_search = guarded_prefix_search(tokenizer.prefix_search)
+        tokenizer.suffix_search = tail_suffix_search(tokenizer.suffix_search)
+        tokenizer.infix_finditer = guarded_infix_finditer(tokenizer.infix_finditer)
         return nlp
 
     def _special_case_patterns(self) -> set[tuple[str, ...]]:
