@@ -6,8 +6,8 @@ the match with the leftmost start, and every branch's match ends at the end of t
 longest any branch matches: the alternation can be cut into groups and the longest of their matches taken.
 
 A branch of bounded width (what it consumes plus what its lookbehinds look at) that has no other anchor than its
-final ``$`` can only see the last ``width + 1`` characters (one more for ``$`` before a final newline): on those
-characters it matches exactly as on the whole string. spaCy's English suffixes are 81 such branches of at most 6
+final ``$`` can only see the last ``width + 1`` characters: on those characters it matches exactly as on the whole
+string. (A string ending in a newline, where ``$`` can also match before it, goes to the original search.) spaCy's English suffixes are 81 such branches of at most 6
 characters and one unbounded one (two or more dots). So the bounded branches are searched on the string's tail and
 the result is kept per tail (a few thousand distinct tails cover a corpus), the unbounded branches on the whole
 string. Where the rules do not have this shape (another anchor, flags, no top-level alternation) the original
@@ -157,6 +157,8 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
     known: dict[str, int] = {}
 
     def search(string: str) -> Span | None:
+        if string.endswith("\n"):  # $ may match before that newline: ends differ, so lengths do not order matches
+            return suffix_search(string)
         length = -1
         if short_search is not None:
             tail = string[-short_reach:]

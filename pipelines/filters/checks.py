@@ -11,6 +11,7 @@ from bisect import bisect_left
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 
 from pipelines.filters.words import WordSplitter
 
@@ -142,8 +143,9 @@ class BatchNgrams:
     """The word n-grams of a batch of documents (word ids ``ids[offsets[i]:offsets[i + 1]]``), all at once.
 
     An n-gram is keyed by a dense rank of (document, its words): ranks are built n by n from the (n-1)-gram rank
-    and the next word, so equal ranks mean the same words in the same document. Positions whose n words run into
-    the next document get a rank of their own.
+    and the next word, so equal ranks mean the same words in the same document. Ranks are numbered in the order
+    n-grams first appear, so a document's ranks come after the previous document's. Positions whose n words run
+    into the next document get a rank of their own.
     """
 
     def __init__(self, ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter):
@@ -163,14 +165,14 @@ class BatchNgrams:
     def ranks(self, n: int) -> np.ndarray:
         """The n-gram rank of every position (positions that cross a document: unique negative ranks)."""
         if self._rank_n == 0 or self._rank_n > n:
-            self._rank_n, self._rank = 1, np.unique(self.doc * self.vocabulary + self.ids, return_inverse=True)[1]
+            self._rank_n, self._rank = 1, dense_ranks(self.doc * self.vocabulary + self.ids)
         while self._rank_n < n:
             k = self._rank_n + 1
             m = len(self.ids) - k + 1
             combined = self._rank[:m] * self.vocabulary + self.ids[k - 1 :]
             valid = self.valid(k)
             combined[~valid] = -1 - np.flatnonzero(~valid)
-            self._rank_n, self._rank = k, np.unique(combined, return_inverse=True)[1].ravel()
+            self._rank_n, self._rank = k, dense_ranks(combined)
             self._rank[~valid] = -1 - np.flatnonzero(~valid)
         return self._rank
 
@@ -233,12 +235,13 @@ class BatchNgrams:
 
 
 def first_occurrences(keys: np.ndarray) -> np.ndarray:
-    """For each position: is it the first with its key?"""
-    order = np.argsort(keys, kind="stable")  # equal keys keep their positions' order: the first comes first
-    ordered = keys[order]
-    first = np.ones(len(keys), bool)
-    first[order[1:][ordered[1:] == ordered[:-1]]] = False
-    return first
+    """For each position: is it the first with its key? (one pass through a hash table, no sort)"""
+    return ~pd.Series(keys, copy=False).duplicated(keep="first").to_numpy()
+
+
+def dense_ranks(keys: np.ndarray) -> np.ndarray:
+    """A number per distinct key, 0, 1, 2... in the order keys first appear (one hash pass, no sort)."""
+    return pd.factorize(keys)[0].astype(np.int64, copy=False)
 
 
 def gopher_repetition_reasons(

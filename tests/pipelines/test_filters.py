@@ -305,3 +305,62 @@ def test_sentences_of_lines_with_special_cases_are_counted_line_by_line():
     before = splitter.slow_texts
     assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
     assert splitter.slow_texts == before + 1  # one call for the touched lines, not one per document
+
+
+def _affix_probe_strings() -> list[str]:
+    """The stress chunks, their cores and tails, odd whitespace, and random strings over affix characters."""
+    rng = random.Random(13)
+    alphabet = list("aZ9.'’-…:;,()[]\"$€°Cckm²s/+*^#%!?_~<>=") + ["\n", " ", "ü", "ß", "Я"]
+    strings = set(_stress_chunks())
+    strings |= {c[1:] for c in strings} | {c[:-1] for c in strings} | {c + "\n" for c in list(strings)[:500]}
+    strings |= {"".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(5000)}
+    strings |= {"." * k for k in range(6)} | {"word" + "." * k for k in range(6)} | {"", "\n", " "}
+    return sorted(strings)
+
+
+def test_faster_affix_searches_answer_as_spacys_own():
+    """The tail-cached suffix search and the first-character guards return what spaCy's regexes return."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    from pipelines.filters.affixes import guarded_infix_finditer, guarded_prefix_search, tail_suffix_search
+
+    tokenizer = SpaCyTokenizer("en").tokenizer.tokenizer
+    prefix, suffix, infix = tokenizer.prefix_search, tokenizer.suffix_search, tokenizer.infix_finditer
+    fast_prefix, fast_suffix = guarded_prefix_search(prefix), tail_suffix_search(suffix)
+    fast_infix = guarded_infix_finditer(infix)
+    # each one took its fast form (the rules have the shape the shortcuts need)
+    assert fast_prefix is not prefix and fast_suffix is not suffix and fast_infix is not infix
+    assert fast_suffix.unbounded == 1  # two or more dots: searched on the whole string
+
+    def span(match):
+        return None if match is None else (match.start(), match.end())
+
+    for _ in range(2):  # a second round answers from the cache
+        for text in _affix_probe_strings():
+            assert span(fast_prefix(text)) == span(prefix(text)), text
+            assert span(fast_suffix(text)) == span(suffix(text)), text
+            assert [span(m) for m in fast_infix(text)] == [span(m) for m in infix(text)], text
+
+
+def test_batch_words_equal_datatroves_words_in_any_batch(sample):
+    from pipelines.filters.words import poly_hash
+
+    splitter = WordSplitter("en")
+    texts = [d["text"] for d in sample] + [" ".join(_stress_chunks()[::7]), "", "   \n "]
+    rng = random.Random(2)
+    for size in (1, 5, len(texts)):
+        order = rng.sample(range(len(texts)), len(texts))
+        for start in range(0, len(order), size):
+            chosen = order[start : start + size]
+            ids, offsets = splitter.batch_words([texts[i] for i in chosen])
+            for k, i in enumerate(chosen):
+                words = [splitter.tokens[t] for t in ids[offsets[k] : offsets[k + 1]].tolist()]
+                assert words == split_into_words(texts[i]), texts[i][:80]
+    # the per-token properties, computed for many tokens at once, against their one-token definitions
+    from datatrove.utils.text import PUNCTUATION_SET
+
+    tokens = splitter.tokens
+    assert splitter.hash[: len(tokens)].tolist() == [poly_hash(t) for t in tokens]
+    assert splitter.length[: len(tokens)].tolist() == [len(t) for t in tokens]
+    assert splitter.non_symbol[: len(tokens)].tolist() == [any(c not in PUNCTUATION_SET for c in t) for t in tokens]
+    assert splitter.has_alpha[: len(tokens)].tolist() == [any(c.isalpha() for c in t) for t in tokens]
