@@ -31,8 +31,8 @@ from itertools import chain
 
 import numpy as np
 
+from pipelines.dedup.kernels import ngram_hashes
 from pipelines.dedup.spacy_rules import StoredRules, load_rules
-from pipelines.dedup.xxh64 import xxh64_ranges
 
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
 _ASCII_NUMBERS = re.compile(rb"[0-9]+(?:[.,][0-9]+)?")
@@ -120,8 +120,8 @@ class PieceTokenizer:
             any(c.isspace() for c in key) and not key.isspace() for key in keys
         )
         self.max_cached = max_cached
-        self.single: set[bytes] = set()  # pieces that are one word
-        self.words_of: dict[bytes, tuple[bytes, ...]] = {}  # every piece seen -> its words
+        self.seen: set[bytes] = set()  # every piece met
+        self.split_pieces: dict[bytes, bytes] = {}  # pieces that are more than one word -> their words joined by " "
 
     @property
     def _spacy(self):
@@ -133,21 +133,30 @@ class PieceTokenizer:
             self._spacy_tokenizer = getattr(nlp, "tokenizer", None)
         return self._spacy_tokenizer
 
-    def words(self, simplified: list[bytes]) -> list[list[bytes]]:
-        """The words of each of a batch of simplified texts."""
-        pieces = [text.split() for text in simplified]
-        single = self.single
-        if all(map(single.issuperset, pieces)):
-            return pieces
-        self._learn(set().union(*pieces))
-        words_of = self.words_of
-        return [p if single.issuperset(p) else list(chain.from_iterable(map(words_of.__getitem__, p))) for p in pieces]
+    def joined(self, simplified: list[bytes]) -> list[bytes]:
+        """The words of each of a batch of simplified texts, joined by single spaces.
 
-    def _learn(self, needed: set[bytes]) -> None:
-        new = needed.difference(self.words_of)
-        if len(self.words_of) + len(new) > self.max_cached:
-            self.single.clear()
-            self.words_of.clear()
+        A text none of whose pieces splits (whitespace-separated, single spaces: what ``simplify_to_bytes``
+        returns) is its own answer; only texts holding a piece that splits are joined again.
+        """
+        pieces = [text.split() for text in simplified]
+        distinct = set(chain.from_iterable(pieces))
+        new = distinct.difference(self.seen)
+        if new:
+            self._learn(distinct, new)
+        split = self.split_pieces.keys()
+        if split.isdisjoint(distinct):
+            return simplified
+        words_of = self.split_pieces.get
+        return [
+            text if split.isdisjoint(p) else b" ".join(map(words_of, p, p))
+            for text, p in zip(simplified, pieces, strict=True)
+        ]
+
+    def _learn(self, needed: set[bytes], new: set[bytes]) -> None:
+        if len(self.seen) + len(new) > self.max_cached:
+            self.seen.clear()
+            self.split_pieces.clear()
             new = needed
         texts = {piece: piece.decode("utf-8") for piece in new}
         if self.rules is not None:
@@ -156,29 +165,28 @@ class PieceTokenizer:
             # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
             # one token as it is; only the others go through the tokenizer
             hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
-            for piece in new.difference(hard):
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
+            self.seen.update(new.difference(hard))
         if hard:
             hard.sort()
             self._tokenize(hard, [texts[piece] for piece in hard])
+
+    def _remember(self, piece: bytes, text: str, words: list[str]) -> None:
+        self.seen.add(piece)
+        if words != [text]:
+            self.split_pieces[piece] = " ".join(words).encode("utf-8")
 
     def _learn_from_rules(self, texts: dict[bytes, str]) -> list[bytes]:
         """Split new pieces by the stored rules; returns the pieces left to spaCy."""
         rules, hard = self.rules, []
         for piece, text in texts.items():
             if rules.plainly_one_word(text):
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
+                self.seen.add(piece)
                 continue
             got = rules.split(text)
             if got is None:
                 hard.append(piece)
-            elif got == [text]:
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
             else:
-                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+                self._remember(piece, text, got)
         return hard
 
     def _plainly_one_token(self, text: str) -> bool:
@@ -203,11 +211,7 @@ class PieceTokenizer:
             if text:
                 words[i].append(text)
         for piece, text, got in zip(pieces, texts, words, strict=True):
-            if got == [text]:
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
-            else:
-                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+            self._remember(piece, text, got)
 
 
 @cache
@@ -247,22 +251,12 @@ class Shingler:
             parts = [self.reference_shingles(t) for t in texts]
             offsets = np.cumsum([0] + [len(p) for p in parts])
             return ShingleBatch(np.concatenate(parts) if parts else np.empty(0, np.uint64), offsets)
-        per_doc = self.tokenizer.words([simplify_to_bytes(text) for text in texts])
-        word_counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
-        return self._hash_ngrams(list(chain.from_iterable(per_doc)), word_counts)
+        return self.hash_ngrams(self.tokenizer.joined([simplify_to_bytes(text) for text in texts]))
 
-    def _hash_ngrams(self, words: list[bytes], word_counts: np.ndarray) -> ShingleBatch:
-        n = self.n_grams
-        ngram_counts = np.maximum(word_counts - n + 1, 0)
-        offsets = np.concatenate([[0], np.cumsum(ngram_counts)])
-        if not offsets[-1]:
-            return ShingleBatch(np.empty(0, np.uint64), offsets)
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        word_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-        buffer = np.frombuffer(b" ".join(words), dtype=np.uint8)
-        # the first word of every n-gram: positions within each document that leave n words
-        doc_first_word = np.concatenate([[0], np.cumsum(word_counts)[:-1]])
-        first = np.repeat(doc_first_word - offsets[:-1], ngram_counts) + np.arange(offsets[-1])
-        last = first + n - 1
-        hashes = xxh64_ranges(buffer, word_starts[first], word_starts[last] + lengths[last])
+    def hash_ngrams(self, joined: list[bytes]) -> ShingleBatch:
+        """XXH64 of the word n-grams of texts whose words are joined by single spaces."""
+        lengths = np.fromiter(map(len, joined), dtype=np.int64, count=len(joined))
+        ends = np.cumsum(lengths + 1) - 1  # one separator after each text
+        buffer = np.frombuffer(b" ".join(joined), dtype=np.uint8)
+        hashes, offsets = ngram_hashes(buffer, ends - lengths, ends, self.n_grams)
         return ShingleBatch(hashes, offsets)

@@ -97,7 +97,7 @@ def test_piece_tokenizer_with_rules_equals_spacy_on_texts(spacy_tokenizer, fresh
         " ".join(stress_pieces(spacy_tokenizer)[::13]),
     ]
     tokenizer = PieceTokenizer(rules=fresh_rules)
-    got = tokenizer.words([t.encode("utf-8") for t in texts])
+    got = [j.split() for j in tokenizer.joined([t.encode("utf-8") for t in texts])]
     want = [[t.text.encode("utf-8") for t in spacy_tokenizer(text) if t.text.strip()] for text in texts]
     assert got == want
 
@@ -113,7 +113,7 @@ def test_version_mismatch_falls_back_to_spacy(monkeypatch, tmp_path, spacy_token
     tokenizer = PieceTokenizer()
     assert tokenizer.rules is None and tokenizer.exact
     text = "we cannot go 0km ‘self and gonna see"
-    assert tokenizer.words([text.encode("utf-8")]) == [
+    assert [j.split() for j in tokenizer.joined([text.encode("utf-8")])] == [
         [t.text.encode("utf-8") for t in spacy_tokenizer(text) if t.text.strip()]
     ]
 
