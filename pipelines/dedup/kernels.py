@@ -188,3 +188,158 @@ def min_hashes(hashes, offsets, a, b):
                     mins[j] = v
         row += 1
     return out
+
+
+@_compiled
+def simplify_ascii(buffer, starts, ends, raw, punctuation):
+    """``simplify_text`` of ASCII texts in one pass: lowercase, every number ``[0-9]+([.,][0-9]+)?`` to "0",
+    punctuation (``punctuation[byte]`` true) and whitespace runs to one space, none at either end.
+
+    Text i is ``buffer[starts[i]:ends[i]]``; where ``raw[i]`` is false it is already simplified and copied as it
+    is. Returns the simplified texts in one buffer and their bounds.
+    """
+    out = np.empty(len(buffer), dtype=np.uint8)
+    out_starts = np.empty(len(starts), dtype=np.int64)
+    out_ends = np.empty(len(starts), dtype=np.int64)
+    o = 0
+    for i in range(len(starts)):
+        out_starts[i] = o
+        if not raw[i]:
+            for p in range(starts[i], ends[i]):
+                out[o] = buffer[p]
+                o += 1
+            out_ends[i] = o
+            continue
+        first = o
+        gap = False
+        p, end = starts[i], ends[i]
+        while p < end:
+            c = buffer[p]
+            if 48 <= c <= 57:
+                p += 1
+                while p < end and 48 <= buffer[p] <= 57:
+                    p += 1
+                if p + 1 < end and (buffer[p] == 46 or buffer[p] == 44) and 48 <= buffer[p + 1] <= 57:
+                    p += 2
+                    while p < end and 48 <= buffer[p] <= 57:
+                        p += 1
+                c = 48
+            else:
+                p += 1
+                if punctuation[c] or c == 32 or 9 <= c <= 13:
+                    gap = True
+                    continue
+                if 65 <= c <= 90:
+                    c += 32
+            if gap and o > first:
+                out[o] = _SPACE
+                o += 1
+            gap = False
+            out[o] = c
+            o += 1
+        out_ends[i] = o
+    return out[:o], out_starts, out_ends
+
+
+@_compiled
+def _find_piece(slots, piece_hash, piece_start, piece_len, pool, buffer, start, length, h):
+    """The slot of a piece in the open-addressing table, and its id there (-1 where it is not in the table)."""
+    mask = len(slots) - 1
+    i = np.int64(h & np.uint64(mask))
+    while True:
+        known = slots[i]
+        if known < 0:
+            return i, -1
+        if piece_hash[known] == h and piece_len[known] == length:
+            same = True
+            at = piece_start[known]
+            for k in range(length):
+                if pool[at + k] != buffer[start + k]:
+                    same = False
+                    break
+            if same:
+                return i, known
+        i = (i + 1) & mask
+
+
+@_compiled
+def split_pieces(buffer, starts, ends):
+    """Every whitespace piece of every text (words separated by single spaces): its start, length and XXH64, and
+    the offsets of each text's pieces."""
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    for i in range(len(starts)):
+        pieces = 0
+        if ends[i] > starts[i]:
+            pieces = 1
+            for p in range(starts[i], ends[i]):
+                if buffer[p] == _SPACE:
+                    pieces += 1
+        offsets[i + 1] = offsets[i] + pieces
+    total = offsets[len(starts)]
+    at = np.empty(total, dtype=np.int64)
+    lengths = np.empty(total, dtype=np.int64)
+    hashes = np.empty(total, dtype=np.uint64)
+    k = 0
+    for i in range(len(starts)):
+        if ends[i] == starts[i]:
+            continue
+        begin = starts[i]
+        for p in range(starts[i], ends[i] + 1):
+            if p == ends[i] or buffer[p] == _SPACE:
+                at[k] = begin
+                lengths[k] = p - begin
+                hashes[k] = _xxh64(buffer, begin, p - begin, np.uint64(0))
+                k += 1
+                begin = p + 1
+    return at, lengths, hashes, offsets
+
+
+@_compiled
+def find_pieces(buffer, at, lengths, hashes, slots, piece_hash, piece_start, piece_len, pool):
+    """The table id of each piece ``buffer[at[k]:at[k] + lengths[k]]`` (-1 where it is not in the table)."""
+    ids = np.empty(len(at), dtype=np.int64)
+    for k in range(len(at)):
+        ids[k] = _find_piece(slots, piece_hash, piece_start, piece_len, pool, buffer, at[k], lengths[k], hashes[k])[1]
+    return ids
+
+
+@_compiled
+def insert_pieces(slots, piece_hash, first_id, count):
+    """Put pieces ``first_id .. first_id + count - 1`` (distinct, not yet in the table) into their slots."""
+    mask = len(slots) - 1
+    for known in range(first_id, first_id + count):
+        i = np.int64(piece_hash[known] & np.uint64(mask))
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        slots[i] = known
+
+
+@_compiled
+def replace_pieces(buffer, at, lengths, ids, offsets, words_start, words_len, pool):
+    """The texts again with every piece that splits replaced by its words (``pool[words_start[id]:...]``, joined
+    by single spaces; ``words_start[id] < 0`` for a piece that is one word)."""
+    size = 0
+    for k in range(len(at)):
+        known = ids[k]
+        size += (words_len[known] if words_start[known] >= 0 else lengths[k]) + 1
+    out = np.empty(size, dtype=np.uint8)
+    out_starts = np.empty(len(offsets) - 1, dtype=np.int64)
+    out_ends = np.empty(len(offsets) - 1, dtype=np.int64)
+    o = 0
+    for i in range(len(offsets) - 1):
+        out_starts[i] = o
+        for k in range(offsets[i], offsets[i + 1]):
+            if k > offsets[i]:
+                out[o] = _SPACE
+                o += 1
+            known = ids[k]
+            if words_start[known] >= 0:
+                for q in range(words_len[known]):
+                    out[o + q] = pool[words_start[known] + q]
+                o += words_len[known]
+            else:
+                for q in range(lengths[k]):
+                    out[o + q] = buffer[at[k] + q]
+                o += lengths[k]
+        out_ends[i] = o
+    return out[:o], out_starts, out_ends

@@ -27,11 +27,11 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
-from itertools import chain
 
 import numpy as np
 
-from pipelines.dedup.kernels import ngram_hashes
+from pipelines.dedup.kernels import ngram_hashes, simplify_ascii
+from pipelines.dedup.piece_table import PieceTable, TextBatch
 from pipelines.dedup.spacy_rules import StoredRules, load_rules
 
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
@@ -47,6 +47,11 @@ def _ascii_punctuation_table() -> bytes:
         if ord(ch) < 128:
             table[ord(ch)] = ord(" ")
     return bytes(table)
+
+
+@cache
+def _ascii_punctuation_mask() -> np.ndarray:
+    return np.frombuffer(_ascii_punctuation_table(), dtype=np.uint8) == ord(" ")
 
 
 @cache
@@ -85,6 +90,14 @@ def _from_code_points(points: np.ndarray) -> str:
     return points.tobytes().decode("utf-32-le", "surrogatepass")
 
 
+def simplified_batch(texts: list[str]) -> TextBatch:
+    """``simplify_to_bytes`` of each text, in one buffer: the ASCII texts (most web text) in one compiled pass."""
+    ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
+    parts = [t.encode("ascii") if a else simplify_to_bytes(t) for t, a in zip(texts, ascii_.tolist(), strict=True)]
+    batch = TextBatch.of(parts)
+    return TextBatch(*simplify_ascii(batch.buffer, batch.starts, batch.ends, ascii_, _ascii_punctuation_mask()))
+
+
 def simplify_to_bytes(text: str) -> bytes:
     """``datatrove.utils.text.simplify_text(text)`` with the default TextNormConfig, encoded as UTF-8."""
     from datatrove.utils.text import NUMBERS_PATTERN
@@ -120,8 +133,7 @@ class PieceTokenizer:
             any(c.isspace() for c in key) and not key.isspace() for key in keys
         )
         self.max_cached = max_cached
-        self.seen: set[bytes] = set()  # every piece met
-        self.split_pieces: dict[bytes, bytes] = {}  # pieces that are more than one word -> their words joined by " "
+        self.table = PieceTable()  # every piece met, and the words of those that split
 
     @property
     def _spacy(self):
@@ -133,60 +145,62 @@ class PieceTokenizer:
             self._spacy_tokenizer = getattr(nlp, "tokenizer", None)
         return self._spacy_tokenizer
 
-    def joined(self, simplified: list[bytes]) -> list[bytes]:
-        """The words of each of a batch of simplified texts, joined by single spaces.
+    def joined(self, batch: TextBatch) -> TextBatch:
+        """The words of each simplified text of a batch (whitespace pieces, single spaces), joined by single spaces.
 
-        A text none of whose pieces splits (whitespace-separated, single spaces: what ``simplify_to_bytes``
-        returns) is its own answer; only texts holding a piece that splits are joined again.
+        A batch none of whose pieces splits is its own answer; otherwise it is copied once with the pieces that
+        split replaced by their words.
         """
-        pieces = [text.split() for text in simplified]
-        distinct = set(chain.from_iterable(pieces))
-        new = distinct.difference(self.seen)
-        if new:
-            self._learn(distinct, new)
-        split = self.split_pieces.keys()
-        if split.isdisjoint(distinct):
-            return simplified
-        words_of = self.split_pieces.get
-        return [
-            text if split.isdisjoint(p) else b" ".join(map(words_of, p, p))
-            for text, p in zip(simplified, pieces, strict=True)
-        ]
+        pieces = self.table.pieces(batch)
+        unknown = np.flatnonzero(pieces.ids < 0)
+        if len(unknown) and self.table.count + len(unknown) > self.max_cached:
+            self.table.clear()
+            pieces = self.table.pieces(batch)
+            unknown = np.arange(len(pieces.ids))
+        data = batch.buffer.tobytes() if len(unknown) else b""
+        while len(unknown):  # a round per XXH64 shared by two new pieces, which np.unique keeps one of
+            _, first = np.unique(pieces.hashes[unknown], return_index=True)
+            at, lengths = pieces.at[unknown[first]].tolist(), pieces.lengths[unknown[first]].tolist()
+            learned = self._learn([data[s : s + n] for s, n in zip(at, lengths, strict=True)])
+            self.table.add(list(learned), list(learned.values()))
+            pieces.ids[unknown] = self.table.find(
+                batch.buffer, pieces.at[unknown], pieces.lengths[unknown], pieces.hashes[unknown]
+            )
+            unknown = unknown[pieces.ids[unknown] < 0]
+        return self.table.replaced(batch, pieces)
 
-    def _learn(self, needed: set[bytes], new: set[bytes]) -> None:
-        if len(self.seen) + len(new) > self.max_cached:
-            self.seen.clear()
-            self.split_pieces.clear()
-            new = needed
+    def _learn(self, new: list[bytes]) -> dict[bytes, bytes | None]:
+        """The words of new pieces joined by spaces, or None for a piece that is one word."""
         texts = {piece: piece.decode("utf-8") for piece in new}
+        learned: dict[bytes, bytes | None] = {}
         if self.rules is not None:
-            hard = self._learn_from_rules(texts)
+            hard = self._learn_from_rules(texts, learned)
         else:
             # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
             # one token as it is; only the others go through the tokenizer
             hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
-            self.seen.update(new.difference(hard))
+            learned.update(dict.fromkeys(set(texts).difference(hard)))
         if hard:
             hard.sort()
-            self._tokenize(hard, [texts[piece] for piece in hard])
+            self._tokenize(hard, [texts[piece] for piece in hard], learned)
+        return learned
 
-    def _remember(self, piece: bytes, text: str, words: list[str]) -> None:
-        self.seen.add(piece)
-        if words != [text]:
-            self.split_pieces[piece] = " ".join(words).encode("utf-8")
+    @staticmethod
+    def _remember(learned: dict[bytes, bytes | None], piece: bytes, text: str, words: list[str]) -> None:
+        learned[piece] = None if words == [text] else " ".join(words).encode("utf-8")
 
-    def _learn_from_rules(self, texts: dict[bytes, str]) -> list[bytes]:
+    def _learn_from_rules(self, texts: dict[bytes, str], learned: dict[bytes, bytes | None]) -> list[bytes]:
         """Split new pieces by the stored rules; returns the pieces left to spaCy."""
         rules, hard = self.rules, []
         for piece, text in texts.items():
             if rules.plainly_one_word(text):
-                self.seen.add(piece)
+                learned[piece] = None
                 continue
             got = rules.split(text)
             if got is None:
                 hard.append(piece)
             else:
-                self._remember(piece, text, got)
+                self._remember(learned, piece, text, got)
         return hard
 
     def _plainly_one_token(self, text: str) -> bool:
@@ -200,7 +214,7 @@ class PieceTokenizer:
             or (tok.infix_finditer is not None and next(tok.infix_finditer(text), None) is not None)
         )
 
-    def _tokenize(self, pieces: list[bytes], texts: list[str]) -> None:
+    def _tokenize(self, pieces: list[bytes], texts: list[str], learned: dict[bytes, bytes | None]) -> None:
         joined = " ".join(texts)
         starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
         doc = self._spacy(joined)
@@ -211,7 +225,7 @@ class PieceTokenizer:
             if text:
                 words[i].append(text)
         for piece, text, got in zip(pieces, texts, words, strict=True):
-            self._remember(piece, text, got)
+            self._remember(learned, piece, text, got)
 
 
 @cache
@@ -251,12 +265,8 @@ class Shingler:
             parts = [self.reference_shingles(t) for t in texts]
             offsets = np.cumsum([0] + [len(p) for p in parts])
             return ShingleBatch(np.concatenate(parts) if parts else np.empty(0, np.uint64), offsets)
-        return self.hash_ngrams(self.tokenizer.joined([simplify_to_bytes(text) for text in texts]))
+        return self.hash_ngrams(self.tokenizer.joined(simplified_batch(texts)))
 
-    def hash_ngrams(self, joined: list[bytes]) -> ShingleBatch:
+    def hash_ngrams(self, batch: TextBatch) -> ShingleBatch:
         """XXH64 of the word n-grams of texts whose words are joined by single spaces."""
-        lengths = np.fromiter(map(len, joined), dtype=np.int64, count=len(joined))
-        ends = np.cumsum(lengths + 1) - 1  # one separator after each text
-        buffer = np.frombuffer(b" ".join(joined), dtype=np.uint8)
-        hashes, offsets = ngram_hashes(buffer, ends - lengths, ends, self.n_grams)
-        return ShingleBatch(hashes, offsets)
+        return ShingleBatch(*ngram_hashes(batch.buffer, batch.starts, batch.ends, self.n_grams))

@@ -11,6 +11,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignatur
 
 from pipelines.dedup.kernels import xxh64_ranges as xxh64_compiled
 from pipelines.dedup.minhash import band_edges, band_keys, permutations, signatures, signatures_numpy
+from pipelines.dedup.piece_table import TextBatch
 from pipelines.dedup.shingles import Shingler
 from pipelines.dedup.xxh64 import xxh64_ranges as xxh64_numpy
 
@@ -56,7 +57,7 @@ def test_ngram_hashes_are_xxh64_of_the_joined_words():
     rng = random.Random(4)
     vocab = ["a", "bb", "ccc", "dddd", "e" * 9, "f" * 31, "é", "日本語", "0"]
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randrange(12))) for _ in range(300)]
-    batch = Shingler(n_grams=3).hash_ngrams([t.encode("utf-8") for t in texts])
+    batch = Shingler(n_grams=3).hash_ngrams(TextBatch.of([t.encode("utf-8") for t in texts]))
     for i, text in enumerate(texts):
         words = text.split()
         want = [xxhash.xxh64_intdigest(" ".join(words[k : k + 3]).encode()) for k in range(len(words) - 2)]
@@ -74,7 +75,7 @@ def test_shingles_and_signatures_equal_datatrove(reference, prose_texts):
     assert signatures_numpy(batch.hashes, batch.offsets, a, b, rows_per_chunk=97).tolist() == sigs.tolist()
     assert shingler.tokenizer.exact
     tokenizer = shingler.tokenizer  # both kinds of piece were met
-    assert len(tokenizer.seen) > 100 and 0 < len(tokenizer.split_pieces) < len(tokenizer.seen)
+    assert tokenizer.table.count > 100 and 0 < tokenizer.table.splits < tokenizer.table.count
     row = 0
     for i, text in enumerate(texts):
         want = reference.get_shingles(text).reshape(-1)
