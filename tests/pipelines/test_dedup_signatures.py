@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import xxhash
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.utils.text import simplify_text
 
 from pipelines.dedup.kernels import xxh64_ranges as xxh64_compiled
 from pipelines.dedup.minhash import band_edges, band_keys, permutations, signatures, signatures_numpy
 from pipelines.dedup.piece_table import TextBatch
-from pipelines.dedup.shingles import Shingler
+from pipelines.dedup.shingles import Shingler, simplified_batch
 from pipelines.dedup.xxh64 import xxh64_ranges as xxh64_numpy
 
 # what spaCy splits after simplify_text, and what simplify_text itself must get right
@@ -62,6 +63,21 @@ def test_ngram_hashes_are_xxh64_of_the_joined_words():
         words = text.split()
         want = [xxhash.xxh64_intdigest(" ".join(words[k : k + 3]).encode()) for k in range(len(words) - 2)]
         assert batch.hashes[batch.offsets[i] : batch.offsets[i + 1]].tolist() == want
+
+
+def test_batch_simplification_equals_simplify_text():
+    rng = random.Random(6)
+    alphabet = [chr(c) for c in range(128)] + list("0123456789.,  \n\t") * 8  # every ASCII byte; numbers often
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(60))) for _ in range(600)]
+    texts += ["1.5 2,5 3. .4 5,,6 7.8.9 10,000.25 a1b 1a", " \t lead and trail \n", "", "   "]
+    texts += TRICKY  # non-ASCII texts take simplify_to_bytes and are copied into the batch as they are
+    rng.shuffle(texts)
+    got, want = simplified_batch(texts).texts(), [simplify_text(t).encode("utf-8") for t in texts]
+    assert [g for g, t in zip(got, texts, strict=True) if t.isascii()] == [
+        w for w, t in zip(want, texts, strict=True) if t.isascii()
+    ]
+    # elsewhere the same words (where a lone combining mark is dropped, simplify_text leaves two spaces)
+    assert got == [b" ".join(w.split()) for w in want]
 
 
 def test_shingles_and_signatures_equal_datatrove(reference, prose_texts):
