@@ -343,3 +343,63 @@ def replace_pieces(buffer, at, lengths, ids, offsets, words_start, words_len, po
                 o += lengths[k]
         out_ends[i] = o
     return out[:o], out_starts, out_ends
+
+
+@_compiled
+def punctuation_to_spaces(points, punctuation, whitespace):
+    """Code points with punctuation and whitespace runs made one space, none at either end (``whitespace`` is 1
+    at every code point ``str.split`` splits at)."""
+    out = np.empty(len(points), dtype=np.uint32)
+    o = 0
+    gap = False
+    for cp in points:
+        if punctuation[cp] or whitespace[cp] == 1:
+            gap = True
+            continue
+        if gap and o:
+            out[o] = _SPACE
+            o += 1
+        gap = False
+        out[o] = cp
+        o += 1
+    return out[:o]
+
+
+@_compiled
+def marks_dropped_utf8(points, marks, whitespace):
+    """UTF-8 of code points without those of ``marks`` (1), whitespace runs made one space, none at either end;
+    and False where a surrogate code point makes UTF-8 impossible."""
+    out = np.empty(4 * len(points), dtype=np.uint8)
+    o = 0
+    gap = False
+    for cp in points:
+        if marks[cp] == 1:
+            continue
+        if whitespace[cp] == 1:
+            gap = True
+            continue
+        if 0xD800 <= cp <= 0xDFFF:
+            return out[:0], False
+        if gap and o:
+            out[o] = _SPACE
+            o += 1
+        gap = False
+        if cp < 0x80:
+            out[o] = cp
+            o += 1
+        elif cp < 0x800:
+            out[o] = 0xC0 | (cp >> 6)
+            out[o + 1] = 0x80 | (cp & 0x3F)
+            o += 2
+        elif cp < 0x10000:
+            out[o] = 0xE0 | (cp >> 12)
+            out[o + 1] = 0x80 | ((cp >> 6) & 0x3F)
+            out[o + 2] = 0x80 | (cp & 0x3F)
+            o += 3
+        else:
+            out[o] = 0xF0 | (cp >> 18)
+            out[o + 1] = 0x80 | ((cp >> 12) & 0x3F)
+            out[o + 2] = 0x80 | ((cp >> 6) & 0x3F)
+            out[o + 3] = 0x80 | (cp & 0x3F)
+            o += 4
+    return out[:o], True

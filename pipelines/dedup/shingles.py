@@ -30,7 +30,7 @@ from functools import cache
 
 import numpy as np
 
-from pipelines.dedup.kernels import ngram_hashes, simplify_ascii
+from pipelines.dedup.kernels import marks_dropped_utf8, ngram_hashes, punctuation_to_spaces, simplify_ascii
 from pipelines.dedup.piece_table import PieceTable, TextBatch
 from pipelines.dedup.spacy_rules import StoredRules, load_rules
 
@@ -64,22 +64,27 @@ def _punctuation_mask() -> np.ndarray:
     return mask
 
 
-class _CombiningMarks:
-    """Which code points are of category Mn (what simplify_text drops after NFD), looked up as they appear."""
+class _CodePointClass:
+    """Whether code points have a property, looked up with ``unicodedata``/``str`` as they first appear."""
 
-    def __init__(self) -> None:
-        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)
+    def __init__(self, test) -> None:
+        self.test = test
+        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)  # -1: not looked up yet
 
-    def mask(self, points: np.ndarray) -> np.ndarray:
+    def table(self, points: np.ndarray) -> np.ndarray:
+        """The whole table (1 where the property holds), with every code point of `points` looked up."""
         state = self.known[points]
         if (state < 0).any():
             for cp in np.unique(points[state < 0]).tolist():
-                self.known[cp] = unicodedata.category(chr(cp)) == "Mn"
-            state = self.known[points]
-        return state.astype(bool)
+                self.known[cp] = self.test(chr(cp))
+        return self.known
+
+    def mask(self, points: np.ndarray) -> np.ndarray:
+        return self.table(points)[points].astype(bool)
 
 
-_COMBINING_MARKS = _CombiningMarks()
+_COMBINING_MARKS = _CodePointClass(lambda ch: unicodedata.category(ch) == "Mn")  # simplify_text drops them
+_WHITESPACE = _CodePointClass(str.isspace)  # what str.split() splits at
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -93,9 +98,25 @@ def _from_code_points(points: np.ndarray) -> str:
 def simplified_batch(texts: list[str]) -> TextBatch:
     """``simplify_to_bytes`` of each text, in one buffer: the ASCII texts (most web text) in one compiled pass."""
     ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
-    parts = [t.encode("ascii") if a else simplify_to_bytes(t) for t, a in zip(texts, ascii_.tolist(), strict=True)]
+    parts = [t.encode("ascii") if a else _simplify_non_ascii(t) for t, a in zip(texts, ascii_.tolist(), strict=True)]
     batch = TextBatch.of(parts)
     return TextBatch(*simplify_ascii(batch.buffer, batch.starts, batch.ends, ascii_, _ascii_punctuation_mask()))
+
+
+def _simplify_non_ascii(text: str) -> bytes:
+    """``simplify_to_bytes`` with its per-character passes compiled (the reference below where a lone surrogate
+    makes UTF-8 fail, so the error is the same)."""
+    from datatrove.utils.text import NUMBERS_PATTERN
+
+    lowered = text.lower()
+    if lowered.isascii():
+        return simplify_to_bytes(text)
+    points = _code_points(NUMBERS_PATTERN.sub("0", lowered))
+    spaced = punctuation_to_spaces(points, _punctuation_mask(), _WHITESPACE.table(points))
+    points = _code_points(unicodedata.normalize("NFD", _from_code_points(spaced)))
+    marks = _COMBINING_MARKS.table(points)
+    data, encoded = marks_dropped_utf8(points, marks, _WHITESPACE.table(points))
+    return data.tobytes() if encoded else simplify_to_bytes(text)
 
 
 def simplify_to_bytes(text: str) -> bytes:
