@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -136,3 +138,19 @@ def test_min_hashes_equal_plain_modulo_even_at_the_edge_of_the_prime(implementat
     assert got.tolist() == signatures_numpy(hashes, offsets, a, b, rows_per_chunk=64).tolist()
     assert got.tolist() == np.array(want).tolist()
     assert got[-3:, j].tolist() == [0, 3, ((1 << 64) - 1) % prime]
+
+
+def test_kernels_still_work_where_no_cache_folder_is_writable():
+    # numba finds no place for its cache (no locator accepts the module): the kernels compile in the process
+    code = (
+        "import numba.core.caching as caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "import numpy as np, xxhash\n"
+        "from pipelines.dedup import kernels\n"
+        "data = np.frombuffer(b'no cache for these kernels', dtype=np.uint8)\n"
+        "got = kernels.xxh64_ranges(data, np.array([0, 3]), np.array([26, 8]), np.uint64(0))\n"
+        "print(got.tolist() == [xxhash.xxh64_intdigest(data[0:26]), xxhash.xxh64_intdigest(data[3:8])],"
+        " type(kernels.xxh64_ranges._cache).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "NullCache"]
