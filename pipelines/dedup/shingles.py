@@ -14,10 +14,13 @@ facts make a fast path exact:
   thinc imports with it); a piece they leave open, or every piece when no rules match the spaCy version, goes to
   spaCy's tokenizer (all such pieces of a batch in one call).
 
-``simplify_text`` is reproduced step for step with faster equivalents (bytes for ASCII text, ``str.split`` for the
-whitespace regex, a translate table for the diacritics filter). ``tests/pipelines/test_dedup_signatures.py`` and
-``bench/dedup.py`` compare the shingles with datatrove's own ``get_shingles``; where a language's tokenizer has a
-special case spanning whitespace, every document takes datatrove's own path.
+``simplify_text`` is reproduced step for step (``simplify_to_bytes``, the reference) and, for whole batches, with
+compiled passes (``simplified_batch``: ASCII texts in one pass over bytes; other texts keep Python's ``lower``, the
+number pattern and NFD, with the per-character passes compiled). A batch then lives in one byte buffer: its pieces
+are looked up in a compiled table (``piece_table.py``), the buffer is copied only where a piece splits, and the
+n-grams are hashed where they lie. ``tests/pipelines/test_dedup_signatures.py`` and ``bench/dedup.py`` compare the
+shingles with datatrove's own ``get_shingles``; where a language's tokenizer has a special case spanning
+whitespace, every document takes datatrove's own path.
 """
 
 from __future__ import annotations
