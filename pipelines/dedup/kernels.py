@@ -39,17 +39,10 @@ def _rotl(x, r):
 
 
 @_compiled
-def _read64(buffer, pos):
+def _read_le(buffer, pos, count):
+    """The little-endian unsigned integer of the `count` bytes at `pos`."""
     value = np.uint64(0)
-    for k in range(8):
-        value |= np.uint64(buffer[pos + k]) << np.uint64(8 * k)
-    return value
-
-
-@_compiled
-def _read32(buffer, pos):
-    value = np.uint64(0)
-    for k in range(4):
+    for k in range(count):
         value |= np.uint64(buffer[pos + k]) << np.uint64(8 * k)
     return value
 
@@ -78,10 +71,10 @@ def _xxh64(buffer, start, length, seed):
         v4 = seed - _P1
         limit = end - 32
         while pos <= limit:
-            v1 = _round(v1, _read64(buffer, pos))
-            v2 = _round(v2, _read64(buffer, pos + 8))
-            v3 = _round(v3, _read64(buffer, pos + 16))
-            v4 = _round(v4, _read64(buffer, pos + 24))
+            v1 = _round(v1, _read_le(buffer, pos, 8))
+            v2 = _round(v2, _read_le(buffer, pos + 8, 8))
+            v3 = _round(v3, _read_le(buffer, pos + 16, 8))
+            v4 = _round(v4, _read_le(buffer, pos + 24, 8))
             pos += 32
         h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
         h = _merge(h, v1)
@@ -92,11 +85,11 @@ def _xxh64(buffer, start, length, seed):
         h = seed + _P5
     h += np.uint64(length)
     while pos + 8 <= end:
-        h ^= _round(np.uint64(0), _read64(buffer, pos))
+        h ^= _round(np.uint64(0), _read_le(buffer, pos, 8))
         h = _rotl(h, 27) * _P1 + _P4
         pos += 8
     if pos + 4 <= end:
-        h ^= _read32(buffer, pos) * _P1
+        h ^= _read_le(buffer, pos, 4) * _P1
         h = _rotl(h, 23) * _P2 + _P3
         pos += 4
     while pos < end:
