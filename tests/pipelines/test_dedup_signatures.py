@@ -141,7 +141,8 @@ def test_min_hashes_equal_plain_modulo_even_at_the_edge_of_the_prime(implementat
 
 
 def test_kernels_still_work_where_no_cache_folder_is_writable():
-    # numba finds no place for its cache (no locator accepts the module): the kernels compile in the process
+    # numba finds no place for its cache (no locator accepts the module): the kernels compile in the process.
+    # Emptying numba's list of cache locators stands in for read-only folders, which root (as here) can write.
     code = (
         "import numba.core.caching as caching\n"
         "caching.CacheImpl._locator_classes = []\n"
