@@ -1,5 +1,6 @@
 """MinHash signatures and LSH band keys as arrays: plain functions, no Dask, no files.
 
+The min-hashes are a compiled loop (``kernels.py``); ``signatures_numpy`` is the same in numpy passes.
 The permutations are datatrove's (``MinhashDedupSignature.parameters``: the same seed, the same ``a * x + b`` with
 uint64 wrap-around, then modulo the Mersenne prime 2^61 - 1), so signatures equal datatrove's bit for bit. The
 modulo is done with the Mersenne identity ``x = hi * 2^61 + lo = hi + lo (mod p)`` instead of an integer division.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.dedup.kernels import min_hashes
+
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _SHIFT61 = np.uint64(61)
 
@@ -26,13 +29,23 @@ def permutations(num_hashes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(
-    hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, rows_per_chunk: int = 2048
-) -> np.ndarray:
+def signatures(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Min-hash signatures, one row per document that has at least one shingle (in document order).
 
     `hashes` are the shingles of all documents, ``hashes[offsets[i]:offsets[i + 1]]`` those of document i.
     """
+    return min_hashes(
+        np.ascontiguousarray(hashes, dtype=np.uint64),
+        np.ascontiguousarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(a, dtype=np.uint64),
+        np.ascontiguousarray(b, dtype=np.uint64),
+    )
+
+
+def signatures_numpy(
+    hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray, rows_per_chunk: int = 2048
+) -> np.ndarray:
+    """``signatures`` in numpy passes over chunks of shingles: the reference the compiled kernel is tested with."""
     counts = np.diff(offsets)
     with_shingles = np.flatnonzero(counts)
     out = np.full((len(with_shingles), len(a)), np.iinfo(np.uint64).max, dtype=np.uint64)

@@ -14,10 +14,13 @@ facts make a fast path exact:
   thinc imports with it); a piece they leave open, or every piece when no rules match the spaCy version, goes to
   spaCy's tokenizer (all such pieces of a batch in one call).
 
-``simplify_text`` is reproduced step for step with faster equivalents (bytes for ASCII text, ``str.split`` for the
-whitespace regex, a translate table for the diacritics filter). ``tests/pipelines/test_dedup_signatures.py`` and
-``bench/dedup.py`` compare the shingles with datatrove's own ``get_shingles``; where a language's tokenizer has a
-special case spanning whitespace, every document takes datatrove's own path.
+``simplify_text`` is reproduced step for step (``simplify_to_bytes``, the reference) and, for whole batches, with
+compiled passes (``simplified_batch``: ASCII texts in one pass over bytes; other texts keep Python's ``lower``, the
+number pattern and NFD, with the per-character passes compiled). A batch then lives in one byte buffer: its pieces
+are looked up in a compiled table (``piece_table.py``), the buffer is copied only where a piece splits, and the
+n-grams are hashed where they lie. ``tests/pipelines/test_dedup_signatures.py`` and ``bench/dedup.py`` compare the
+shingles with datatrove's own ``get_shingles``; where a language's tokenizer has a special case spanning
+whitespace, every document takes datatrove's own path.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
-from itertools import chain
 
 import numpy as np
 
+from pipelines.dedup.kernels import marks_dropped_utf8, ngram_hashes, punctuation_to_spaces, simplify_ascii
+from pipelines.dedup.piece_table import PieceTable, TextBatch
 from pipelines.dedup.spacy_rules import StoredRules, load_rules
-from pipelines.dedup.xxh64 import xxh64_ranges
 
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
 _ASCII_NUMBERS = re.compile(rb"[0-9]+(?:[.,][0-9]+)?")
@@ -50,6 +53,11 @@ def _ascii_punctuation_table() -> bytes:
 
 
 @cache
+def _ascii_punctuation_mask() -> np.ndarray:
+    return np.frombuffer(_ascii_punctuation_table(), dtype=np.uint8) == ord(" ")
+
+
+@cache
 def _punctuation_mask() -> np.ndarray:
     """True at every code point that simplify_text turns into a space."""
     from datatrove.utils.text import PUNCTUATION
@@ -59,22 +67,27 @@ def _punctuation_mask() -> np.ndarray:
     return mask
 
 
-class _CombiningMarks:
-    """Which code points are of category Mn (what simplify_text drops after NFD), looked up as they appear."""
+class _CodePointClass:
+    """Whether code points have a property, looked up with ``unicodedata``/``str`` as they first appear."""
 
-    def __init__(self) -> None:
-        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)
+    def __init__(self, test) -> None:
+        self.test = test
+        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)  # -1: not looked up yet
 
-    def mask(self, points: np.ndarray) -> np.ndarray:
+    def table(self, points: np.ndarray) -> np.ndarray:
+        """The whole table (1 where the property holds), with every code point of `points` looked up."""
         state = self.known[points]
         if (state < 0).any():
             for cp in np.unique(points[state < 0]).tolist():
-                self.known[cp] = unicodedata.category(chr(cp)) == "Mn"
-            state = self.known[points]
-        return state.astype(bool)
+                self.known[cp] = self.test(chr(cp))
+        return self.known
+
+    def mask(self, points: np.ndarray) -> np.ndarray:
+        return self.table(points)[points].astype(bool)
 
 
-_COMBINING_MARKS = _CombiningMarks()
+_COMBINING_MARKS = _CodePointClass(lambda ch: unicodedata.category(ch) == "Mn")  # simplify_text drops them
+_WHITESPACE = _CodePointClass(str.isspace)  # what str.split() splits at
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -83,6 +96,30 @@ def _code_points(text: str) -> np.ndarray:
 
 def _from_code_points(points: np.ndarray) -> str:
     return points.tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def simplified_batch(texts: list[str]) -> TextBatch:
+    """``simplify_to_bytes`` of each text, in one buffer: the ASCII texts (most web text) in one compiled pass."""
+    ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=len(texts))
+    parts = [t.encode("ascii") if a else _simplify_non_ascii(t) for t, a in zip(texts, ascii_.tolist(), strict=True)]
+    batch = TextBatch.of(parts)
+    return TextBatch(*simplify_ascii(batch.buffer, batch.starts, batch.ends, ascii_, _ascii_punctuation_mask()))
+
+
+def _simplify_non_ascii(text: str) -> bytes:
+    """``simplify_to_bytes`` with its per-character passes compiled (the reference below where a lone surrogate
+    makes UTF-8 fail, so the error is the same)."""
+    from datatrove.utils.text import NUMBERS_PATTERN
+
+    lowered = text.lower()
+    if lowered.isascii():
+        return simplify_to_bytes(text)
+    points = _code_points(NUMBERS_PATTERN.sub("0", lowered))
+    spaced = punctuation_to_spaces(points, _punctuation_mask(), _WHITESPACE.table(points))
+    points = _code_points(unicodedata.normalize("NFD", _from_code_points(spaced)))
+    marks = _COMBINING_MARKS.table(points)
+    data, encoded = marks_dropped_utf8(points, marks, _WHITESPACE.table(points))
+    return data.tobytes() if encoded else simplify_to_bytes(text)
 
 
 def simplify_to_bytes(text: str) -> bytes:
@@ -120,8 +157,7 @@ class PieceTokenizer:
             any(c.isspace() for c in key) and not key.isspace() for key in keys
         )
         self.max_cached = max_cached
-        self.single: set[bytes] = set()  # pieces that are one word
-        self.words_of: dict[bytes, tuple[bytes, ...]] = {}  # every piece seen -> its words
+        self.table = PieceTable()  # every piece met, and the words of those that split
 
     @property
     def _spacy(self):
@@ -133,52 +169,62 @@ class PieceTokenizer:
             self._spacy_tokenizer = getattr(nlp, "tokenizer", None)
         return self._spacy_tokenizer
 
-    def words(self, simplified: list[bytes]) -> list[list[bytes]]:
-        """The words of each of a batch of simplified texts."""
-        pieces = [text.split() for text in simplified]
-        single = self.single
-        if all(map(single.issuperset, pieces)):
-            return pieces
-        self._learn(set().union(*pieces))
-        words_of = self.words_of
-        return [p if single.issuperset(p) else list(chain.from_iterable(map(words_of.__getitem__, p))) for p in pieces]
+    def joined(self, batch: TextBatch) -> TextBatch:
+        """The words of each simplified text of a batch (whitespace pieces, single spaces), joined by single spaces.
 
-    def _learn(self, needed: set[bytes]) -> None:
-        new = needed.difference(self.words_of)
-        if len(self.words_of) + len(new) > self.max_cached:
-            self.single.clear()
-            self.words_of.clear()
-            new = needed
+        A batch none of whose pieces splits is its own answer; otherwise it is copied once with the pieces that
+        split replaced by their words.
+        """
+        pieces = self.table.pieces(batch)
+        unknown = np.flatnonzero(pieces.ids < 0)
+        if len(unknown) and self.table.count + len(unknown) > self.max_cached:
+            self.table.clear()
+            pieces = self.table.pieces(batch)
+            unknown = np.arange(len(pieces.ids))
+        data = batch.buffer.tobytes() if len(unknown) else b""
+        while len(unknown):  # a round per XXH64 shared by two new pieces, which np.unique keeps one of
+            _, first = np.unique(pieces.hashes[unknown], return_index=True)
+            at, lengths = pieces.at[unknown[first]].tolist(), pieces.lengths[unknown[first]].tolist()
+            learned = self._learn([data[s : s + n] for s, n in zip(at, lengths, strict=True)])
+            self.table.add(list(learned), list(learned.values()))
+            pieces.ids[unknown] = self.table.find(
+                batch.buffer, pieces.at[unknown], pieces.lengths[unknown], pieces.hashes[unknown]
+            )
+            unknown = unknown[pieces.ids[unknown] < 0]
+        return self.table.replaced(batch, pieces)
+
+    def _learn(self, new: list[bytes]) -> dict[bytes, bytes | None]:
+        """The words of new pieces joined by spaces, or None for a piece that is one word."""
         texts = {piece: piece.decode("utf-8") for piece in new}
+        learned: dict[bytes, bytes | None] = {}
         if self.rules is not None:
-            hard = self._learn_from_rules(texts)
+            hard = self._learn_from_rules(texts, learned)
         else:
             # spaCy's own first checks: a piece that no special case, URL, prefix, suffix or infix rule matches is
             # one token as it is; only the others go through the tokenizer
             hard = [piece for piece, text in texts.items() if not self._plainly_one_token(text)]
-            for piece in new.difference(hard):
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
+            learned.update(dict.fromkeys(set(texts).difference(hard)))
         if hard:
             hard.sort()
-            self._tokenize(hard, [texts[piece] for piece in hard])
+            self._tokenize(hard, [texts[piece] for piece in hard], learned)
+        return learned
 
-    def _learn_from_rules(self, texts: dict[bytes, str]) -> list[bytes]:
+    @staticmethod
+    def _remember(learned: dict[bytes, bytes | None], piece: bytes, text: str, words: list[str]) -> None:
+        learned[piece] = None if words == [text] else " ".join(words).encode("utf-8")
+
+    def _learn_from_rules(self, texts: dict[bytes, str], learned: dict[bytes, bytes | None]) -> list[bytes]:
         """Split new pieces by the stored rules; returns the pieces left to spaCy."""
         rules, hard = self.rules, []
         for piece, text in texts.items():
             if rules.plainly_one_word(text):
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
+                learned[piece] = None
                 continue
             got = rules.split(text)
             if got is None:
                 hard.append(piece)
-            elif got == [text]:
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
             else:
-                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+                self._remember(learned, piece, text, got)
         return hard
 
     def _plainly_one_token(self, text: str) -> bool:
@@ -192,7 +238,7 @@ class PieceTokenizer:
             or (tok.infix_finditer is not None and next(tok.infix_finditer(text), None) is not None)
         )
 
-    def _tokenize(self, pieces: list[bytes], texts: list[str]) -> None:
+    def _tokenize(self, pieces: list[bytes], texts: list[str], learned: dict[bytes, bytes | None]) -> None:
         joined = " ".join(texts)
         starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
         doc = self._spacy(joined)
@@ -203,11 +249,7 @@ class PieceTokenizer:
             if text:
                 words[i].append(text)
         for piece, text, got in zip(pieces, texts, words, strict=True):
-            if got == [text]:
-                self.single.add(piece)
-                self.words_of[piece] = (piece,)
-            else:
-                self.words_of[piece] = tuple(w.encode("utf-8") for w in got)
+            self._remember(learned, piece, text, got)
 
 
 @cache
@@ -247,22 +289,8 @@ class Shingler:
             parts = [self.reference_shingles(t) for t in texts]
             offsets = np.cumsum([0] + [len(p) for p in parts])
             return ShingleBatch(np.concatenate(parts) if parts else np.empty(0, np.uint64), offsets)
-        per_doc = self.tokenizer.words([simplify_to_bytes(text) for text in texts])
-        word_counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
-        return self._hash_ngrams(list(chain.from_iterable(per_doc)), word_counts)
+        return self.hash_ngrams(self.tokenizer.joined(simplified_batch(texts)))
 
-    def _hash_ngrams(self, words: list[bytes], word_counts: np.ndarray) -> ShingleBatch:
-        n = self.n_grams
-        ngram_counts = np.maximum(word_counts - n + 1, 0)
-        offsets = np.concatenate([[0], np.cumsum(ngram_counts)])
-        if not offsets[-1]:
-            return ShingleBatch(np.empty(0, np.uint64), offsets)
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        word_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-        buffer = np.frombuffer(b" ".join(words), dtype=np.uint8)
-        # the first word of every n-gram: positions within each document that leave n words
-        doc_first_word = np.concatenate([[0], np.cumsum(word_counts)[:-1]])
-        first = np.repeat(doc_first_word - offsets[:-1], ngram_counts) + np.arange(offsets[-1])
-        last = first + n - 1
-        hashes = xxh64_ranges(buffer, word_starts[first], word_starts[last] + lengths[last])
-        return ShingleBatch(hashes, offsets)
+    def hash_ngrams(self, batch: TextBatch) -> ShingleBatch:
+        """XXH64 of the word n-grams of texts whose words are joined by single spaces."""
+        return ShingleBatch(*ngram_hashes(batch.buffer, batch.starts, batch.ends, self.n_grams))

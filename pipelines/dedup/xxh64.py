@@ -1,10 +1,10 @@
-"""XXH64 of many byte ranges of one buffer at once, in numpy.
+"""XXH64 of many byte ranges of one buffer at once, in numpy: the second reference for the compiled kernel.
 
 MinHash shingles are the XXH64 digests of word n-grams (what datatrove's ``xxhash64`` returns for each n-gram
-string). Hashing them one Python call at a time costs more than the rest of a signature; here every n-gram of a
-batch of documents is one ``[start, end)`` range of a single buffer and all ranges of one length are hashed
-together, so a batch is a few hundred numpy calls whatever its size. ``tests/pipelines/test_dedup_signatures.py``
-checks the digests against the ``xxhash`` package.
+string). Here every n-gram of a batch is one ``[start, end)`` range of a single buffer and all ranges of one length
+are hashed together, a few hundred numpy calls per batch. The signature path uses the compiled loop of
+``kernels.py`` (several times faster: no whole-array passes); ``tests/pipelines/test_dedup_signatures.py`` checks
+both against the ``xxhash`` package.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from datatrove.utils.word_tokenizers import load_word_tokenizer
 
 from pipelines.dedup import shingles, spacy_rules
+from pipelines.dedup.piece_table import TextBatch
 from pipelines.dedup.shingles import PieceTokenizer, simplify_to_bytes
 from pipelines.dedup.spacy_rules import (
     StoredRules,
@@ -97,7 +98,7 @@ def test_piece_tokenizer_with_rules_equals_spacy_on_texts(spacy_tokenizer, fresh
         " ".join(stress_pieces(spacy_tokenizer)[::13]),
     ]
     tokenizer = PieceTokenizer(rules=fresh_rules)
-    got = tokenizer.words([t.encode("utf-8") for t in texts])
+    got = [j.split() for j in tokenizer.joined(TextBatch.of([t.encode("utf-8") for t in texts])).texts()]
     want = [[t.text.encode("utf-8") for t in spacy_tokenizer(text) if t.text.strip()] for text in texts]
     assert got == want
 
@@ -113,7 +114,7 @@ def test_version_mismatch_falls_back_to_spacy(monkeypatch, tmp_path, spacy_token
     tokenizer = PieceTokenizer()
     assert tokenizer.rules is None and tokenizer.exact
     text = "we cannot go 0km ‘self and gonna see"
-    assert tokenizer.words([text.encode("utf-8")]) == [
+    assert [j.split() for j in tokenizer.joined(TextBatch.of([text.encode("utf-8")])).texts()] == [
         [t.text.encode("utf-8") for t in spacy_tokenizer(text) if t.text.strip()]
     ]
 
