@@ -55,6 +55,8 @@ def _readers(recipe: Recipe) -> list:
 
 def build_filters(recipe: Recipe) -> list:
     """The recipe's filter steps, in order: the fast ones, or datatrove's own with ``filter_engine: datatrove``."""
+    if not recipe.filters:  # the filter modules pull in spaCy (and what it imports): not for a recipe without any
+        return []
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,

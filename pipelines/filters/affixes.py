@@ -154,6 +154,9 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
     short_search = re.compile("|".join(short), pattern.flags).search if short else None
     tail_search = re.compile("|".join(long), pattern.flags).search if long else None
     long_search = re.compile("|".join(unbounded), pattern.flags).search if unbounded else None
+    # a string holding none of the characters each branch of a group needs is not searched for that group
+    tail_needs = _needed_by_all(long, pattern.flags)
+    long_needs = _needed_by_all(unbounded, pattern.flags)
     known: dict[str, int] = {}
 
     def search(string: str) -> Span | None:
@@ -168,8 +171,11 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
                 length = known[tail] = match.end() - match.start() if match is not None else -1
                 if len(known) > 1_000_000:
                     known.clear()
-        for other, text in ((tail_search, string[-long_reach:]), (long_search, string)):
-            if other is not None:
+        for other, needs, text in (
+            (tail_search, tail_needs, string[-long_reach:]),
+            (long_search, long_needs, string),
+        ):
+            if other is not None and (needs is None or not needs.isdisjoint(text)):
                 match = other(text)
                 if match is not None:
                     length = max(length, match.end() - match.start())
@@ -277,3 +283,35 @@ def _anchored_at_start(pattern: re.Pattern) -> bool:
         and bool(tree.data)
         and tree.data[0] == (sre_parse.AT, sre_parse.AT_BEGINNING)
     )
+
+
+def needed_characters(items: sre_parse.SubPattern | list) -> frozenset[str] | None:
+    """Characters of which any match must contain at least one (the smallest such set found), or None.
+
+    Each item a match cannot skip and that consumes at least one character (a literal, a class, a group or
+    repeat that cannot be empty, or the inside of a positive lookaround, which looks at characters of the same
+    string) starts with one of its first characters: any of those sets will do.
+    """
+    best: frozenset[str] | None = None
+    for op, av in items:
+        if op is sre_parse.ASSERT:
+            first, nullable = first_characters(av[1])
+        elif op in (sre_parse.AT, sre_parse.ASSERT_NOT):
+            continue
+        else:
+            first, nullable = _item_first(op, av)
+            first = frozenset(first) if first is not None else None
+        if first is not None and not nullable and (best is None or len(first) < len(best)):
+            best = frozenset(first)
+    return best
+
+
+def _needed_by_all(sources: list[str], flags: int) -> frozenset[str] | None:
+    """The union of what each branch needs (None if one branch needs nothing we can name)."""
+    union: set[str] = set()
+    for source in sources:
+        needed = needed_characters(sre_parse.parse(source, flags))
+        if needed is None:
+            return None
+        union |= needed
+    return frozenset(union)
