@@ -202,9 +202,9 @@ class WordSplitter:
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
-        simple, suffixed, suffixed_parts, rest = self._split_simple(chunks)
+        simple, split, split_parts, rest = self._split_simple(chunks)
         self._store(simple, [[c] for c in simple], checked=True)
-        self._store(suffixed, suffixed_parts, checked=True)
+        self._store(split, split_parts, checked=True)
         if not rest:
             return
         joined = "\n".join(rest)
@@ -228,19 +228,21 @@ class WordSplitter:
         self._store(rest, per_chunk)
 
     def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
-        """Chunks spaCy keeps whole; chunks it splits into a word and one trailing character, with their tokens;
-        and the others (for spaCy).
+        """Chunks spaCy keeps whole; chunks whose tokens follow from a few affix shapes, with their tokens; and
+        the others (for spaCy).
 
         spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
         A chunk that is no special case and that none of the three patterns matches anywhere is one token
         (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
-        case equal to the chunk to act on a single token).
+        case equal to the chunk to act on a single token). Such a "plain" string is also where spaCy's affix
+        loop (``_split_affixes`` in spacy/tokenizer.pyx) stops.
 
-        The commonest other shape is a word and a one-character suffix ("word," "end." "it)"). spaCy's
-        ``_split_affixes`` (spacy/tokenizer.pyx) on it: token_match on the chunk would stop it (so: none), the
-        chunk is no special case, no prefix; the suffix is cut unless the rest is a special case (so: it is not);
-        then the rest is the core when it is no special case and has no prefix, suffix or infix match, and the
-        tokens are [core, suffix] unless a multi-token special case is exactly that pair.
+        The common other shapes peel one-character affixes off a plain core: "word," and "(word" (one step of the
+        loop), "(word)" (prefix and suffix in the same step) and "word)." (two steps). Each step is taken exactly
+        as the loop takes it: the affix lengths are spaCy's own searches on the same strings, and what remains
+        after each cut is checked not to be a special case (where the loop would stop differently). The tokens
+        are the affixes and the core unless a multi-token special case is some run of them (the matcher would
+        act); anything else goes to spaCy.
         """
         tok = self._nlp.tokenizer
         prefix = tok.prefix_search or (lambda c: None)
@@ -248,31 +250,61 @@ class WordSplitter:
         infix = tok.infix_finditer or (lambda c: iter(()))
         token_match = tok.token_match or (lambda c: None)
         specials, patterns = self._special_keys, self._patterns
-        simple, suffixed, suffixed_parts, rest = [], [], [], []
+
+        def plain(text: str) -> bool:
+            return bool(
+                text
+                and text not in specials
+                and not token_match(text)
+                and prefix(text) is None
+                and suffix(text) is None
+                and next(infix(text), None) is None
+            )
+
+        def one(match) -> bool:
+            return match is not None and match.end() - match.start() == 1
+
+        def peeled(chunk: str, head, tail) -> list[str] | None:
+            if head is not None:  # one prefix character, then a plain core or a one-character suffix
+                rest = chunk[1:]
+                if not one(head) or not rest or rest in specials:
+                    return None
+                tail = suffix(rest)
+                if tail is None:
+                    return [chunk[0], rest] if plain(rest) else None
+                core = chunk[1:-1]
+                if not one(tail) or chunk[:-1] in specials or not plain(core):
+                    return None
+                return [chunk[0], core, chunk[-1]]
+            core = chunk[:-1]  # one suffix character, then a plain core or one more suffix character
+            if not one(tail) or not core or core in specials:
+                return None
+            if plain(core):
+                return [core, chunk[-1]]
+            if token_match(core) or prefix(core) is not None or not one(suffix(core)):
+                return None
+            inner = core[:-1]
+            return [inner, core[-1], chunk[-1]] if inner not in specials and plain(inner) else None
+
+        simple, split, split_parts, rest = [], [], [], []
         for chunk in chunks:
-            if chunk in specials or prefix(chunk):
+            if chunk in specials or token_match(chunk):
                 rest.append(chunk)
                 continue
-            found = suffix(chunk)
-            if found is None:
+            head = prefix(chunk)
+            tail = suffix(chunk) if head is None else None
+            if head is None and tail is None:
                 (rest if next(infix(chunk), None) is not None else simple).append(chunk)
                 continue
-            core = chunk[:-1]
-            if (
-                found.end() - found.start() != 1
-                or not core
-                or core in specials
-                or token_match(chunk)
-                or prefix(core)
-                or suffix(core)
-                or next(infix(core), None) is not None
-                or (core, chunk[-1]) in patterns
+            parts = peeled(chunk, head, tail)
+            if parts is None or any(
+                tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
             ):
                 rest.append(chunk)
                 continue
-            suffixed.append(chunk)
-            suffixed_parts.append([core, chunk[-1]])
-        return simple, suffixed, suffixed_parts, rest
+            split.append(chunk)
+            split_parts.append(parts)
+        return simple, split, split_parts, rest
 
     def _store(self, chunks: list[str], parts: list[list[str]], checked: bool = False) -> None:
         """Append chunks and their tokens to the flat table (``checked``: the parts are known to join up)."""

@@ -269,7 +269,7 @@ def _stress_chunks() -> list[str]:
     return sorted({p + c + s for p in prefixes for c in cores for s in suffixes} - {""})
 
 
-def test_the_one_suffix_rule_tokenizes_as_spacy_does_or_leaves_the_chunk_to_spacy():
+def test_the_affix_shapes_tokenize_as_spacy_does_or_leave_the_chunk_to_spacy():
     splitter = WordSplitter("en")  # a fresh one: this test may not lean on chunks cached by others
     tokenizer = splitter._nlp.tokenizer
     chunks = _stress_chunks()
@@ -279,10 +279,10 @@ def test_the_one_suffix_rule_tokenizes_as_spacy_does_or_leaves_the_chunk_to_spac
         assert [t.text for t in tokenizer(chunk)] == [chunk]
     for chunk, tokens in zip(covered, parts, strict=True):
         assert tokens == [t.text for t in tokenizer(chunk)], chunk
-    # the rule covers a word and one trailing character; special cases, unit suffixes, infixes, prefixes and
-    # longer suffixes go to spaCy
-    assert {"word,", "dogs)", "word'", "word!", "10,"} <= set(covered)
-    assert {"can't.", "Mr.", "e.g.", "10km.", "dyn-o-mite.", ":)", '"word".', "word...", "'s."} <= set(left)
+    # the shapes cover one-character affixes around a plain word; special cases, unit suffixes, infixes,
+    # longer affixes and deeper nesting go to spaCy
+    assert {"word,", "dogs)", "word'", "word!", "10,", "(word", "(word)", "'word'", "word.)", "[10"} <= set(covered)
+    assert {"can't.", "Mr.", "e.g.", "10km.", "dyn-o-mite.", ":)", '"word".', "word...", "'s.", "((word"} <= set(left)
     assert len(covered) > 300 and len(left) > 1000
     # and the words of whole texts made of these chunks are spaCy's, whichever path each chunk took
     rng = random.Random(11)
