@@ -152,15 +152,24 @@ class WordSplitter:
         and token matchers only, never on lexeme attributes, so the tokens are the same and new words cost less.
         """
         from datatrove.utils.word_tokenizers import SpaCyTokenizer
+        from spacy.tokenizer import Tokenizer
 
         nlp = SpaCyTokenizer(self.language).tokenizer
         self._is_punct = nlp.vocab.lex_attr_getters[IS_PUNCT]
         nlp.vocab.lex_attr_getters = {}
-        # the same affix searches, answered faster (see pipelines/filters/affixes.py)
-        tokenizer = nlp.tokenizer
-        tokenizer.prefix_search = guarded_prefix_search(tokenizer.prefix_search)
-        tokenizer.suffix_search = tail_suffix_search(tokenizer.suffix_search)
-        tokenizer.infix_finditer = guarded_infix_finditer(tokenizer.infix_finditer)
+        # the same tokenizer with the same affix searches, answered faster (see pipelines/filters/affixes.py); built
+        # anew rather than set one by one, since each setter reloads every special case
+        old = nlp.tokenizer
+        nlp.tokenizer = Tokenizer(
+            nlp.vocab,
+            rules=old.rules,
+            prefix_search=guarded_prefix_search(old.prefix_search),
+            suffix_search=tail_suffix_search(old.suffix_search),
+            infix_finditer=guarded_infix_finditer(old.infix_finditer),
+            token_match=old.token_match,
+            url_match=old.url_match,
+            faster_heuristics=old.faster_heuristics,
+        )
         return nlp
 
     def _special_case_patterns(self) -> set[tuple[str, ...]]:
