@@ -34,6 +34,18 @@ def _compiled(function):
 
 
 @_compiled
+def _words_in(buffer, start, end):
+    """Words of ``buffer[start:end]``, words separated by single spaces (no space at either end)."""
+    if end <= start:
+        return 0
+    words = 1
+    for p in range(start, end):
+        if buffer[p] == _SPACE:
+            words += 1
+    return words
+
+
+@_compiled
 def _rotl(x, r):
     return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
 
@@ -124,12 +136,7 @@ def ngram_hashes(buffer, doc_starts, doc_ends, n):
     offsets = np.zeros(docs + 1, dtype=np.int64)
     most_words = 0
     for i in range(docs):
-        words = 0
-        if doc_ends[i] > doc_starts[i]:
-            words = 1
-            for p in range(doc_starts[i], doc_ends[i]):
-                if buffer[p] == _SPACE:
-                    words += 1
+        words = _words_in(buffer, doc_starts[i], doc_ends[i])
         most_words = max(most_words, words)
         offsets[i + 1] = offsets[i] + max(words - n + 1, 0)
     hashes = np.empty(offsets[docs], dtype=np.uint64)
@@ -261,13 +268,7 @@ def split_pieces(buffer, starts, ends):
     the offsets of each text's pieces."""
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     for i in range(len(starts)):
-        pieces = 0
-        if ends[i] > starts[i]:
-            pieces = 1
-            for p in range(starts[i], ends[i]):
-                if buffer[p] == _SPACE:
-                    pieces += 1
-        offsets[i + 1] = offsets[i] + pieces
+        offsets[i + 1] = offsets[i] + _words_in(buffer, starts[i], ends[i])
     total = offsets[len(starts)]
     at = np.empty(total, dtype=np.int64)
     lengths = np.empty(total, dtype=np.int64)
