@@ -246,54 +246,76 @@ class WordSplitter:
         case equal to the chunk to act on a single token). Such a "plain" string is also where spaCy's affix
         loop (``_split_affixes`` in spacy/tokenizer.pyx) stops.
 
-        The common other shapes peel one-character affixes off a plain core: "word," and "(word" (one step of the
-        loop), "(word)" (prefix and suffix in the same step) and "word)." (two steps). Each step is taken exactly
-        as the loop takes it: the affix lengths are spaCy's own searches on the same strings, and what remains
-        after each cut is checked not to be a special case (where the loop would stop differently). The tokens
-        are the affixes and the core unless a multi-token special case is some run of them (the matcher would
-        act); anything else goes to spaCy.
+        The common other shapes peel one-character affixes off a core where the loop stops: "word," and "(word"
+        (one step of the loop), "(word)" (prefix and suffix in the same step) and "word.)" (two steps). Each step
+        is taken exactly as the loop takes it: the affix lengths are spaCy's own searches on the same strings,
+        and what remains after each cut is checked not to be a special case (where the loop would stop
+        differently). The core is then one token, or cut at its infixes as ``_attach_tokens`` cuts it (unless
+        the URL matcher keeps it whole): "dm-raid", "(x/y)". The tokens are the affixes and the core's pieces
+        unless a multi-token special case is some run of them (the matcher would act); anything else goes to
+        spaCy.
         """
         tok = self._nlp.tokenizer
         prefix = tok.prefix_search or (lambda c: None)
         suffix = tok.suffix_search or (lambda c: None)
         infix = tok.infix_finditer or (lambda c: iter(()))
         token_match = tok.token_match or (lambda c: None)
+        url_match = tok.url_match or (lambda c: None)
         specials, patterns = self._special_keys, self._patterns
 
-        def plain(text: str) -> bool:
-            return bool(
-                text
-                and text not in specials
-                and not token_match(text)
-                and prefix(text) is None
-                and suffix(text) is None
-                and next(infix(text), None) is None
-            )
+        def core(text: str) -> list[str] | None:
+            """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,
+            or its infix pieces as ``_attach_tokens`` cuts them."""
+            if not text or text in specials or token_match(text) or prefix(text) is not None:
+                return None
+            if suffix(text) is not None:
+                return None
+            matches = list(infix(text))
+            if not matches or url_match(text):
+                return [text]
+            pieces, start = [], 0
+            for match in matches:
+                first, end = match.start(), match.end()
+                if first == 0:  # an infix at the very start does not cut
+                    continue
+                if first != start:
+                    pieces.append(text[start:first])
+                if first != end:
+                    pieces.append(text[first:end])
+                start = end
+            if text[start:]:
+                pieces.append(text[start:])
+            return pieces
 
         def one(match) -> bool:
             return match is not None and match.end() - match.start() == 1
 
         def peeled(chunk: str, head, tail) -> list[str] | None:
-            if head is not None:  # one prefix character, then a plain core or a one-character suffix
+            if head is None and tail is None:  # the loop stops at once
+                return core(chunk)
+            if head is not None:  # one prefix character, then a core or a one-character suffix and a core
                 rest = chunk[1:]
                 if not one(head) or not rest or rest in specials:
                     return None
                 tail = suffix(rest)
                 if tail is None:
-                    return [chunk[0], rest] if plain(rest) else None
-                core = chunk[1:-1]
-                if not one(tail) or chunk[:-1] in specials or not plain(core):
+                    inside = core(rest)
+                    return [chunk[0], *inside] if inside else None
+                if not one(tail) or chunk[:-1] in specials:
                     return None
-                return [chunk[0], core, chunk[-1]]
-            core = chunk[:-1]  # one suffix character, then a plain core or one more suffix character
-            if not one(tail) or not core or core in specials:
+                inside = core(chunk[1:-1])
+                return [chunk[0], *inside, chunk[-1]] if inside else None
+            rest = chunk[:-1]  # one suffix character, then a core or one more suffix character and a core
+            if not one(tail) or not rest or rest in specials:
                 return None
-            if plain(core):
-                return [core, chunk[-1]]
-            if token_match(core) or prefix(core) is not None or not one(suffix(core)):
+            inside = core(rest)
+            if inside:
+                return [*inside, chunk[-1]]
+            if token_match(rest) or prefix(rest) is not None or not one(suffix(rest)):
                 return None
-            inner = core[:-1]
-            return [inner, core[-1], chunk[-1]] if inner not in specials and plain(inner) else None
+            inner = rest[:-1]
+            inside = core(inner) if inner not in specials else None
+            return [*inside, rest[-1], chunk[-1]] if inside else None
 
         simple, split, split_parts, rest = [], [], [], []
         for chunk in chunks:
@@ -302,8 +324,8 @@ class WordSplitter:
                 continue
             head = prefix(chunk)
             tail = suffix(chunk) if head is None else None
-            if head is None and tail is None:
-                (rest if next(infix(chunk), None) is not None else simple).append(chunk)
+            if head is None and tail is None and next(infix(chunk), None) is None:
+                simple.append(chunk)
                 continue
             parts = peeled(chunk, head, tail)
             if parts is None or any(
