@@ -200,6 +200,20 @@ class BatchNgrams:
         result[docs] = chars * top
         return result
 
+    def _joined_hashes(self, n: int) -> np.ndarray:
+        """For each position, the hash of its n words joined without a separator (a polynomial over the joined
+        string's code points), extended one word at a time from the last n asked for."""
+        value, shift = self.splitter.hash[self.ids], self.splitter.hash_shift[self.ids]
+        cached_n, joined = getattr(self, "_joined", (0, None))
+        if cached_n == 0 or cached_n > n:
+            cached_n, joined = 1, value
+        with np.errstate(over="ignore"):
+            while cached_n < n:  # extend each cached_n-gram by the next word
+                joined = joined[:-1] * shift[cached_n:] + value[cached_n:]
+                cached_n += 1
+        self._joined = (n, joined)
+        return joined
+
     def repeat_bound(self, n: int) -> np.ndarray:
         """Per document, at least what datatrove's ``find_all_duplicate(words, n)`` can return.
 
@@ -213,12 +227,9 @@ class BatchNgrams:
         valid = np.flatnonzero(self.valid(n))
         if not len(valid):
             return bound
-        value, shift = self.splitter.hash[self.ids], self.splitter.hash_shift[self.ids]
-        m = len(value) - n + 1
-        joined = value[:m].copy()
+        m = len(self.ids) - n + 1
+        joined = self._joined_hashes(n)
         with np.errstate(over="ignore"):
-            for k in range(1, n):
-                joined = joined * shift[k : m + k] + value[k : m + k]
             chars = (self.char_ends[n:] - self.char_ends[:m]).astype(np.uint64)
             keyed = (joined + chars * _HASH_LENGTH_MIX)[valid]
             keyed ^= self.doc[valid].astype(np.uint64) * _DOC_MIX

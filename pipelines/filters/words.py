@@ -261,7 +261,7 @@ class WordSplitter:
         infix = tok.infix_finditer or (lambda c: iter(()))
         token_match = tok.token_match or (lambda c: None)
         url_match = tok.url_match or (lambda c: None)
-        specials, patterns = self._special_keys, self._patterns
+        specials, patterns, pairs = self._special_keys, self._patterns, self._boundary_pairs
 
         def core(text: str) -> list[str] | None:
             """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,
@@ -328,8 +328,12 @@ class WordSplitter:
                 simple.append(chunk)
                 continue
             parts = peeled(chunk, head, tail)
-            if parts is None or any(
-                tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
+            if parts is None or (
+                # a multi-token special case holds two consecutive tokens of some pattern: look only then
+                any(pair in pairs for pair in zip(parts, parts[1:], strict=False))
+                and any(
+                    tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
+                )
             ):
                 rest.append(chunk)
                 continue
