@@ -184,6 +184,8 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
         return Span(len(string) - length, len(string))
 
     search.groups = [(short_reach, len(short)), (long_reach, len(long))]  # type: ignore[attr-defined]
+    # any match holds one of these characters (None: some branch needs none we can name)
+    search.needed = _needed_by_all(sources, pattern.flags)  # type: ignore[attr-defined]
     search.unbounded = len(unbounded)  # type: ignore[attr-defined]
     return search
 
@@ -315,3 +317,16 @@ def _needed_by_all(sources: list[str], flags: int) -> frozenset[str] | None:
             return None
         union |= needed
     return frozenset(union)
+
+
+def untouchable_characters(prefix_search, suffix_search, infix_finditer) -> frozenset[str] | None:
+    """Characters one of which any prefix, suffix or infix match must contain; a string holding none of them is
+    matched by none of the three. None when the searches are not the ones built here (nothing is known)."""
+    parts = (
+        getattr(prefix_search, "first", None),
+        getattr(suffix_search, "needed", None),
+        getattr(infix_finditer, "first", None),
+    )
+    if any(part is None for part in parts):
+        return None
+    return frozenset().union(*parts)

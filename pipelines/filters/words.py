@@ -30,7 +30,12 @@ import numpy as np
 from datatrove.utils.text import PUNCTUATION_SET
 from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
-from pipelines.filters.affixes import guarded_infix_finditer, guarded_prefix_search, tail_suffix_search
+from pipelines.filters.affixes import (
+    guarded_infix_finditer,
+    guarded_prefix_search,
+    tail_suffix_search,
+    untouchable_characters,
+)
 
 _WS_SPLIT = re.compile(r"(\s+)")
 # the sentencizer's rule on token classes: P = a sentence-final punctuation character, O = other punctuation,
@@ -317,10 +322,16 @@ class WordSplitter:
             inside = core(inner) if inner not in specials else None
             return [*inside, rest[-1], chunk[-1]] if inside else None
 
+        # a chunk holding none of the characters some affix rule needs is no match of any: one token
+        untouchable = untouchable_characters(prefix, suffix, infix)
+        quick = untouchable.isdisjoint if untouchable is not None else (lambda c: False)
         simple, split, split_parts, rest = [], [], [], []
         for chunk in chunks:
             if chunk in specials or token_match(chunk):
                 rest.append(chunk)
+                continue
+            if quick(chunk):
+                simple.append(chunk)
                 continue
             head = prefix(chunk)
             tail = suffix(chunk) if head is None else None

@@ -323,7 +323,12 @@ def test_faster_affix_searches_answer_as_spacys_own():
     """The tail-cached suffix search and the first-character guards return what spaCy's regexes return."""
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
-    from pipelines.filters.affixes import guarded_infix_finditer, guarded_prefix_search, tail_suffix_search
+    from pipelines.filters.affixes import (
+        guarded_infix_finditer,
+        guarded_prefix_search,
+        tail_suffix_search,
+        untouchable_characters,
+    )
 
     tokenizer = SpaCyTokenizer("en").tokenizer.tokenizer
     prefix, suffix, infix = tokenizer.prefix_search, tokenizer.suffix_search, tokenizer.infix_finditer
@@ -341,6 +346,13 @@ def test_faster_affix_searches_answer_as_spacys_own():
             assert span(fast_prefix(text)) == span(prefix(text)), text
             assert span(fast_suffix(text)) == span(suffix(text)), text
             assert [span(m) for m in fast_infix(text)] == [span(m) for m in infix(text)], text
+    # a string holding none of the characters the rules need is matched by none of them
+    untouchable = untouchable_characters(fast_prefix, fast_suffix, fast_infix)
+    assert untouchable is not None and not untouchable.isdisjoint("10km")
+    clear = [t for t in _affix_probe_strings() + ["word", "Straße", "слово", "zażółć"] if untouchable.isdisjoint(t)]
+    assert len(clear) > 100
+    for text in clear:
+        assert prefix(text) is None and suffix(text) is None and next(infix(text), None) is None, text
 
 
 def test_batch_words_equal_datatroves_words_in_any_batch(sample):
