@@ -26,13 +26,13 @@ whitespace, every document takes datatrove's own path.
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
+from pipelines.codepoints import CodePointClass, code_points, from_code_points, punctuation_mask
 from pipelines.dedup.kernels import marks_dropped_utf8, ngram_hashes, punctuation_to_spaces, simplify_ascii
 from pipelines.dedup.piece_table import PieceTable, TextBatch
 from pipelines.dedup.spacy_rules import StoredRules, load_rules
@@ -57,45 +57,8 @@ def _ascii_punctuation_mask() -> np.ndarray:
     return np.frombuffer(_ascii_punctuation_table(), dtype=np.uint8) == ord(" ")
 
 
-@cache
-def _punctuation_mask() -> np.ndarray:
-    """True at every code point that simplify_text turns into a space."""
-    from datatrove.utils.text import PUNCTUATION
-
-    mask = np.zeros(sys.maxunicode + 1, dtype=bool)
-    mask[[ord(c) for c in PUNCTUATION]] = True
-    return mask
-
-
-class _CodePointClass:
-    """Whether code points have a property, looked up with ``unicodedata``/``str`` as they first appear."""
-
-    def __init__(self, test) -> None:
-        self.test = test
-        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)  # -1: not looked up yet
-
-    def table(self, points: np.ndarray) -> np.ndarray:
-        """The whole table (1 where the property holds), with every code point of `points` looked up."""
-        state = self.known[points]
-        if (state < 0).any():
-            for cp in np.unique(points[state < 0]).tolist():
-                self.known[cp] = self.test(chr(cp))
-        return self.known
-
-    def mask(self, points: np.ndarray) -> np.ndarray:
-        return self.table(points)[points].astype(bool)
-
-
-_COMBINING_MARKS = _CodePointClass(lambda ch: unicodedata.category(ch) == "Mn")  # simplify_text drops them
-_WHITESPACE = _CodePointClass(str.isspace)  # what str.split() splits at
-
-
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-
-
-def _from_code_points(points: np.ndarray) -> str:
-    return points.tobytes().decode("utf-32-le", "surrogatepass")
+_COMBINING_MARKS = CodePointClass(lambda ch: unicodedata.category(ch) == "Mn")  # simplify_text drops them
+_WHITESPACE = CodePointClass(str.isspace)  # what str.split() splits at
 
 
 def simplified_batch(texts: list[str]) -> TextBatch:
@@ -114,9 +77,9 @@ def _simplify_non_ascii(text: str) -> bytes:
     lowered = text.lower()
     if lowered.isascii():
         return simplify_to_bytes(text)
-    points = _code_points(NUMBERS_PATTERN.sub("0", lowered))
-    spaced = punctuation_to_spaces(points, _punctuation_mask(), _WHITESPACE.table(points))
-    points = _code_points(unicodedata.normalize("NFD", _from_code_points(spaced)))
+    points = code_points(NUMBERS_PATTERN.sub("0", lowered))
+    spaced = punctuation_to_spaces(points, punctuation_mask(), _WHITESPACE.table(points))
+    points = code_points(unicodedata.normalize("NFD", from_code_points(spaced)))
     marks = _COMBINING_MARKS.table(points)
     data, encoded = marks_dropped_utf8(points, marks, _WHITESPACE.table(points))
     return data.tobytes() if encoded else simplify_to_bytes(text)
@@ -131,11 +94,11 @@ def simplify_to_bytes(text: str) -> bytes:
         data = _ASCII_NUMBERS.sub(b"0", text.encode("ascii"))
         return b" ".join(data.translate(_ascii_punctuation_table()).split())
     text = NUMBERS_PATTERN.sub("0", text)
-    points = _code_points(text).copy()
-    points[_punctuation_mask()[points]] = ord(" ")
-    text = " ".join(_from_code_points(points).split())
-    points = _code_points(unicodedata.normalize("NFD", text))
-    text = _from_code_points(points[~_COMBINING_MARKS.mask(points)])
+    points = code_points(text).copy()
+    points[punctuation_mask()[points]] = ord(" ")
+    text = " ".join(from_code_points(points).split())
+    points = code_points(unicodedata.normalize("NFD", text))
+    text = from_code_points(points[~_COMBINING_MARKS.mask(points)])
     # dropping a lone mark can leave two spaces in a row; spaCy's words never hold whitespace either way
     return " ".join(text.split()).encode("utf-8")
 

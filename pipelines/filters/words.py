@@ -20,16 +20,13 @@ batch of texts are then one dictionary lookup per chunk and a numpy gather (``ba
 from __future__ import annotations
 
 import re
-import sys
 from bisect import bisect_right
 from itertools import chain, islice, repeat
 
 import numpy as np
-
-# characters datatrove treats as symbols (a word made only of these is a "symbol word")
-from datatrove.utils.text import PUNCTUATION_SET
 from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
+from pipelines.codepoints import CodePointClass, code_points, punctuation_set_mask
 from pipelines.filters.affixes import (
     guarded_infix_finditer,
     guarded_prefix_search,
@@ -131,10 +128,10 @@ class WordSplitter:
         if not len(filled):
             return
         nonempty = lengths[filled]
-        points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        points = code_points("".join(new))
         firsts = np.concatenate(([0], np.cumsum(nonempty)[:-1]))
         rows = filled + start
-        self.non_symbol[rows] = np.logical_or.reduceat(~_punctuation_table()[points], firsts)
+        self.non_symbol[rows] = np.logical_or.reduceat(~punctuation_set_mask()[points], firsts)
         self.has_alpha[rows] = np.logical_or.reduceat(_ALPHA.mask(points), firsts)
         # the polynomial hash of each token: sum of code point * BASE^(characters after it), wrapping at 64 bits
         after = np.repeat(firsts + nonempty, nonempty) - 1 - np.arange(len(points))
@@ -641,35 +638,7 @@ def _powers(longest: int) -> np.ndarray:
     return _POWERS
 
 
-_PUNCTUATION: np.ndarray | None = None
-
-
-def _punctuation_table() -> np.ndarray:
-    """For every code point: is it one of datatrove's PUNCTUATION_SET characters."""
-    global _PUNCTUATION
-    if _PUNCTUATION is None:
-        _PUNCTUATION = np.zeros(sys.maxunicode + 1, bool)
-        _PUNCTUATION[[ord(ch) for ch in PUNCTUATION_SET]] = True
-    return _PUNCTUATION
-
-
-class _CodePointClass:
-    """A property of code points (str.isalpha), looked up in a table filled as code points first appear."""
-
-    def __init__(self, test) -> None:
-        self.test = test
-        self.known = np.full(sys.maxunicode + 1, -1, dtype=np.int8)
-
-    def mask(self, points: np.ndarray) -> np.ndarray:
-        state = self.known[points]
-        if (state < 0).any():
-            for point in np.unique(points[state < 0]).tolist():
-                self.known[point] = self.test(chr(point))
-            state = self.known[points]
-        return state.astype(bool)
-
-
-_ALPHA = _CodePointClass(str.isalpha)
+_ALPHA = CodePointClass(str.isalpha)
 
 
 def poly_hash(token: str) -> int:
