@@ -25,6 +25,24 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return len(items) - len(counts), sum((c - 1) * len(s) for s, c in counts.items() if c > 1)
 
 
+class JoinedHashes:
+    """For each position of a word sequence, the polynomial hash of its n words joined without a separator (a
+    function of the joined string alone), extended one word at a time from the last n asked for."""
+
+    def __init__(self, words: np.ndarray, splitter: WordSplitter):
+        self.value, self.shift = splitter.hash[words], splitter.hash_shift[words]
+        self.n, self.joined = 1, self.value
+
+    def of(self, n: int) -> np.ndarray:
+        if self.n > n:
+            self.n, self.joined = 1, self.value
+        with np.errstate(over="ignore"):
+            while self.n < n:  # hash(a + b) = hash(a) * BASE^len(b) + hash(b)
+                self.joined = self.joined[:-1] * self.shift[self.n :] + self.value[self.n :]
+                self.n += 1
+        return self.joined
+
+
 class NgramTable:
     """The n-grams of one word sequence, grouped word by word (tuple identity), for several n."""
 
@@ -34,6 +52,7 @@ class NgramTable:
         _, self.local = np.unique(words, return_inverse=True)
         self.bits = max(1, int(self.local.max(initial=0)).bit_length())
         self.char_ends = np.concatenate(([0], np.cumsum(splitter.length[words])))
+        self._joined = JoinedHashes(words, splitter)
 
     def keys(self, n: int) -> np.ndarray:
         """One key per n-gram position, equal where the n-grams are equal word by word."""
@@ -61,16 +80,8 @@ class NgramTable:
     def joined_hashes(self, n: int) -> np.ndarray:
         """A hash of each n-gram's words joined without a separator: a function of the joined string (a
         polynomial over its code points, wrapping at 64 bits, plus its length), so equal strings hash equal."""
-        m = len(self.words) - n + 1
-        value, shift = self.splitter.hash[self.words], self.splitter.hash_shift[self.words]
-        cached_n, joined = getattr(self, "_joined", (0, None))
-        if cached_n == 0 or cached_n > n:
-            cached_n, joined = 1, value.copy()
-        while cached_n < n:  # extend each (cached_n)-gram by the next word
-            joined = joined[:-1] * shift[cached_n:] + value[cached_n:]
-            cached_n += 1
-        self._joined = (n, joined)
-        return joined[:m] + self.chars(n).astype(np.uint64) * _HASH_LENGTH_MIX
+        with np.errstate(over="ignore"):
+            return self._joined.of(n) + self.chars(n).astype(np.uint64) * _HASH_LENGTH_MIX
 
 
 def duplicated_ngram_chars(table: NgramTable, n: int, join_fix: bool = False) -> int | None:
@@ -156,6 +167,7 @@ class BatchNgrams:
         self.char_ends = np.concatenate(([0], np.cumsum(splitter.length[ids])))
         self.vocabulary = int(ids.max(initial=0)) + 1
         self._rank_n, self._rank = 0, None
+        self._joined = JoinedHashes(ids, splitter)
 
     def valid(self, n: int) -> np.ndarray:
         """Positions whose n words lie in one document."""
@@ -200,20 +212,6 @@ class BatchNgrams:
         result[docs] = chars * top
         return result
 
-    def _joined_hashes(self, n: int) -> np.ndarray:
-        """For each position, the hash of its n words joined without a separator (a polynomial over the joined
-        string's code points), extended one word at a time from the last n asked for."""
-        value, shift = self.splitter.hash[self.ids], self.splitter.hash_shift[self.ids]
-        cached_n, joined = getattr(self, "_joined", (0, None))
-        if cached_n == 0 or cached_n > n:
-            cached_n, joined = 1, value
-        with np.errstate(over="ignore"):
-            while cached_n < n:  # extend each cached_n-gram by the next word
-                joined = joined[:-1] * shift[cached_n:] + value[cached_n:]
-                cached_n += 1
-        self._joined = (n, joined)
-        return joined
-
     def repeat_bound(self, n: int) -> np.ndarray:
         """Per document, at least what datatrove's ``find_all_duplicate(words, n)`` can return.
 
@@ -228,7 +226,7 @@ class BatchNgrams:
         if not len(valid):
             return bound
         m = len(self.ids) - n + 1
-        joined = self._joined_hashes(n)
+        joined = self._joined.of(n)
         with np.errstate(over="ignore"):
             chars = (self.char_ends[n:] - self.char_ends[:m]).astype(np.uint64)
             keyed = (joined + chars * _HASH_LENGTH_MIX)[valid]
