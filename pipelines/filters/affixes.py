@@ -1,4 +1,6 @@
-"""spaCy's suffix search, answered from the last few characters of a string and remembered.
+"""spaCy's affix searches answered faster, and the chunk shapes they settle without spaCy (``AffixShapes``).
+
+The suffix search is answered from the last few characters of a string and remembered.
 
 spaCy's suffix rules are one regular expression, an alternation of branches each ending at ``$``; the tokenizer
 only uses the length of the match (``find_suffix``: ``match.end() - match.start()``). Python's ``search`` returns
@@ -330,3 +332,122 @@ def untouchable_characters(prefix_search, suffix_search, infix_finditer) -> froz
     if any(part is None for part in parts):
         return None
     return frozenset().union(*parts)
+
+
+class AffixShapes:
+    """spaCy's tokens of the chunks a few affix shapes settle without spaCy.
+
+    spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
+    A chunk that is no special case and that none of the three patterns matches anywhere is one token
+    (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
+    case equal to the chunk to act on a single token). Such a "plain" string is also where spaCy's affix
+    loop (``_split_affixes`` in spacy/tokenizer.pyx) stops.
+
+    The common other shapes peel one-character affixes off a core where the loop stops: "word," and "(word"
+    (one step of the loop), "(word)" (prefix and suffix in the same step) and "word.)" (two steps). Each step
+    is taken exactly as the loop takes it: the affix lengths are spaCy's own searches on the same strings,
+    and what remains after each cut is checked not to be a special case (where the loop would stop
+    differently). The core is then one token, or cut at its infixes as ``_attach_tokens`` cuts it (unless
+    the URL matcher keeps it whole): "dm-raid", "(x/y)". The tokens are the affixes and the core's pieces
+    unless a multi-token special case is some run of them (the matcher would act); anything else goes to
+    spaCy.
+    """
+
+    def __init__(self, tokenizer, specials: set[str], patterns: set[tuple[str, ...]], pairs: set[tuple[str, str]]):
+        self.tokenizer = tokenizer
+        self.prefix = tokenizer.prefix_search or (lambda c: None)
+        self.suffix = tokenizer.suffix_search or (lambda c: None)
+        self.infix = tokenizer.infix_finditer or (lambda c: iter(()))
+        self.token_match = tokenizer.token_match or (lambda c: None)
+        self.url_match = tokenizer.url_match or (lambda c: None)
+        self.specials, self.patterns, self.pairs = specials, patterns, pairs
+        # a chunk holding none of the characters some affix rule needs is no match of any: one token
+        untouchable = untouchable_characters(self.prefix, self.suffix, self.infix)
+        self.quick = untouchable.isdisjoint if untouchable is not None else (lambda c: False)
+
+    def split(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
+        """Chunks spaCy keeps whole; chunks split by a shape, with their tokens; the others (for spaCy)."""
+        prefix, suffix, infix = self.prefix, self.suffix, self.infix
+        token_match, url_match = self.token_match, self.url_match
+        specials, patterns, pairs, quick = self.specials, self.patterns, self.pairs, self.quick
+
+        def core(text: str) -> list[str] | None:
+            """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,
+            or its infix pieces as ``_attach_tokens`` cuts them."""
+            if not text or text in specials or token_match(text) or prefix(text) is not None:
+                return None
+            if suffix(text) is not None:
+                return None
+            matches = list(infix(text))
+            if not matches or url_match(text):
+                return [text]
+            pieces, start = [], 0
+            for match in matches:
+                first, end = match.start(), match.end()
+                if first == 0:  # an infix at the very start does not cut
+                    continue
+                if first != start:
+                    pieces.append(text[start:first])
+                if first != end:
+                    pieces.append(text[first:end])
+                start = end
+            if text[start:]:
+                pieces.append(text[start:])
+            return pieces
+
+        def one(match) -> bool:
+            return match is not None and match.end() - match.start() == 1
+
+        def peeled(chunk: str, head, tail) -> list[str] | None:
+            if head is None and tail is None:  # the loop stops at once
+                return core(chunk)
+            if head is not None:  # one prefix character, then a core or a one-character suffix and a core
+                rest = chunk[1:]
+                if not one(head) or not rest or rest in specials:
+                    return None
+                tail = suffix(rest)
+                if tail is None:
+                    inside = core(rest)
+                    return [chunk[0], *inside] if inside else None
+                if not one(tail) or chunk[:-1] in specials:
+                    return None
+                inside = core(chunk[1:-1])
+                return [chunk[0], *inside, chunk[-1]] if inside else None
+            rest = chunk[:-1]  # one suffix character, then a core or one more suffix character and a core
+            if not one(tail) or not rest or rest in specials:
+                return None
+            inside = core(rest)
+            if inside:
+                return [*inside, chunk[-1]]
+            if token_match(rest) or prefix(rest) is not None or not one(suffix(rest)):
+                return None
+            inner = rest[:-1]
+            inside = core(inner) if inner not in specials else None
+            return [*inside, rest[-1], chunk[-1]] if inside else None
+
+        simple, split, split_parts, rest = [], [], [], []
+        for chunk in chunks:
+            if chunk in specials or token_match(chunk):
+                rest.append(chunk)
+                continue
+            if quick(chunk):
+                simple.append(chunk)
+                continue
+            head = prefix(chunk)
+            tail = suffix(chunk) if head is None else None
+            if head is None and tail is None and next(infix(chunk), None) is None:
+                simple.append(chunk)
+                continue
+            parts = peeled(chunk, head, tail)
+            if parts is None or (
+                # a multi-token special case holds two consecutive tokens of some pattern: look only then
+                any(pair in pairs for pair in zip(parts, parts[1:], strict=False))
+                and any(
+                    tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
+                )
+            ):
+                rest.append(chunk)
+                continue
+            split.append(chunk)
+            split_parts.append(parts)
+        return simple, split, split_parts, rest

@@ -28,10 +28,10 @@ from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
 from pipelines.codepoints import CodePointClass, code_points, punctuation_set_mask
 from pipelines.filters.affixes import (
+    AffixShapes,
     guarded_infix_finditer,
     guarded_prefix_search,
     tail_suffix_search,
-    untouchable_characters,
 )
 
 _WS_SPLIT = re.compile(r"(\s+)")
@@ -62,6 +62,7 @@ class WordSplitter:
             self._pair_lefts = {left for left, _ in self._boundary_pairs}
             self._pair_rights = {right for _, right in self._boundary_pairs}
             self._special_keys = set(self._nlp.tokenizer.rules)
+            self._shapes: AffixShapes | None = None
         self._reset()
 
     # -- vocabulary --------------------------------------------------------------------------------------------
@@ -240,114 +241,11 @@ class WordSplitter:
 
     def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
         """Chunks spaCy keeps whole; chunks whose tokens follow from a few affix shapes, with their tokens; and
-        the others (for spaCy).
-
-        spaCy splits a chunk only where its prefix, suffix or infix patterns match, or as a special case says.
-        A chunk that is no special case and that none of the three patterns matches anywhere is one token
-        (token_match and url_match can only keep a chunk whole, and the special-case matcher needs a special
-        case equal to the chunk to act on a single token). Such a "plain" string is also where spaCy's affix
-        loop (``_split_affixes`` in spacy/tokenizer.pyx) stops.
-
-        The common other shapes peel one-character affixes off a core where the loop stops: "word," and "(word"
-        (one step of the loop), "(word)" (prefix and suffix in the same step) and "word.)" (two steps). Each step
-        is taken exactly as the loop takes it: the affix lengths are spaCy's own searches on the same strings,
-        and what remains after each cut is checked not to be a special case (where the loop would stop
-        differently). The core is then one token, or cut at its infixes as ``_attach_tokens`` cuts it (unless
-        the URL matcher keeps it whole): "dm-raid", "(x/y)". The tokens are the affixes and the core's pieces
-        unless a multi-token special case is some run of them (the matcher would act); anything else goes to
-        spaCy.
-        """
-        tok = self._nlp.tokenizer
-        prefix = tok.prefix_search or (lambda c: None)
-        suffix = tok.suffix_search or (lambda c: None)
-        infix = tok.infix_finditer or (lambda c: iter(()))
-        token_match = tok.token_match or (lambda c: None)
-        url_match = tok.url_match or (lambda c: None)
-        specials, patterns, pairs = self._special_keys, self._patterns, self._boundary_pairs
-
-        def core(text: str) -> list[str] | None:
-            """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,
-            or its infix pieces as ``_attach_tokens`` cuts them."""
-            if not text or text in specials or token_match(text) or prefix(text) is not None:
-                return None
-            if suffix(text) is not None:
-                return None
-            matches = list(infix(text))
-            if not matches or url_match(text):
-                return [text]
-            pieces, start = [], 0
-            for match in matches:
-                first, end = match.start(), match.end()
-                if first == 0:  # an infix at the very start does not cut
-                    continue
-                if first != start:
-                    pieces.append(text[start:first])
-                if first != end:
-                    pieces.append(text[first:end])
-                start = end
-            if text[start:]:
-                pieces.append(text[start:])
-            return pieces
-
-        def one(match) -> bool:
-            return match is not None and match.end() - match.start() == 1
-
-        def peeled(chunk: str, head, tail) -> list[str] | None:
-            if head is None and tail is None:  # the loop stops at once
-                return core(chunk)
-            if head is not None:  # one prefix character, then a core or a one-character suffix and a core
-                rest = chunk[1:]
-                if not one(head) or not rest or rest in specials:
-                    return None
-                tail = suffix(rest)
-                if tail is None:
-                    inside = core(rest)
-                    return [chunk[0], *inside] if inside else None
-                if not one(tail) or chunk[:-1] in specials:
-                    return None
-                inside = core(chunk[1:-1])
-                return [chunk[0], *inside, chunk[-1]] if inside else None
-            rest = chunk[:-1]  # one suffix character, then a core or one more suffix character and a core
-            if not one(tail) or not rest or rest in specials:
-                return None
-            inside = core(rest)
-            if inside:
-                return [*inside, chunk[-1]]
-            if token_match(rest) or prefix(rest) is not None or not one(suffix(rest)):
-                return None
-            inner = rest[:-1]
-            inside = core(inner) if inner not in specials else None
-            return [*inside, rest[-1], chunk[-1]] if inside else None
-
-        # a chunk holding none of the characters some affix rule needs is no match of any: one token
-        untouchable = untouchable_characters(prefix, suffix, infix)
-        quick = untouchable.isdisjoint if untouchable is not None else (lambda c: False)
-        simple, split, split_parts, rest = [], [], [], []
-        for chunk in chunks:
-            if chunk in specials or token_match(chunk):
-                rest.append(chunk)
-                continue
-            if quick(chunk):
-                simple.append(chunk)
-                continue
-            head = prefix(chunk)
-            tail = suffix(chunk) if head is None else None
-            if head is None and tail is None and next(infix(chunk), None) is None:
-                simple.append(chunk)
-                continue
-            parts = peeled(chunk, head, tail)
-            if parts is None or (
-                # a multi-token special case holds two consecutive tokens of some pattern: look only then
-                any(pair in pairs for pair in zip(parts, parts[1:], strict=False))
-                and any(
-                    tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
-                )
-            ):
-                rest.append(chunk)
-                continue
-            split.append(chunk)
-            split_parts.append(parts)
-        return simple, split, split_parts, rest
+        the others (for spaCy). See ``AffixShapes``."""
+        tokenizer = self._nlp.tokenizer
+        if self._shapes is None or self._shapes.tokenizer is not tokenizer:
+            self._shapes = AffixShapes(tokenizer, self._special_keys, self._patterns, self._boundary_pairs)
+        return self._shapes.split(chunks)
 
     def _store(self, chunks: list[str], parts: list[list[str]], checked: bool = False) -> None:
         """Append chunks and their tokens to the flat table (``checked``: the parts are known to join up)."""
