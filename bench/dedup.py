@@ -59,25 +59,21 @@ def recipe_for(inputs: Path, out: Path, tasks: int, workers: int, engine: str):
 
 
 def run_ours(recipe, workers: int) -> tuple[list[tuple[str, float]], float]:
-    """Stage by stage on a fresh LocalCluster, as run_recipe does, timing each; and the total with start-up."""
+    """The recipe on a fresh LocalCluster, as `longtrove curate` runs it, each stage timed; and the total with
+    start-up."""
     from pipelines.executor import dask_client
-    from pipelines.runner import make_executors
-    from pipelines.stages import build_stages
+    from pipelines.runner import run_recipe
 
     start = time.perf_counter()
     times = []
     with dask_client(workers=workers) as client:
         times.append(("cluster start", time.perf_counter() - start))
-        pending = build_stages(recipe)
-        while pending:
-            stage = pending.pop(0)
-            follow_up, stage.follow_up = stage.follow_up, None
-            [executor] = make_executors(recipe, [stage], client=client, progress=False)
-            t0 = time.perf_counter()
-            stats = executor._run_with_client(client)
-            times.append((stage.name, time.perf_counter() - t0))
-            if follow_up is not None:
-                pending[:0] = follow_up(stats)
+        run_recipe(
+            recipe,
+            client=client,
+            progress=False,
+            on_stage=lambda stage, stats, seconds: times.append((stage.name, seconds)),
+        )
         total = time.perf_counter() - start
     return times, total
 

@@ -83,8 +83,7 @@ def worker_peak_rss(client) -> list[float]:
 def run_size(size: int, args, root: Path) -> dict:
     from pipelines.executor import dask_client
     from pipelines.recipe import parse_recipe
-    from pipelines.runner import make_executors, step_counts
-    from pipelines.stages import build_stages
+    from pipelines.runner import run_recipe, step_counts
 
     t0 = time.perf_counter()
     texts, planted = synthetic_corpus(size, args.seed)
@@ -108,20 +107,16 @@ def run_size(size: int, args, root: Path) -> dict:
     times: dict[str, float] = {}
     start = time.perf_counter()
     with dask_client(workers=args.workers) as client:
-        pending = build_stages(recipe)
         kept = None
-        while pending:
-            stage = pending.pop(0)
-            follow_up, stage.follow_up = stage.follow_up, None
-            [executor] = make_executors(recipe, [stage], client=client, progress=False)
-            t = time.perf_counter()
-            stats = executor._run_with_client(client)
+
+        def timed(stage, stats, seconds: float) -> None:
+            nonlocal kept
             group = "minhash-rounds" if stage.name.startswith(("minhash-large", "minhash-small")) else stage.name
-            times[group] = times.get(group, 0.0) + time.perf_counter() - t
-            if follow_up is not None:
-                pending[:0] = follow_up(stats)
+            times[group] = times.get(group, 0.0) + seconds
             if stage.name == "minhash-filter":
                 kept = next(row.kept for row in step_counts(stage.name, stats) if "MinHash" in row.step)
+
+        run_recipe(recipe, client=client, progress=False, on_stage=timed)
         rss = worker_peak_rss(client)
     total = time.perf_counter() - start
     print(f"{'stage':18s} {'seconds':>9s} {'docs/s':>10s} {'docs/s/core':>12s}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,10 +109,16 @@ def _metric_total(metric: Any) -> int:
 
 
 def run_recipe(
-    recipe: Recipe, *, client: Any = None, progress: bool = True, stages: list[Stage] | None = None
+    recipe: Recipe,
+    *,
+    client: Any = None,
+    progress: bool = True,
+    stages: list[Stage] | None = None,
+    on_stage: Callable[[Stage, Any, float], None] | None = None,
 ) -> list[StepCount]:
     """Run every stage of the recipe (or `stages` built from it) on Dask, one cluster for all stages, and return
     per-step counts. Stages run in order; a stage with a ``follow_up`` adds the stages it returns after itself.
+    ``on_stage(stage, stats, seconds)`` is called after each stage (the benchmarks time stages with it).
     """
     from pipelines.executor import dask_client
 
@@ -121,7 +129,10 @@ def run_recipe(
             stage = pending.pop(0)
             follow_up, stage.follow_up = stage.follow_up, None
             [executor] = make_executors(recipe, [stage], client=active, progress=progress)
+            start = time.perf_counter()
             stats = executor._run_with_client(active)
+            if on_stage is not None:
+                on_stage(stage, stats, time.perf_counter() - start)
             rows += step_counts(stage.name, stats)
             if follow_up is not None:
                 pending[:0] = follow_up(stats)

@@ -161,7 +161,16 @@ def test_both_engines_curate_the_same_documents_with_the_same_stats(tmp_path, da
     results = {}
     for engine in ("fast", "datatrove"):
         data = simple_recipe([path], tmp_path / engine, filters=filters, filter_engine=engine)
-        rows = run_recipe(parse_recipe(data), client=dask_client, progress=False)
+        timed: list[tuple[str, float]] = []
+        rows = run_recipe(
+            parse_recipe(data),
+            client=dask_client,
+            progress=False,
+            on_stage=lambda stage, stats, seconds, timed=timed: timed.append((stage.name, seconds)),
+        )
+        # every stage that ran is reported once, in order, with its time
+        assert [name for name, _ in timed] == list(dict.fromkeys(r.stage for r in rows))
+        assert all(seconds > 0 for _, seconds in timed)
         curated = sorted((d["id"], d["text"]) for d in read_curated(data["output"]["path"]))
         results[engine] = (curated, [(r.step, r.seen, r.kept, r.dropped, r.detail) for r in rows])
     assert results["fast"] == results["datatrove"]
