@@ -5,11 +5,15 @@ kept) and again for every filter. spaCy itself works chunk by chunk: it cuts the
 each non-whitespace chunk on its own (that is what its internal cache is keyed on). So the words of a text are the
 tokens of its chunks, in order, once whitespace tokens are dropped, which datatrove does.
 
-The one thing that crosses a chunk boundary is spaCy's special-case matcher: a multi-token special case whose
-tokens straddle two chunks separated by a single space can win over an overlapping special case inside one chunk.
-A text where two adjacent chunks could start such a match (the last token of one and the first of the next are
-consecutive tokens of some multi-token special case) is split by datatrove's own function instead, as are texts
-containing "IS_ALPHA" (datatrove's spaCy error path) and languages whose word tokenizer is not a plain spaCy one.
+The one thing that crosses a chunk boundary is spaCy's special-case matcher, which runs over the tokens of the
+whole text after the affix pass. Its matches inside one chunk are the same wherever the chunk stands; a match that
+straddles chunks separated by a single space never changes tokens itself (its text holds that space, and no rule key
+has whitespace inside), but it marks its tokens as taken, so it can stop a match inside a chunk that would have
+changed that chunk's tokens (a ":)" inside ":)x", after "("). So a chunk's tokens alone are its tokens in every text,
+unless the matcher changed them when it stood alone: only those "matched" chunks (found by tokenizing a chunk with
+and without the matcher) are tokenized again where they stand, together with the chunks any match touching them can
+reach. Texts containing "IS_ALPHA" (datatrove's spaCy error path) and languages whose word tokenizer is not a
+plain spaCy one are split by datatrove's own function.
 
 Each distinct chunk is tokenized once (many chunks at a time, separated by newlines) and its tokens are kept as
 integer ids in one flat array (chunk i owns ``flat[bounds[i]:bounds[i + 1]]``); per-token properties the filters need
@@ -20,8 +24,7 @@ batch of texts are then one dictionary lookup per chunk and a numpy gather (``ba
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
-from itertools import chain, islice, repeat
+from itertools import chain, repeat
 
 import numpy as np
 from spacy.attrs import IDX, IS_PUNCT, LENGTH
@@ -55,13 +58,16 @@ class WordSplitter:
         self.slow_texts = 0  # texts split by datatrove's own function
         if self.fast:
             self._nlp = self._private_nlp()
+            self._special_keys = set(self._nlp.tokenizer.rules)
+            # a match across chunks could change tokens if a rule key had whitespace inside: no fast split then
+            self.fast = not any(_inner_space(key) for key in self._special_keys)
+        if self.fast:
             self._punct_chars = set(self._nlp.get_pipe("sentencizer").punct_chars)
             self._patterns = self._special_case_patterns()
             self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
-            self._pattern_lengths = sorted({len(p) for p in self._patterns})
-            self._pair_lefts = {left for left, _ in self._boundary_pairs}
-            self._pair_rights = {right for _, right in self._boundary_pairs}
-            self._special_keys = set(self._nlp.tokenizer.rules)
+            self._reach = (
+                max(map(len, self._patterns), default=1) - 1
+            )  # chunks a match can reach past its own
             self._shapes: AffixShapes | None = None
         self._reset()
 
@@ -71,14 +77,17 @@ class WordSplitter:
         if self.fast and self.generation:
             self._nlp = self._private_nlp()  # drops the lexemes spaCy learnt meanwhile
         self._chunk_index: dict[str, int] = {}  # chunk -> its row in the flat token table
-        self._chunk_bounds = np.zeros(1025, np.int64)  # chunk i's tokens: _chunk_flat[bounds[i]:bounds[i + 1]]
+        self._chunk_bounds = np.zeros(
+            1025, np.int64
+        )  # chunk i's tokens: _chunk_flat[bounds[i]:bounds[i + 1]]
         self._chunk_flat = np.zeros(4096, np.int64)
+        self._chunk_matched = np.zeros(
+            1024, bool
+        )  # the matcher changed the chunk's tokens when it stood alone
         self._n_chunks = 0
         self._chunk_codes: dict[str, str] = {"": ""}  # sentencizer classes of a chunk's tokens, when asked
         self._token_codes: dict[int, str] = {}
         self._token_id: dict[str, int] = {}
-        self._pair_keys_generation = -1  # (left token id << 32 | right token id) of the special-case pairs
-        self._pattern_ids_generation = -1  # the multi-token special cases as tuples of token ids
         self.tokens: list[str] = []
         self._size = 0
         cap = 1024
@@ -87,14 +96,12 @@ class WordSplitter:
         self.has_alpha = np.zeros(cap, bool)
         self.hash = np.zeros(cap, np.uint64)
         self.hash_shift = np.zeros(cap, np.uint64)
-        self.pair_left = np.zeros(cap, bool)  # the token is the left one of two consecutive special-case tokens
-        self.pair_right = np.zeros(cap, bool)  # ... the right one
 
     def _grow(self, need: int) -> None:
         cap = len(self.length)
         while cap < need:
             cap *= 2
-        for name in ("length", "non_symbol", "has_alpha", "hash", "hash_shift", "pair_left", "pair_right"):
+        for name in ("length", "non_symbol", "has_alpha", "hash", "hash_shift"):
             setattr(self, name, _grown(getattr(self, name), cap))
 
     def token_ids(self, tokens: list[str]) -> list[int]:
@@ -120,9 +127,6 @@ class WordSplitter:
         lengths = np.fromiter(map(len, new), np.int64, count)
         self.length[sl] = lengths
         self.hash_shift[sl] = _powers(int(lengths.max()))[lengths]
-        if self.fast:
-            self.pair_left[sl] = np.fromiter(map(self._pair_lefts.__contains__, new), bool, count)
-            self.pair_right[sl] = np.fromiter(map(self._pair_rights.__contains__, new), bool, count)
         filled = np.flatnonzero(lengths)  # an empty token (never from spaCy) has no symbol, letter or hash
         self.non_symbol[sl] = self.has_alpha[sl] = False
         self.hash[sl] = 0
@@ -173,6 +177,7 @@ class WordSplitter:
             url_match=old.url_match,
             faster_heuristics=old.faster_heuristics,
         )
+        self._unmatched = _without_matcher(nlp.tokenizer)
         return nlp
 
     def _special_case_patterns(self) -> set[tuple[str, ...]]:
@@ -219,25 +224,44 @@ class WordSplitter:
         self._store(split, split_parts, checked=True)
         if not rest:
             return
-        joined = "\n".join(rest)
         try:
-            spans = self._nlp.tokenizer(joined).to_array([IDX, LENGTH]).tolist()
+            # the affix pass alone; the matcher can only act on chunks holding two consecutive tokens of a pattern
+            unmatched = self._tokens_of_chunks(self._unmatched, rest)
+            pairs = self._boundary_pairs
+            suspects = [
+                i
+                for i, parts in enumerate(unmatched)
+                if any(map(pairs.__contains__, zip(parts, parts[1:], strict=False)))
+            ]
+            final = self._tokens_of_chunks(self._nlp.tokenizer, [rest[i] for i in suspects])
         except Exception:  # one odd chunk: do them one by one
             for chunk in rest:
                 try:
-                    self._store([chunk], [[t.text for t in self._nlp.tokenizer(chunk)]])
+                    self._store([chunk], [[t.text for t in self._nlp.tokenizer(chunk)]], matched=[True])
                 except Exception:
                     continue  # never cached: texts holding it take the whole-text path
             return
+        matched = [False] * len(rest)
+        for i, parts in zip(suspects, final, strict=True):
+            matched[i] = parts != unmatched[i]
+            unmatched[i] = parts
+        self._store(rest, unmatched, matched=matched)
+
+    @staticmethod
+    def _tokens_of_chunks(tokenizer, chunks: list[str]) -> list[list[str]]:
+        """Each chunk's tokens, from one call on the chunks joined by new lines (which spaCy keeps apart)."""
+        if not chunks:
+            return []
+        joined = "\n".join(chunks)
         per_chunk: list[list[str]] = [[]]
-        for start, length in spans:
+        for start, length in tokenizer(joined).to_array([IDX, LENGTH]).tolist():
             if joined[start] == "\n":
                 per_chunk.append([])
             else:
                 per_chunk[-1].append(joined[start : start + length])
-        if len(per_chunk) != len(rest):
+        if len(per_chunk) != len(chunks):
             raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
-        self._store(rest, per_chunk)
+        return per_chunk
 
     def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
         """Chunks spaCy keeps whole; chunks whose tokens follow from a few affix shapes, with their tokens; and
@@ -247,11 +271,24 @@ class WordSplitter:
             self._shapes = AffixShapes(tokenizer, self._special_keys, self._patterns, self._boundary_pairs)
         return self._shapes.split(chunks)
 
-    def _store(self, chunks: list[str], parts: list[list[str]], checked: bool = False) -> None:
-        """Append chunks and their tokens to the flat table (``checked``: the parts are known to join up)."""
-        if not checked:  # an unexpected split is never cached: the texts holding the chunk take the whole-text path
-            kept = [(c, p) for c, p in zip(chunks, parts, strict=True) if p and "".join(p) == c]
-            chunks, parts = [c for c, _ in kept], [p for _, p in kept]
+    def _store(
+        self,
+        chunks: list[str],
+        parts: list[list[str]],
+        checked: bool = False,
+        matched: list[bool] | None = None,
+    ) -> None:
+        """Append chunks and their tokens to the flat table (``checked``: the parts are known to join up;
+        ``matched``: which chunks' tokens spaCy's matcher changed, none if not given)."""
+        if matched is None:
+            matched = [False] * len(chunks)
+        if (
+            not checked
+        ):  # an unexpected split is never cached: the texts holding the chunk take the whole-text path
+            kept = [
+                (c, p, m) for c, p, m in zip(chunks, parts, matched, strict=True) if p and "".join(p) == c
+            ]
+            chunks, parts, matched = [c for c, _, _ in kept], [p for _, p, _ in kept], [m for _, _, m in kept]
         if not chunks:
             return
         ids = self.token_array(list(chain.from_iterable(parts)))
@@ -261,6 +298,8 @@ class WordSplitter:
         flat_end = flat_start + len(ids)
         self._chunk_bounds = _grown(self._chunk_bounds, last + 1)
         self._chunk_flat = _grown(self._chunk_flat, flat_end)
+        self._chunk_matched = _grown(self._chunk_matched, last)
+        self._chunk_matched[first:last] = matched
         self._chunk_bounds[first + 1 : last + 1] = flat_start + np.cumsum(counts)
         self._chunk_flat[flat_start:flat_end] = ids
         self._chunk_index.update(zip(chunks, range(first, last), strict=True))
@@ -276,25 +315,17 @@ class WordSplitter:
             codes = self._chunk_codes[chunk] = "".join(map(self._code, self._ids_of(chunk)))
         return codes
 
-    def _fast_chunks(self, text: str) -> tuple[list[str], list[tuple[int, int]], np.ndarray, np.ndarray] | None:
-        """The text's chunks, the windows of chunks a special case crosses, the chunks' cached token ids and where
-        each chunk's tokens start among them; None: no fast split for this text.
-
-        Outside the windows the words are the chunks' cached tokens. Inside a window spaCy's matcher may combine
-        tokens of several chunks, so the window's text is tokenized as it stands: no match reaches outside it, so
-        what spaCy does inside it is what it does there in the whole text.
-        """
+    def _fast_chunks(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The text's cached token ids, where each chunk's tokens start among them, and the chunks the matcher
+        changed on their own (retokenized where they stand: ``_retokenized``); None: no fast split for this text."""
         if not self.fast or "IS_ALPHA" in text:
             return None
-        chunks = text.split()
-        rows = self._rows(chunks)
+        rows = self._rows(text.split())
         if rows is None:
             return None
         ids, counts = self._gather(rows, np.ones(len(rows), bool))
         starts = np.concatenate(([0], np.cumsum(counts)))
-        candidates = self._candidates(rows)
-        windows = self._crossing_windows(ids, starts, candidates.tolist()) if len(candidates) else []
-        return chunks, windows, ids, starts
+        return ids, starts, np.flatnonzero(self._chunk_matched[rows])
 
     def _rows(self, chunks: list[str]) -> np.ndarray | None:
         """The table rows of chunks, learning the new ones; None if one cannot be learnt."""
@@ -306,69 +337,33 @@ class WordSplitter:
                 return None
         return np.fromiter(map(index.__getitem__, chunks), np.int64, len(chunks))
 
-    def _candidates(self, rows: np.ndarray) -> np.ndarray:
-        """Boundaries i (between rows[i] and rows[i + 1]) where the last token of one chunk and the first of the
-        next are consecutive tokens of a multi-token special case."""
-        if len(rows) < 2 or not self._boundary_pairs:
-            return np.empty(0, np.int64)
-        last_token = self._chunk_flat[self._chunk_bounds[rows[:-1] + 1] - 1]
-        first_token = self._chunk_flat[self._chunk_bounds[rows[1:]]]
-        risky = np.flatnonzero(self.pair_left[last_token] & self.pair_right[first_token])
-        if not len(risky):
-            return risky
-        if self._pair_keys_generation != self.generation:
-            lefts = self.token_array([left for left, _ in self._boundary_pairs])
-            rights = self.token_array([right for _, right in self._boundary_pairs])
-            self._pair_keys = np.unique((lefts << 32) | rights)
-            self._pair_keys_generation = self.generation
-        keys = (last_token[risky] << 32) | first_token[risky]
-        return risky[np.isin(keys, self._pair_keys)]
+    def _retokenized(self, text: str, ids: np.ndarray, starts: np.ndarray, matched: np.ndarray) -> np.ndarray:
+        """Word ids of a text holding chunks the matcher changed on their own (chunk c's cached ids:
+        ``ids[starts[c]:starts[c + 1]]``; ``matched``: those chunks, ascending).
 
-    def _crossing_windows(self, ids: np.ndarray, starts: np.ndarray, candidates: list[int]) -> list[tuple[int, int]]:
-        """Ranges [first, last] of chunks that multi-token special cases join, merged where they share a chunk.
-
-        ``ids``: the text's cached token ids, chunk c's from ``starts[c]``; ``candidates``: the boundaries (after
-        chunk i) where the last token of one chunk and the first of the next are consecutive tokens of a special
-        case. The tokens around each boundary are matched against the special cases.
+        A match that touches chunk c has at most ``reach + 1`` tokens, one chunk each at least, so it lies within
+        chunks c - reach .. c + reach; whether a match inside c is applied depends only on the matches that overlap
+        it. So spaCy's tokens of that stretch of text are c's tokens in the whole text; the other chunks keep theirs.
         """
-        if self._pattern_ids_generation != self.generation:
-            self._pattern_ids = {tuple(self.token_ids(list(p))) for p in self._patterns}
-            self._pattern_ids_generation = self.generation
-        patterns = self._pattern_ids
-        longest = self._pattern_lengths[-1]
-        bounds = starts.tolist()
-        found: list[tuple[int, int]] = []
-        for i in candidates:
-            b = bounds[i + 1]  # the first token of chunk i + 1
-            lo = max(0, b - longest + 1)
-            words = ids[lo : b + longest - 1].tolist()
-            for k in self._pattern_lengths:
-                for start in range(max(lo, b - k + 1), min(b, lo + len(words) - k + 1)):
-                    if tuple(words[start - lo : start - lo + k]) in patterns:
-                        found.append((bisect_right(bounds, start) - 1, bisect_right(bounds, start + k - 1) - 1))
-        windows: list[list[int]] = []
-        for first, last in sorted(found):
-            if windows and first <= windows[-1][1]:
-                windows[-1][1] = max(windows[-1][1], last)
-            else:
-                windows.append([first, last])
-        return [(a, b) for a, b in windows]
-
-    def _window_ids(
-        self, text: str, windows: list[tuple[int, int]], ids: np.ndarray, starts: np.ndarray
-    ) -> np.ndarray:
-        """Word ids of a text some of whose chunks special cases join (see ``_fast_chunks``): the chunks'
-        cached ids outside the windows, spaCy's tokens of each window's text inside."""
-        spans = [m.span() for m in islice(re.finditer(r"\S+", text), windows[-1][1] + 1)]
+        begins, ends = _chunk_spans(text)
+        if len(begins) != len(starts) - 1:
+            return self.token_array(self._whole_text_words(text))
+        last_chunk, reach = len(begins) - 1, self._reach
         parts: list[np.ndarray] = []
-        done = 0
-        for first, last in windows:
-            parts.append(ids[starts[done] : starts[first]])
-            piece = text[spans[first][0] : spans[last][1]]
-            found = self._nlp.tokenizer(piece).to_array([IDX, LENGTH]).tolist()
-            words = [w for w in (piece[a : a + n].strip() for a, n in found) if w]
-            parts.append(self.token_array(words))
-            done = last + 1
+        done = 0  # chunks before this one are in parts
+        for group in _stretches(matched, reach):
+            first, last = max(int(group[0]) - reach, 0), min(int(group[-1]) + reach, last_chunk)
+            offset = int(begins[first])
+            spans = self._nlp.tokenizer(text[offset : int(ends[last])]).to_array([IDX, LENGTH])
+            token_begins = spans[:, 0] + offset
+            for c in group.tolist():
+                inside = (token_begins >= begins[c]) & (token_begins < ends[c])
+                words = [
+                    text[a : a + n]
+                    for a, n in zip(token_begins[inside].tolist(), spans[inside, 1].tolist(), strict=True)
+                ]
+                parts += [ids[starts[done] : starts[c]], self.token_array(words)]
+                done = c + 1
         parts.append(ids[starts[done] :])
         return np.concatenate(parts)
 
@@ -394,7 +389,8 @@ class WordSplitter:
         """Token ids of ``split_into_words`` of every text: ``ids[offsets[i]:offsets[i + 1]]`` are text i's.
 
         One dictionary lookup per chunk and a numpy gather for the batch; a text with a chunk that could not be
-        learnt, a special-case window or "IS_ALPHA" goes through ``words`` on its own.
+        learnt or "IS_ALPHA" goes through ``words`` on its own, one with a chunk the matcher changed through
+        ``_retokenized``.
         """
         count = len(texts)
         if not self.fast or not count:
@@ -415,17 +411,12 @@ class WordSplitter:
         chunk_offsets = np.concatenate(([0], np.cumsum(chunk_counts)))
         offsets = token_starts[chunk_offsets]
         parts: dict[int, np.ndarray] = {i: self.words(texts[i]) for i in np.flatnonzero(alone).tolist()}
-        boundaries = self._candidates(rows)
-        if len(boundaries):
-            same_text = text_of_chunk[boundaries] == text_of_chunk[boundaries + 1]
-            boundaries = boundaries[same_text & ~alone[text_of_chunk[boundaries]]]
-            for i, candidates in _grouped(text_of_chunk[boundaries], boundaries):
-                first_chunk = chunk_offsets[i]
-                starts = token_starts[first_chunk : chunk_offsets[i + 1] + 1] - token_starts[first_chunk]
-                text_ids = ids[offsets[i] : offsets[i + 1]]
-                windows = self._crossing_windows(text_ids, starts, (candidates - first_chunk).tolist())
-                if windows:
-                    parts[i] = self._window_ids(texts[i], windows, text_ids, starts)
+        matched = np.flatnonzero(self._chunk_matched[rows] & ~alone[text_of_chunk])
+        for i, chunks_of_text in _grouped(text_of_chunk[matched], matched):
+            first_chunk = chunk_offsets[i]
+            starts = token_starts[first_chunk : chunk_offsets[i + 1] + 1] - token_starts[first_chunk]
+            text_ids = ids[offsets[i] : offsets[i + 1]]
+            parts[i] = self._retokenized(texts[i], text_ids, starts, chunks_of_text - first_chunk)
         if not parts:
             return ids, offsets
         return _concatenated([parts.get(i, ids[offsets[i] : offsets[i + 1]]) for i in range(count)])
@@ -435,8 +426,8 @@ class WordSplitter:
         split = self._fast_chunks(text)
         if split is None:
             return self.token_array(self._whole_text_words(text))
-        _, windows, ids, starts = split
-        return self._window_ids(text, windows, ids, starts) if windows else ids
+        ids, starts, matched = split
+        return self._retokenized(text, ids, starts, matched) if len(matched) else ids
 
     def word_count(self, text: str) -> int:
         """``len(split_into_words(text))``."""
@@ -451,8 +442,9 @@ class WordSplitter:
     def sentence_count(self, lines: list[str]) -> int:
         """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks.
 
-        Lines are split apart (the sentencizer never joins them), so only a line a special-case window touches is
-        counted by datatrove's own function; the others are counted on their chunks' cached token classes.
+        Lines are split apart (the sentencizer never joins them), so only a line holding a chunk the matcher changed
+        on its own is counted by datatrove's own function; the others are counted on their chunks' cached token
+        classes.
         """
         if not lines:
             return 0
@@ -460,20 +452,18 @@ class WordSplitter:
         split = self._fast_chunks(joined)
         if split is None:
             return self._reference_sentences(lines)
-        _, windows, _, _ = split
+        matched = split[2]
         parts = _WS_SPLIT.split(joined)
         codes = map(self._codes_of, parts[0::2])
         gaps = map(_gap_code, parts[1::2])
         sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._codes_of(parts[-1])
-        if not windows:
+        if not len(matched):
             return len(lines) + len(_SENTENCE_START.findall(sequence))
         per_line = sequence.split("|")
         if len(per_line) != len(lines):
             return self._reference_sentences(lines)
         line_of_chunk = np.repeat(np.arange(len(lines)), [len(line.split()) for line in lines])
-        slow = set()
-        for first, last in windows:
-            slow.update(range(int(line_of_chunk[first]), int(line_of_chunk[last]) + 1))
+        slow = set(line_of_chunk[matched].tolist())
         fast_count = sum(
             1 + len(_SENTENCE_START.findall(codes)) for i, codes in enumerate(per_line) if i not in slow
         )
@@ -497,6 +487,23 @@ def _gap_code(run: str) -> str:
         tail = run.partition("\n")[0]
         return "|" if tail in ("", " ") else "N|"
     return "" if run == " " else "N"
+
+
+_SPACE = CodePointClass(str.isspace)
+
+
+def _chunk_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where each chunk of ``text.split()`` begins and ends (whitespace as ``str.isspace`` says, as split does)."""
+    points = code_points(text)
+    solid = np.concatenate(([False], ~_SPACE.mask(points), [False]))
+    edges = np.flatnonzero(solid[1:] != solid[:-1])
+    return edges[0::2], edges[1::2]
+
+
+def _stretches(chunks: np.ndarray, reach: int):
+    """Ascending chunk indices in groups whose neighbourhoods (``reach`` chunks either side) touch or overlap."""
+    cuts = np.flatnonzero(np.diff(chunks) > 2 * reach + 1) + 1
+    return np.split(chunks, cuts)
 
 
 def _grouped(keys: np.ndarray, values: np.ndarray):
@@ -545,3 +552,37 @@ def poly_hash(token: str) -> int:
     for ch in token:
         value = (value * _HASH_BASE + ord(ch)) & _MASK
     return value
+
+
+def _without_matcher(tokenizer):
+    """The same tokenizer without its phrase matcher: its tokens are the affix pass's, special cases included.
+
+    spaCy puts a rule's key into the matcher only when an affix search finds something in it (with
+    ``faster_heuristics``, or when the key holds a space, which no key with a multi-token split does here). So the
+    searches answer nothing while the rules load, and spaCy's own ones once they are loaded.
+    """
+    from spacy.tokenizer import Tokenizer
+
+    loading = True
+
+    def quiet(search, nothing):
+        if search is None:
+            return None
+        return lambda string: nothing if loading else search(string)
+
+    unmatched = Tokenizer(
+        tokenizer.vocab,
+        rules=tokenizer.rules,
+        prefix_search=quiet(tokenizer.prefix_search, None),
+        suffix_search=quiet(tokenizer.suffix_search, None),
+        infix_finditer=quiet(tokenizer.infix_finditer, ()),
+        token_match=tokenizer.token_match,
+        url_match=tokenizer.url_match,
+        faster_heuristics=True,
+    )
+    loading = False
+    return unmatched
+
+
+def _inner_space(key: str) -> bool:
+    return any(ch.isspace() for ch in key.strip())

@@ -107,14 +107,38 @@ def test_words_and_sentences_equal_spacys(sample):
         assert splitter.word_count(text) == len(words)
         lines = [line.strip() for line in text.splitlines()]
         assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
-    # emoticons across chunks are split through a window, not the whole text; IS_ALPHA takes datatrove's path
+    # emoticons next to each other are split chunk by chunk, not as a whole text; IS_ALPHA takes datatrove's path
     by_id = {d["id"]: d["text"] for d in sample}
-    assert splitter._fast_chunks(by_id["emoticons"])[1]
     before = splitter.slow_texts
     splitter.words(by_id["emoticons"])
     assert splitter.slow_texts == before
     splitter.words(by_id["IS_ALPHA"])
     assert splitter.slow_texts == before + 1
+
+
+def test_chunks_the_matcher_changed_are_split_where_they_stand():
+    """spaCy's matcher merges ":" ")" inside ":)x"; a match across the space before it ("( :") can stop that."""
+    splitter = WordSplitter("en")
+    rng = random.Random(5)
+    changing = sorted(p for p in splitter._patterns if len(p) <= 3)
+    pieces = ["(", ")", ":", "x", "8", "-", "'"]
+    for pattern in rng.sample(changing, 40):
+        pieces += ["".join(pattern) + "x", "x" + "".join(pattern)]
+    texts = [f"{a} {b}" for a in pieces for b in pieces]
+    texts += [" ".join(rng.choices(pieces, k=12)) for _ in range(200)]
+    texts += ["\n".join(rng.choices(texts, k=3)) for _ in range(50)]
+    splitter.prepare(texts)
+    ids, offsets = splitter.batch_words(texts)
+    crossed = 0
+    for i, text in enumerate(texts):
+        words = split_into_words(text)
+        crossed += words != [w for chunk in text.split() for w in split_into_words(chunk)]
+        assert [splitter.tokens[t] for t in ids[offsets[i] : offsets[i + 1]].tolist()] == words, text
+        assert [splitter.tokens[t] for t in splitter.words(text).tolist()] == words, text
+        lines = text.splitlines()
+        assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
+    assert crossed >= 5  # texts where a chunk's tokens alone are not its tokens in the text
+    assert splitter._chunk_matched[: splitter._n_chunks].any()
 
 
 def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
@@ -310,8 +334,9 @@ def test_sentences_of_lines_with_special_cases_are_counted_line_by_line():
         "Crossing a line boundary :",
         ") is not a special case. Really not.",
         "Ends with one :) Starts another.",
+        "A merged smile ( :)x stops here. Does it?",
     ]
-    assert splitter._fast_chunks("\n".join(lines))[1]  # there are special-case windows
+    assert len(splitter._fast_chunks("\n".join(lines))[2])  # a chunk the matcher changed on its own
     before = splitter.slow_texts
     assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
     assert splitter.slow_texts == before + 1  # one call for the touched lines, not one per document
