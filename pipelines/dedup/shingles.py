@@ -35,7 +35,7 @@ import numpy as np
 from pipelines.codepoints import CodePointClass, code_points, from_code_points, punctuation_mask
 from pipelines.dedup.kernels import marks_dropped_utf8, ngram_hashes, punctuation_to_spaces, simplify_ascii
 from pipelines.dedup.piece_table import PieceTable, TextBatch
-from pipelines.dedup.spacy_rules import StoredRules, load_rules
+from pipelines.spacy_rules import StoredRules, load_rules
 
 # datatrove's NUMBERS_PATTERN where the only digits are 0-9 and the only separators "." and ","
 _ASCII_NUMBERS = re.compile(rb"[0-9]+(?:[.,][0-9]+)?")

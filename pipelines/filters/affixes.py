@@ -334,6 +334,10 @@ def untouchable_characters(prefix_search, suffix_search, infix_finditer) -> froz
     return frozenset().union(*parts)
 
 
+def _never(string: str) -> None:
+    return None
+
+
 class AffixShapes:
     """spaCy's tokens of the chunks a few affix shapes settle without spaCy.
 
@@ -358,8 +362,8 @@ class AffixShapes:
         self.prefix = tokenizer.prefix_search or (lambda c: None)
         self.suffix = tokenizer.suffix_search or (lambda c: None)
         self.infix = tokenizer.infix_finditer or (lambda c: iter(()))
-        self.token_match = tokenizer.token_match or (lambda c: None)
-        self.url_match = tokenizer.url_match or (lambda c: None)
+        self.token_match = tokenizer.token_match or _never
+        self.url_match = tokenizer.url_match or _never
         self.specials, self.patterns, self.pairs = specials, patterns, pairs
         # a chunk holding none of the characters some affix rule needs is no match of any: one token
         untouchable = untouchable_characters(self.prefix, self.suffix, self.infix)
@@ -371,12 +375,17 @@ class AffixShapes:
         token_match, url_match = self.token_match, self.url_match
         specials, patterns, pairs, quick = self.specials, self.patterns, self.pairs, self.quick
 
+        if token_match is _never:
+            token_match = None  # tested as `token_match and token_match(...)`: no call when there is none
+
         def core(text: str) -> list[str] | None:
             """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,
             or its infix pieces as ``_attach_tokens`` cuts them."""
-            if not text or text in specials or token_match(text) or prefix(text) is not None:
+            if not text or text in specials or (token_match and token_match(text)):
                 return None
-            if suffix(text) is not None:
+            if quick(text):  # no affix rule matches: the loop stops with the string whole
+                return [text]
+            if prefix(text) is not None or suffix(text) is not None:
                 return None
             matches = list(infix(text))
             if not matches or url_match(text):
@@ -419,7 +428,7 @@ class AffixShapes:
             inside = core(rest)
             if inside:
                 return [*inside, chunk[-1]]
-            if token_match(rest) or prefix(rest) is not None or not one(suffix(rest)):
+            if (token_match and token_match(rest)) or prefix(rest) is not None or not one(suffix(rest)):
                 return None
             inner = rest[:-1]
             inside = core(inner) if inner not in specials else None
@@ -427,7 +436,7 @@ class AffixShapes:
 
         simple, split, split_parts, rest = [], [], [], []
         for chunk in chunks:
-            if chunk in specials or token_match(chunk):
+            if chunk in specials or (token_match and token_match(chunk)):
                 rest.append(chunk)
                 continue
             if quick(chunk):

@@ -10,24 +10,30 @@ whole text after the affix pass. Its matches inside one chunk are the same where
 straddles chunks separated by a single space never changes tokens itself (its text holds that space, and no rule key
 has whitespace inside), but it marks its tokens as taken, so it can stop a match inside a chunk that would have
 changed that chunk's tokens (a ":)" inside ":)x", after "("). So a chunk's tokens alone are its tokens in every text,
-unless the matcher changed them when it stood alone: only those "matched" chunks (found by tokenizing a chunk with
-and without the matcher) are tokenized again where they stand, together with the chunks any match touching them can
-reach. Texts containing "IS_ALPHA" (datatrove's spaCy error path) and languages whose word tokenizer is not a
-plain spaCy one are split by datatrove's own function.
+unless the matcher changed them when it stood alone: only those "matched" chunks are tokenized again where they
+stand, together with the chunks any match touching them can reach. Texts containing "IS_ALPHA" (datatrove's spaCy
+error path) and languages whose word tokenizer is not a plain spaCy one are split by datatrove's own function.
 
-Each distinct chunk is tokenized once (many chunks at a time, separated by newlines) and its tokens are kept as
-integer ids in one flat array (chunk i owns ``flat[bounds[i]:bounds[i + 1]]``); per-token properties the filters need
-live in numpy arrays indexed by id, computed for many new tokens at once from their code points. The words of a
-batch of texts are then one dictionary lookup per chunk and a numpy gather (``batch_words``).
+spaCy itself is not imported (it imports thinc, and thinc imports torch: seconds and hundreds of MB on every fresh
+worker). Its rules are read from ``pipelines/spacy_rules/`` for the installed version (from spaCy itself when no file
+matches) and applied by ``pipelines.spacy_rules.StoredRules``: the affix pass and the matcher. Most chunks do not even
+need that: ``AffixShapes`` settles the plain ones and those with one-character affixes. The tests compare every path
+with spaCy's own tokenizer.
+
+Each distinct chunk is tokenized once and its tokens are kept as integer ids in one flat array (chunk i owns
+``flat[bounds[i]:bounds[i + 1]]``); per-token properties the filters need live in numpy arrays indexed by id,
+computed for many new tokens at once from their code points. The words of a batch of texts are then one dictionary
+lookup per chunk and a numpy gather (``batch_words``).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from itertools import chain, repeat
+from types import SimpleNamespace
 
 import numpy as np
-from spacy.attrs import IDX, IS_PUNCT, LENGTH
 
 from pipelines.codepoints import CodePointClass, code_points, punctuation_set_mask
 from pipelines.filters.affixes import (
@@ -36,6 +42,7 @@ from pipelines.filters.affixes import (
     guarded_prefix_search,
     tail_suffix_search,
 )
+from pipelines.spacy_rules import StoredRules, extract_rules, load_rules
 
 _WS_SPLIT = re.compile(r"(\s+)")
 # the sentencizer's rule on token classes: P = a sentence-final punctuation character, O = other punctuation,
@@ -57,25 +64,33 @@ class WordSplitter:
         self.fast = type(reference) is SpaCyTokenizer and reference.config is None
         self.slow_texts = 0  # texts split by datatrove's own function
         if self.fast:
-            self._nlp = self._private_nlp()
-            self._special_keys = set(self._nlp.tokenizer.rules)
-            # a match across chunks could change tokens if a rule key had whitespace inside: no fast split then
-            self.fast = not any(_inner_space(key) for key in self._special_keys)
+            self._rules = _rules_of(language)
+            self.fast = self._rules is not None
         if self.fast:
-            self._punct_chars = set(self._nlp.get_pipe("sentencizer").punct_chars)
-            self._patterns = self._special_case_patterns()
+            rules = self._rules
+            self._special_keys = set(rules.special_cases)
+            self._punct_chars = set(rules.punct_chars)
+            self._patterns = {p for ps in rules.matcher_patterns.values() for p in ps if len(p) > 1}
             self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
             self._reach = (
                 max(map(len, self._patterns), default=1) - 1
             )  # chunks a match can reach past its own
-            self._shapes: AffixShapes | None = None
+            # the same searches as spaCy's, answered faster (see pipelines/filters/affixes.py)
+            self._searches = SimpleNamespace(
+                prefix_search=guarded_prefix_search(rules.prefix.search) if rules.prefix else None,
+                suffix_search=tail_suffix_search(rules.suffix.search) if rules.suffix else None,
+                infix_finditer=guarded_infix_finditer(rules.infix.finditer) if rules.infix else None,
+                token_match=rules.token_match.match if rules.token_match else None,
+                url_match=rules.url_match.match if rules.url_match else None,
+            )
+            self._shapes = AffixShapes(
+                self._searches, self._special_keys, self._patterns, self._boundary_pairs
+            )
         self._reset()
 
     # -- vocabulary --------------------------------------------------------------------------------------------
     def _reset(self) -> None:
         self.generation = getattr(self, "generation", -1) + 1  # token ids from an older generation are stale
-        if self.fast and self.generation:
-            self._nlp = self._private_nlp()  # drops the lexemes spaCy learnt meanwhile
         self._chunk_index: dict[str, int] = {}  # chunk -> its row in the flat token table
         self._chunk_bounds = np.zeros(
             1025, np.int64
@@ -148,62 +163,9 @@ class WordSplitter:
         code = self._token_codes.get(token_id)
         if code is None:
             token = self.tokens[token_id]
-            code = "P" if token in self._punct_chars else "O" if self._is_punct(token) else "N"
+            code = "P" if token in self._punct_chars else "O" if _is_punct(token) else "N"
             self._token_codes[token_id] = code
         return code
-
-    def _private_nlp(self):
-        """datatrove's spaCy pipeline, our own copy: used outside memory zones, its vocabulary grows until a reset.
-
-        Its lexemes carry no attributes: the tokenizer's splits depend on its affix rules, special cases and URL
-        and token matchers only, never on lexeme attributes, so the tokens are the same and new words cost less.
-        """
-        from datatrove.utils.word_tokenizers import SpaCyTokenizer
-        from spacy.tokenizer import Tokenizer
-
-        nlp = SpaCyTokenizer(self.language).tokenizer
-        self._is_punct = nlp.vocab.lex_attr_getters[IS_PUNCT]
-        nlp.vocab.lex_attr_getters = {}
-        # the same tokenizer with the same affix searches, answered faster (see pipelines/filters/affixes.py); built
-        # anew rather than set one by one, since each setter reloads every special case
-        old = nlp.tokenizer
-        nlp.tokenizer = Tokenizer(
-            nlp.vocab,
-            rules=old.rules,
-            prefix_search=guarded_prefix_search(old.prefix_search),
-            suffix_search=tail_suffix_search(old.suffix_search),
-            infix_finditer=guarded_infix_finditer(old.infix_finditer),
-            token_match=old.token_match,
-            url_match=old.url_match,
-            faster_heuristics=old.faster_heuristics,
-        )
-        self._unmatched = _without_matcher(nlp.tokenizer)
-        return nlp
-
-    def _special_case_patterns(self) -> set[tuple[str, ...]]:
-        """The multi-token special cases as spaCy's matcher looks for them (their affix split, no specials)."""
-        from spacy.tokenizer import Tokenizer
-
-        tok = self._nlp.tokenizer
-        plain = Tokenizer(
-            self._nlp.vocab,
-            rules={},
-            prefix_search=tok.prefix_search,
-            suffix_search=tok.suffix_search,
-            infix_finditer=tok.infix_finditer,
-            token_match=tok.token_match,
-            url_match=tok.url_match,
-        )
-        patterns = set()
-        for key in tok.rules:
-            parts = tuple(t.text for t in plain(key))
-            if len(parts) > 1:
-                if any(not p.strip() for p in parts):
-                    raise RuntimeError(
-                        f"spaCy special case {key!r} has a whitespace token; fast split unproven"
-                    )
-                patterns.add(parts)
-        return patterns
 
     # -- chunks ------------------------------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> None:
@@ -212,63 +174,32 @@ class WordSplitter:
             self._learn(set(chain.from_iterable(map(str.split, texts))))
 
     def _learn(self, chunks: set[str]) -> None:
-        if self._n_chunks > self.max_chunks or len(self._nlp.vocab) > 2 * self.max_chunks:
+        if self._n_chunks > self.max_chunks:
             self._reset()
         missing = sorted(chunks.difference(self._chunk_index))
         for start in range(0, len(missing), 4096):
             self._tokenize_chunks(missing[start : start + 4096])
 
     def _tokenize_chunks(self, chunks: list[str]) -> None:
-        simple, split, split_parts, rest = self._split_simple(chunks)
+        simple, split, split_parts, rest = self._shapes.split(chunks)
         self._store(simple, [[c] for c in simple], checked=True)
         self._store(split, split_parts, checked=True)
         if not rest:
             return
-        try:
-            # the affix pass alone; the matcher can only act on chunks holding two consecutive tokens of a pattern
-            unmatched = self._tokens_of_chunks(self._unmatched, rest)
-            pairs = self._boundary_pairs
-            suspects = [
-                i
-                for i, parts in enumerate(unmatched)
-                if any(map(pairs.__contains__, zip(parts, parts[1:], strict=False)))
-            ]
-            final = self._tokens_of_chunks(self._nlp.tokenizer, [rest[i] for i in suspects])
-        except Exception:  # one odd chunk: do them one by one
-            for chunk in rest:
-                try:
-                    self._store([chunk], [[t.text for t in self._nlp.tokenizer(chunk)]], matched=[True])
-                except Exception:
-                    continue  # never cached: texts holding it take the whole-text path
-            return
+        # the affix pass, then the matcher, which can only act on chunks holding two consecutive tokens of a pattern
+        rules, pairs = self._rules, self._boundary_pairs
+        parts = [rules.pre_tokens(chunk) for chunk in rest]
         matched = [False] * len(rest)
-        for i, parts in zip(suspects, final, strict=True):
-            matched[i] = parts != unmatched[i]
-            unmatched[i] = parts
-        self._store(rest, unmatched, matched=matched)
-
-    @staticmethod
-    def _tokens_of_chunks(tokenizer, chunks: list[str]) -> list[list[str]]:
-        """Each chunk's tokens, from one call on the chunks joined by new lines (which spaCy keeps apart)."""
-        if not chunks:
-            return []
-        joined = "\n".join(chunks)
-        per_chunk: list[list[str]] = [[]]
-        for start, length in tokenizer(joined).to_array([IDX, LENGTH]).tolist():
-            if joined[start] == "\n":
-                per_chunk.append([])
-            else:
-                per_chunk[-1].append(joined[start : start + length])
-        if len(per_chunk) != len(chunks):
-            raise RuntimeError("chunk separators were not kept apart by spaCy's tokenizer")
-        return per_chunk
+        for i, tokens in enumerate(parts):
+            if any(map(pairs.__contains__, zip(tokens, tokens[1:], strict=False))):
+                final = _replaced(tokens, rules.matcher_replacements(tokens, [""] * (len(tokens) - 1)))
+                matched[i] = final != tokens
+                parts[i] = final
+        self._store(rest, parts, matched=matched)
 
     def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
         """Chunks spaCy keeps whole; chunks whose tokens follow from a few affix shapes, with their tokens; and
-        the others (for spaCy). See ``AffixShapes``."""
-        tokenizer = self._nlp.tokenizer
-        if self._shapes is None or self._shapes.tokenizer is not tokenizer:
-            self._shapes = AffixShapes(tokenizer, self._special_keys, self._patterns, self._boundary_pairs)
+        the others. See ``AffixShapes``."""
         return self._shapes.split(chunks)
 
     def _store(
@@ -339,33 +270,57 @@ class WordSplitter:
 
     def _retokenized(self, text: str, ids: np.ndarray, starts: np.ndarray, matched: np.ndarray) -> np.ndarray:
         """Word ids of a text holding chunks the matcher changed on their own (chunk c's cached ids:
-        ``ids[starts[c]:starts[c + 1]]``; ``matched``: those chunks, ascending).
+        ``ids[starts[c]:starts[c + 1]]``; ``matched``: those chunks, ascending)."""
+        in_context = self._in_context(text, ids, starts, matched)
+        if in_context is None:
+            return self.token_array(self._whole_text_words(text))
+        parts: list[np.ndarray] = []
+        done = 0  # chunks before this one are in parts
+        for c, words in sorted(in_context.items()):
+            parts += [ids[starts[done] : starts[c]], self.token_array(words)]
+            done = c + 1
+        parts.append(ids[starts[done] :])
+        return np.concatenate(parts)
+
+    def _in_context(
+        self, text: str, ids: np.ndarray, starts: np.ndarray, matched: np.ndarray
+    ) -> dict[int, list[str]] | None:
+        """The tokens of each matched chunk where it stands in the text (None: the chunks were not found).
 
         A match that touches chunk c has at most ``reach + 1`` tokens, one chunk each at least, so it lies within
         chunks c - reach .. c + reach; whether a match inside c is applied depends only on the matches that overlap
-        it. So spaCy's tokens of that stretch of text are c's tokens in the whole text; the other chunks keep theirs.
+        it. So the matcher run over the tokens of that stretch before the matcher (the cached ones, for the chunks
+        it leaves alone) gives c's tokens in the whole text; the other chunks keep theirs.
         """
         begins, ends = _chunk_spans(text)
         if len(begins) != len(starts) - 1:
-            return self.token_array(self._whole_text_words(text))
-        last_chunk, reach = len(begins) - 1, self._reach
-        parts: list[np.ndarray] = []
-        done = 0  # chunks before this one are in parts
+            return None
+        rules, reach, vocabulary = self._rules, self._reach, self.tokens
+        changed = set(matched.tolist())
+        found: dict[int, list[str]] = {}
         for group in _stretches(matched, reach):
-            first, last = max(int(group[0]) - reach, 0), min(int(group[-1]) + reach, last_chunk)
-            offset = int(begins[first])
-            spans = self._nlp.tokenizer(text[offset : int(ends[last])]).to_array([IDX, LENGTH])
-            token_begins = spans[:, 0] + offset
+            first, last = max(int(group[0]) - reach, 0), min(int(group[-1]) + reach, len(begins) - 1)
+            tokens: list[str] = []
+            gaps: list[
+                str | None
+            ] = []  # between tokens: "" inside a chunk, " " one space, None other whitespace
+            where: dict[int, tuple[int, int]] = {}
+            for j in range(first, last + 1):
+                if j > first:
+                    gaps.append(" " if text[ends[j - 1] : begins[j]] == " " else None)
+                if j in changed:
+                    own = rules.pre_tokens(text[begins[j] : ends[j]])
+                else:
+                    own = [vocabulary[t] for t in ids[starts[j] : starts[j + 1]].tolist()]
+                where[j] = (len(tokens), len(tokens) + len(own))
+                gaps += [""] * (len(own) - 1)
+                tokens += own
+            replacements = rules.matcher_replacements(tokens, gaps)
             for c in group.tolist():
-                inside = (token_begins >= begins[c]) & (token_begins < ends[c])
-                words = [
-                    text[a : a + n]
-                    for a, n in zip(token_begins[inside].tolist(), spans[inside, 1].tolist(), strict=True)
-                ]
-                parts += [ids[starts[done] : starts[c]], self.token_array(words)]
-                done = c + 1
-        parts.append(ids[starts[done] :])
-        return np.concatenate(parts)
+                lo, hi = where[c]
+                inside = [(a - lo, b - lo, new) for a, b, new in replacements if lo <= a and b <= hi]
+                found[c] = _replaced(tokens[lo:hi], inside)
+        return found
 
     def _gather(self, rows: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The tokens of the used rows, in order, and each row's token count (0 where unused)."""
@@ -377,12 +332,9 @@ class WordSplitter:
         return self._chunk_flat[positions], counts
 
     def _whole_text_words(self, text: str) -> list[str]:
-        """The slow path: spaCy's tokenizer on the whole text (datatrove's own function for its error case)."""
+        """The slow path: datatrove's own function on the whole text."""
         self.slow_texts += 1
-        if not self.fast or "IS_ALPHA" in text:
-            return self.reference_words(text)
-        spans = self._nlp.tokenizer(text).to_array([IDX, LENGTH]).tolist()
-        return [word for word in (text[a : a + n].strip() for a, n in spans) if word]
+        return self.reference_words(text)
 
     # -- what the filters ask for ------------------------------------------------------------------------------
     def batch_words(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -442,9 +394,8 @@ class WordSplitter:
     def sentence_count(self, lines: list[str]) -> int:
         """``sum(len(split_into_sentences(line)) for line in lines)`` for lines without line breaks.
 
-        Lines are split apart (the sentencizer never joins them), so only a line holding a chunk the matcher changed
-        on its own is counted by datatrove's own function; the others are counted on their chunks' cached token
-        classes.
+        Lines are split apart (the sentencizer never joins them), so sentences are counted on the chunks' token
+        classes: the cached ones, or those of a chunk's tokens where it stands if the matcher changed it.
         """
         if not lines:
             return 0
@@ -452,22 +403,21 @@ class WordSplitter:
         split = self._fast_chunks(joined)
         if split is None:
             return self._reference_sentences(lines)
-        matched = split[2]
+        ids, starts, matched = split
         parts = _WS_SPLIT.split(joined)
-        codes = map(self._codes_of, parts[0::2])
+        codes = [self._codes_of(chunk) for chunk in parts[0::2]]
+        if len(matched):
+            in_context = self._in_context(joined, ids, starts, matched)
+            if in_context is None:
+                return self._reference_sentences(lines)
+            at = [
+                i for i, chunk in enumerate(parts[0::2]) if chunk
+            ]  # chunk c of split() is parts[0::2][at[c]]
+            for c, words in in_context.items():
+                codes[at[c]] = "".join(self._code(t) for t in self.token_ids(words))
         gaps = map(_gap_code, parts[1::2])
-        sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + self._codes_of(parts[-1])
-        if not len(matched):
-            return len(lines) + len(_SENTENCE_START.findall(sequence))
-        per_line = sequence.split("|")
-        if len(per_line) != len(lines):
-            return self._reference_sentences(lines)
-        line_of_chunk = np.repeat(np.arange(len(lines)), [len(line.split()) for line in lines])
-        slow = set(line_of_chunk[matched].tolist())
-        fast_count = sum(
-            1 + len(_SENTENCE_START.findall(codes)) for i, codes in enumerate(per_line) if i not in slow
-        )
-        return fast_count + self._reference_sentences([lines[i] for i in sorted(slow)])
+        sequence = "".join(chain.from_iterable(zip(codes, gaps, strict=False))) + codes[-1]
+        return len(lines) + len(_SENTENCE_START.findall(sequence))
 
     def _reference_sentences(self, lines: list[str]) -> int:
         from datatrove.utils.text import split_into_sentences
@@ -554,35 +504,38 @@ def poly_hash(token: str) -> int:
     return value
 
 
-def _without_matcher(tokenizer):
-    """The same tokenizer without its phrase matcher: its tokens are the affix pass's, special cases included.
-
-    spaCy puts a rule's key into the matcher only when an affix search finds something in it (with
-    ``faster_heuristics``, or when the key holds a space, which no key with a multi-token split does here). So the
-    searches answer nothing while the rules load, and spaCy's own ones once they are loaded.
-    """
-    from spacy.tokenizer import Tokenizer
-
-    loading = True
-
-    def quiet(search, nothing):
-        if search is None:
-            return None
-        return lambda string: nothing if loading else search(string)
-
-    unmatched = Tokenizer(
-        tokenizer.vocab,
-        rules=tokenizer.rules,
-        prefix_search=quiet(tokenizer.prefix_search, None),
-        suffix_search=quiet(tokenizer.suffix_search, None),
-        infix_finditer=quiet(tokenizer.infix_finditer, ()),
-        token_match=tokenizer.token_match,
-        url_match=tokenizer.url_match,
-        faster_heuristics=True,
-    )
-    loading = False
-    return unmatched
-
-
 def _inner_space(key: str) -> bool:
     return any(ch.isspace() for ch in key.strip())
+
+
+def _replaced(tokens: list[str], replacements: list[tuple[int, int, tuple[str, ...]]]) -> list[str]:
+    """Tokens with the (start, end, new tokens) spans, ascending and disjoint, put in."""
+    out, done = [], 0
+    for start, end, new in replacements:
+        out += tokens[done:start]
+        out += new
+        done = end
+    return out + tokens[done:]
+
+
+def _is_punct(token: str) -> bool:
+    """spaCy's default IS_PUNCT lexeme attribute: every character is in a Unicode punctuation category."""
+    return all(unicodedata.category(ch).startswith("P") for ch in token)
+
+
+def _rules_of(language: str) -> StoredRules | None:
+    """spaCy's tokenizer rules for the language, from the stored file (no spaCy import) or read from spaCy; None
+    when the split cannot be proved equal from them (a rule key with whitespace inside, which a match across
+    chunks could apply; a one-token pattern whose rule changes the token; a sentencizer or punctuation attribute
+    not stored)."""
+    rules = load_rules(language)
+    if rules is None or rules.punct_chars is None:
+        rules = StoredRules.from_data(extract_rules(language))
+    one_token_rules_change = any(
+        len(p) == 1 and rules.special_cases.get(p[0]) != p
+        for ps in rules.matcher_patterns.values()
+        for p in ps
+    )
+    if one_token_rules_change or not rules.unicode_punct or any(map(_inner_space, rules.special_cases)):
+        return None
+    return rules

@@ -10,10 +10,11 @@ import sys
 import pytest
 from datatrove.utils.word_tokenizers import load_word_tokenizer
 
-from pipelines.dedup import shingles, spacy_rules
+from pipelines import spacy_rules
+from pipelines.dedup import shingles
 from pipelines.dedup.piece_table import TextBatch
 from pipelines.dedup.shingles import PieceTokenizer, simplify_to_bytes
-from pipelines.dedup.spacy_rules import (
+from pipelines.spacy_rules import (
     StoredRules,
     extract_rules,
     installed_spacy_version,

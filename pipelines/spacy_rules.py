@@ -1,18 +1,18 @@
-"""spaCy's word split of one whitespace piece, from its tokenizer rules stored as data, without importing spaCy.
+"""spaCy's word split, from its tokenizer rules stored as data, without importing spaCy.
 
-Importing spaCy imports thinc, which imports torch when torch is installed: tens of seconds on every fresh Dask
-worker, for text that ``simplify_text`` has already stripped of most of what spaCy's rules act on. The English
-tokenizer's rules (special cases, prefix/suffix/infix patterns, URL and token matches) are plain data and ``re``
-patterns, so they are written once per spaCy version to ``spacy_rules/<language>-<version>.json`` by
+Importing spaCy imports thinc, which imports torch when torch is installed: seconds (and hundreds of MB) on every
+fresh Dask worker. The English tokenizer's rules (special cases, prefix/suffix/infix patterns, URL and token matches)
+and what its sentencizer needs are plain data and ``re`` patterns, so they are written once per spaCy version to
+``spacy_rules/<language>-<version>.json`` by
 
-    python -m pipelines.dedup.spacy_rules en
+    python -m pipelines.spacy_rules en
 
 and a worker applies them in the order spaCy's ``Tokenizer`` does (special case of the whole piece, then prefixes
-and suffixes peeled with special-case checks, then URL/token match, then infixes). A piece where spaCy would also
-run its phrase matcher of special cases (a rule key that contains an affix) is left to spaCy itself. When no file
-matches the installed spaCy version (read from package metadata, without importing spaCy), nothing here is used
-and every piece goes through spaCy. ``tests/pipelines/test_dedup_spacy_rules.py`` proves the split equal to
-spaCy's on a stress set.
+and suffixes peeled with special-case checks, then URL/token match, then infixes), then its phrase matcher of
+special cases (``matcher_replacements``). Dedup leaves a piece the matcher would act on to spaCy; the quality
+filters apply the matcher too. When no file matches the installed spaCy version (read from package metadata,
+without importing spaCy), the rules are read from spaCy itself. ``tests/pipelines/test_dedup_spacy_rules.py`` and
+``tests/pipelines/test_filters.py`` prove the split equal to spaCy's on stress sets.
 """
 
 from __future__ import annotations
@@ -53,19 +53,27 @@ def _pattern(bound_method: object) -> dict | None:
 def extract_rules(language: str = "en") -> dict:
     """The rules of the tokenizer datatrove uses for ``language``, as JSON-ready data (imports spaCy)."""
     from datatrove.utils.word_tokenizers import load_word_tokenizer
-    from spacy.attrs import ORTH
+    from spacy.attrs import IS_PUNCT, ORTH
+    from spacy.lang.lex_attrs import is_punct
 
-    tokenizer = load_word_tokenizer(language).tokenizer.tokenizer
+    nlp = load_word_tokenizer(language).tokenizer
+    tokenizer = nlp.tokenizer
     return {
         "language": language,
         "spacy_version": installed_spacy_version(),
         "faster_heuristics": bool(tokenizer.faster_heuristics),
-        "special_cases": {key: [t[ORTH] if ORTH in t else t["ORTH"] for t in value] for key, value in sorted(tokenizer.rules.items())},
+        "special_cases": {
+            key: [t[ORTH] if ORTH in t else t["ORTH"] for t in value]
+            for key, value in sorted(tokenizer.rules.items())
+        },
         "prefix": _pattern(tokenizer.prefix_search),
         "suffix": _pattern(tokenizer.suffix_search),
         "infix": _pattern(tokenizer.infix_finditer),
         "token_match": _pattern(tokenizer.token_match),
         "url_match": _pattern(tokenizer.url_match),
+        # what the sentencizer splits on: its sentence-final characters, and punctuation as the lexemes say
+        "punct_chars": sorted(nlp.get_pipe("sentencizer").punct_chars),
+        "is_punct": "unicode_category_P" if nlp.vocab.lex_attr_getters.get(IS_PUNCT) is is_punct else None,
     }
 
 
@@ -97,6 +105,10 @@ class StoredRules:
     url_match: re.Pattern | None
     # token sequences spaCy's phrase matcher turns into a special case after the affix pass, by first token
     matcher_patterns: dict[str, list[tuple[str, ...]]]
+    # the sentencizer's sentence-final characters; whether a token is punctuation is "every character is in a
+    # Unicode P category" (spaCy's default lexeme attribute) when unicode_punct, else unknown here
+    punct_chars: frozenset[str] | None = None
+    unicode_punct: bool = False
 
     @classmethod
     def from_data(cls, data: dict) -> StoredRules:
@@ -108,6 +120,8 @@ class StoredRules:
             token_match=_compile(data["token_match"]),
             url_match=_compile(data["url_match"]),
             matcher_patterns={},
+            punct_chars=frozenset(data["punct_chars"]) if "punct_chars" in data else None,
+            unicode_punct=data.get("is_punct") == "unicode_category_P",
         )
         patterns = (
             tuple(rules._affix_pass(key, with_special_cases=False))
@@ -163,6 +177,39 @@ class StoredRules:
                 if tuple(words[i : i + len(pattern)]) == pattern:
                     return True
         return False
+
+    def matcher_replacements(
+        self, tokens: list[str], gaps: list[str | None]
+    ) -> list[tuple[int, int, tuple[str, ...]]]:
+        """What spaCy's special-case matcher does to a sequence of tokens: (start, end, new tokens), ascending.
+
+        ``gaps[i]`` is what separates tokens i and i + 1: "" (one whitespace piece), " " (a single space) or None
+        (other whitespace, which spaCy keeps as a token no pattern holds). As in ``Tokenizer._apply_special_cases``:
+        every occurrence of every pattern is a candidate (overlapping ones too); candidates are taken longest
+        first, then leftmost first, and one is kept when neither its first nor its last token is in a candidate
+        taken before it (kept or not); a kept span whose text is a rule key becomes that rule's tokens.
+        """
+        found = []
+        for i, token in enumerate(tokens):
+            for pattern in self.matcher_patterns.get(token, ()):
+                end = i + len(pattern)
+                if tuple(tokens[i:end]) == pattern and None not in gaps[i : end - 1]:
+                    found.append((i, end))
+        found.sort(key=lambda span: (span[0] - span[1], span[0]))
+        seen: set[int] = set()
+        replaced = []
+        for start, end in found:
+            if start not in seen and end - 1 not in seen:
+                text = tokens[start] + "".join(gaps[j] + tokens[j + 1] for j in range(start, end - 1))
+                rule = self.special_cases.get(text)
+                if rule is not None:
+                    replaced.append((start, end, rule))
+            seen.update(range(start, end))
+        return sorted(replaced)
+
+    def pre_tokens(self, text: str) -> list[str]:
+        """The tokens of one whitespace piece before the matcher runs (the affix pass, special cases included)."""
+        return self._affix_pass(text, with_special_cases=True)
 
     def _affix_pass(self, text: str, with_special_cases: bool) -> list[str]:
         """spaCy's first pass over one piece: special case, else affixes peeled, then URL/token match or infixes."""
@@ -225,7 +272,9 @@ class StoredRules:
         return words
 
 
-def load_rules(language: str = "en", folder: Path = RULES_DIR, version: str | None = None) -> StoredRules | None:
+def load_rules(
+    language: str = "en", folder: Path = RULES_DIR, version: str | None = None
+) -> StoredRules | None:
     """The stored rules for the installed spaCy version, or None when there are none (use spaCy itself)."""
     version = version if version is not None else installed_spacy_version()
     path = folder / f"{language}-{version}.json"
