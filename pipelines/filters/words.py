@@ -28,6 +28,7 @@ lookup per chunk and a numpy gather (``batch_words``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from itertools import chain, repeat
@@ -86,6 +87,13 @@ class WordSplitter:
             self._shapes = AffixShapes(
                 self._searches, self._special_keys, self._patterns, self._boundary_pairs
             )
+            # the affix pass with the same searches
+            self._affix_pass = dataclasses.replace(
+                rules,
+                prefix=SimpleNamespace(search=self._searches.prefix_search) if rules.prefix else None,
+                suffix=SimpleNamespace(search=self._searches.suffix_search) if rules.suffix else None,
+                infix=SimpleNamespace(finditer=self._searches.infix_finditer) if rules.infix else None,
+            ).pre_tokens
         self._reset()
 
     # -- vocabulary --------------------------------------------------------------------------------------------
@@ -188,7 +196,7 @@ class WordSplitter:
             return
         # the affix pass, then the matcher, which can only act on chunks holding two consecutive tokens of a pattern
         rules, pairs = self._rules, self._boundary_pairs
-        parts = [rules.pre_tokens(chunk) for chunk in rest]
+        parts = [self._affix_pass(chunk) for chunk in rest]
         matched = [False] * len(rest)
         for i, tokens in enumerate(parts):
             if any(map(pairs.__contains__, zip(tokens, tokens[1:], strict=False))):
@@ -309,7 +317,7 @@ class WordSplitter:
                 if j > first:
                     gaps.append(" " if text[ends[j - 1] : begins[j]] == " " else None)
                 if j in changed:
-                    own = rules.pre_tokens(text[begins[j] : ends[j]])
+                    own = self._affix_pass(text[begins[j] : ends[j]])
                 else:
                     own = [vocabulary[t] for t in ids[starts[j] : starts[j + 1]].tolist()]
                 where[j] = (len(tokens), len(tokens) + len(own))
