@@ -7,6 +7,7 @@ integer token ids of a ``WordSplitter``; per-word work is numpy on those ids, pe
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import Counter
 
@@ -20,9 +21,25 @@ _DOC_MIX = np.uint64(0xD1B54A32D192ED03)
 
 
 def duplicates(items: list[str]) -> tuple[int, int]:
-    """datatrove's ``find_duplicates``: repeated elements and their characters, first occurrences excluded."""
-    counts = Counter(items)
-    return len(items) - len(counts), sum((c - 1) * len(s) for s, c in counts.items() if c > 1)
+    """datatrove's ``find_duplicates``: repeated elements and their characters, first occurrences excluded (all
+    elements' characters less those of the distinct ones)."""
+    distinct = set(items)
+    repeated = len(items) - len(distinct)
+    if not repeated:
+        return 0, 0
+    return repeated, sum(map(len, items)) - sum(map(len, distinct))
+
+
+_PARAGRAPH_BREAK, _LINE_BREAK = (
+    r"\n{2,}",
+    "\n+",
+)  # datatrove's patterns, which only split where these are found
+
+
+def _split(pattern: re.Pattern, text: str, needs: str) -> list[str]:
+    if pattern.pattern == (_PARAGRAPH_BREAK if needs == "\n\n" else _LINE_BREAK) and needs not in text:
+        return [text]
+    return pattern.split(text)
 
 
 class JoinedHashes:
@@ -135,13 +152,13 @@ def paragraph_and_line_reason(text: str, f) -> str | None:
     """The rules of ``GopherRepetitionFilter.filter`` that come before words."""
     if not text:
         return "empty"
-    paragraphs = f.paragraph_exp.split(text.strip())
+    paragraphs = _split(f.paragraph_exp, text.strip(), "\n\n")
     count, chars = duplicates(paragraphs)
     if f.dup_para_frac and count / len(paragraphs) > f.dup_para_frac:
         return "dup_para_frac"
     if f.dup_para_char_frac and chars / len(text) > f.dup_para_char_frac:
         return "dup_para_char_frac"
-    lines = f._line_splitter.split(text)
+    lines = _split(f._line_splitter, text, "\n")
     count, chars = duplicates(lines)
     if f.dup_line_frac and count / len(lines) > f.dup_line_frac:
         return "dup_line_frac"
@@ -267,23 +284,45 @@ def gopher_repetition_reasons(
         return reasons
     lengths = np.fromiter(map(len, texts), np.float64, len(texts))
     lengths[lengths == 0] = np.inf  # empty texts were decided above
-    ngrams = BatchNgrams(ids, offsets, splitter)
+    ngrams = _PendingNgrams(ids, offsets, splitter, pending)
     for n, n_frac in f.top_n_grams:
-        failing = pending & (ngrams.top_chars(n) / lengths > n_frac)
+        failing = pending & (ngrams.per_document(BatchNgrams.top_chars, n) / lengths > n_frac)
         for i in np.flatnonzero(failing).tolist():
             reasons[i] = f"top_{n}_gram"
         pending &= ~failing
         if not pending.any():
             return reasons
+    ngrams = _PendingNgrams(ids, offsets, splitter, pending)
     tables: dict[int, NgramTable] = {}
     for n, n_frac in f.dup_n_grams:
-        for i in np.flatnonzero(pending & (ngrams.repeat_bound(n) / lengths > n_frac)).tolist():
+        bound = ngrams.per_document(BatchNgrams.repeat_bound, n)
+        for i in np.flatnonzero(pending & (bound / lengths > n_frac)).tolist():
             if i not in tables:
                 tables[i] = NgramTable(ids[offsets[i] : offsets[i + 1]], splitter)
             if duplicated_chars(tables[i], n, join_fix) / len(texts[i]) > n_frac:
                 reasons[i] = f"duplicated_{n}_n_grams"
                 pending[i] = False
     return reasons
+
+
+class _PendingNgrams:
+    """``BatchNgrams`` of the pending documents of a batch only, answering per document of the whole batch."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter, pending: np.ndarray):
+        self.docs = np.flatnonzero(pending)
+        counts = np.diff(offsets)[self.docs]
+        ends = np.cumsum(counts)
+        positions = np.repeat(offsets[:-1][self.docs] - (ends - counts), counts) + np.arange(
+            int(ends[-1]) if len(ends) else 0
+        )
+        self.size = len(offsets) - 1
+        self.ngrams = BatchNgrams(ids[positions], np.concatenate(([0], ends)), splitter)
+
+    def per_document(self, method, n: int) -> np.ndarray:
+        """``method(ngrams, n)`` for every document of the batch (0 for those not pending)."""
+        result = np.zeros(self.size, np.int64)
+        result[self.docs] = method(self.ngrams, n)
+        return result
 
 
 def duplicated_chars(table: NgramTable, n: int, join_fix: bool = False) -> int:
@@ -317,7 +356,13 @@ def gopher_quality_reasons(
     return [
         _gopher_quality_reason(text, int(n), int(ns), avg, int(a), int(st), f)
         for text, n, ns, avg, a, st in zip(
-            texts, counts.tolist(), n_non_symbol.tolist(), averages, alpha.tolist(), stops.tolist(), strict=True
+            texts,
+            counts.tolist(),
+            n_non_symbol.tolist(),
+            averages,
+            alpha.tolist(),
+            stops.tolist(),
+            strict=True,
         )
     ]
 

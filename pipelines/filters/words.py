@@ -358,8 +358,16 @@ class WordSplitter:
             return _concatenated(parts)
         per_text = [text.split() for text in texts]
         chunks = list(chain.from_iterable(per_text))
-        self._learn(set(chunks))
         rows = np.fromiter(map(self._chunk_index.get, chunks, repeat(-1)), np.int64, len(chunks))
+        unknown = np.flatnonzero(rows < 0).tolist()
+        if unknown:  # learn the new chunks, then look them up (or all of them, if the table was reset)
+            generation = self.generation
+            self._learn({chunks[i] for i in unknown})
+            if self.generation != generation:
+                unknown = range(len(chunks))
+            rows[unknown] = np.fromiter(
+                map(self._chunk_index.get, (chunks[i] for i in unknown), repeat(-1)), np.int64, len(unknown)
+            )
         chunk_counts = np.fromiter(map(len, per_text), np.int64, count)
         text_of_chunk = np.repeat(np.arange(count), chunk_counts)
         alone = np.zeros(count, bool)  # texts that take the one-by-one path

@@ -163,6 +163,25 @@ def test_filter_words_need_no_spacy_import_with_stored_rules():
     assert out.stdout.strip() == "[] 0"
 
 
+def test_paragraph_and_line_duplicates_are_datatroves():
+    """The set-based duplicate count and the split that skips texts without a break equal datatrove's."""
+    import re
+
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+
+    from pipelines.filters.checks import _split, duplicates
+
+    rng = random.Random(3)
+    reference = GopherRepetitionFilter()
+    for _ in range(3000):
+        text = "".join(rng.choice(["a", "bb", "\n", "\n\n", " "]) for _ in range(rng.randint(0, 14)))
+        assert _split(reference.paragraph_exp, text, "\n\n") == reference.paragraph_exp.split(text)
+        assert _split(reference._line_splitter, text, "\n") == reference._line_splitter.split(text)
+        items = rng.choices(["a", "bb", "", "ccc"], k=rng.randint(0, 9))
+        assert duplicates(items) == find_duplicates(items)
+    assert _split(re.compile("b"), "abc", "\n") == ["a", "c"]  # another pattern is always split by it
+
+
 def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
     """Short words that run together ("a" "bc" / "ab" "c") are where joined and word-by-word n-grams part."""
     splitter = word_splitter("en")
