@@ -546,7 +546,10 @@ def _rules_of(language: str) -> StoredRules | None:
     not stored)."""
     rules = load_rules(language)
     if rules is None or rules.punct_chars is None:
-        rules = StoredRules.from_data(extract_rules(language))
+        try:
+            rules = StoredRules.from_data(extract_rules(language))
+        except ValueError:  # a rule that is not a regular expression cannot be applied here
+            return None
     one_token_rules_change = any(
         len(p) == 1 and rules.special_cases.get(p[0]) != p
         for ps in rules.matcher_patterns.values()

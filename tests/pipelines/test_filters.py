@@ -182,6 +182,19 @@ def test_paragraph_and_line_duplicates_are_datatroves():
     assert _split(re.compile("b"), "abc", "\n") == ["a", "c"]  # another pattern is always split by it
 
 
+def test_without_a_stored_rules_file_the_rules_are_read_from_spacy(monkeypatch, sample):
+    """Another spaCy version has no rules file here: the splitter reads the same rules from spaCy itself."""
+    import pipelines.filters.words as words_module
+
+    monkeypatch.setattr(words_module, "load_rules", lambda language: None)
+    splitter = WordSplitter("en")
+    assert splitter.fast
+    texts = [d["text"] for d in sample[:40]] + ["( :)x and gunner): at 10a.m. :-)"]
+    ids, offsets = splitter.batch_words(texts)
+    for i, text in enumerate(texts):
+        assert [splitter.tokens[t] for t in ids[offsets[i] : offsets[i + 1]].tolist()] == split_into_words(text)
+
+
 def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
     """Short words that run together ("a" "bc" / "ab" "c") are where joined and word-by-word n-grams part."""
     splitter = word_splitter("en")
