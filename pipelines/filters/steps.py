@@ -75,7 +75,11 @@ class _SharedWords:
         words = [self._cached(doc, splitter) for doc in docs]
         missing = [doc for doc, ids in zip(docs, words, strict=True) if ids is None]
         if missing:
+            generation = splitter.generation
             ids, offsets = self.batch(missing, splitter)
+            if splitter.generation != generation:  # the table started over: the ids kept from before are stale
+                ids, offsets = self.batch(docs, splitter)
+                return np.split(ids, offsets[1:-1])
             fresh = iter(np.split(ids, offsets[1:-1]))
             words = [next(fresh) if w is None else w for w in words]
         return words

@@ -184,6 +184,10 @@ class WordSplitter:
     def _learn(self, chunks: set[str]) -> None:
         if self._n_chunks > self.max_chunks:
             self._reset()
+        self._learn_new(chunks)
+
+    def _learn_new(self, chunks: set[str]) -> None:
+        """Tokenize the chunks not in the table (the table is never cleared here)."""
         missing = sorted(chunks.difference(self._chunk_index))
         for start in range(0, len(missing), 4096):
             self._tokenize_chunks(missing[start : start + 4096])
@@ -359,12 +363,12 @@ class WordSplitter:
         per_text = [text.split() for text in texts]
         chunks = list(chain.from_iterable(per_text))
         rows = np.fromiter(map(self._chunk_index.get, chunks, repeat(-1)), np.int64, len(chunks))
-        unknown = np.flatnonzero(rows < 0).tolist()
-        if unknown:  # learn the new chunks, then look them up (or all of them, if the table was reset)
-            generation = self.generation
-            self._learn({chunks[i] for i in unknown})
-            if self.generation != generation:
+        unknown: list[int] | range = np.flatnonzero(rows < 0).tolist()
+        if unknown:  # learn the new chunks, then look them up; a full table starts over before the batch
+            if self._n_chunks > self.max_chunks:
+                self._reset()
                 unknown = range(len(chunks))
+            self._learn_new({chunks[i] for i in unknown})
             rows[unknown] = np.fromiter(
                 map(self._chunk_index.get, (chunks[i] for i in unknown), repeat(-1)), np.int64, len(unknown)
             )
@@ -378,7 +382,9 @@ class WordSplitter:
         token_starts = np.concatenate(([0], np.cumsum(counts)))  # where each chunk's tokens start in ids
         chunk_offsets = np.concatenate(([0], np.cumsum(chunk_counts)))
         offsets = token_starts[chunk_offsets]
-        parts: dict[int, np.ndarray] = {i: self.words(texts[i]) for i in np.flatnonzero(alone).tolist()}
+        # texts with "IS_ALPHA" or a chunk that could not be learnt: datatrove's function (as ``words`` would do;
+        # called directly, so the table is not cleared while this batch's ids are in use)
+        parts = {i: self.token_array(self._whole_text_words(texts[i])) for i in np.flatnonzero(alone).tolist()}
         matched = np.flatnonzero(self._chunk_matched[rows] & ~alone[text_of_chunk])
         for i, chunks_of_text in _grouped(text_of_chunk[matched], matched):
             first_chunk = chunk_offsets[i]

@@ -195,6 +195,26 @@ def test_without_a_stored_rules_file_the_rules_are_read_from_spacy(monkeypatch, 
         assert [splitter.tokens[t] for t in ids[offsets[i] : offsets[i + 1]].tolist()] == split_into_words(text)
 
 
+def test_a_full_chunk_table_is_cleared_and_words_stay_right(sample):
+    """Past max_chunks the table starts over (token ids of the old generation are not reused)."""
+    splitter = WordSplitter("en", max_chunks=200)
+    texts = [d["text"] for d in sample]
+    for start in range(0, len(texts), 7):
+        batch = texts[start : start + 7]
+        ids, offsets = splitter.batch_words(batch)
+        for i, text in enumerate(batch):
+            assert [splitter.tokens[t] for t in ids[offsets[i] : offsets[i + 1]].tolist()] == split_into_words(text)
+    assert splitter.generation >= 2
+    # the steps' shared words: some documents' ids kept from before the table starts over, others new
+    from pipelines.filters.steps import SHARED_WORDS
+
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+    SHARED_WORDS.get_many(docs[:3], splitter)
+    splitter._n_chunks = splitter.max_chunks + 1  # full: the next new chunk clears it
+    for doc, ids in zip(docs[:9], SHARED_WORDS.get_many(docs[:9], splitter), strict=True):
+        assert [splitter.tokens[t] for t in ids.tolist()] == split_into_words(doc.text)
+
+
 def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
     """Short words that run together ("a" "bc" / "ab" "c") are where joined and word-by-word n-grams part."""
     splitter = word_splitter("en")
