@@ -11,7 +11,7 @@ A branch of bounded width (what it consumes plus what its lookbehinds look at) t
 final ``$`` can only see the last ``width + 1`` characters: on those characters it matches exactly as on the whole
 string. (A string ending in a newline, where ``$`` can also match before it, goes to the original search.) spaCy's English suffixes are 81 such branches of at most 6
 characters and one unbounded one (two or more dots). So the bounded branches are searched on the string's tail and
-the result is kept per tail (a few thousand distinct tails cover a corpus), the unbounded branches on the whole
+the result is kept per tail of the longest reach (cleared past a million tails), the unbounded branches on the whole
 string. Where the rules do not have this shape (another anchor, flags, no top-level alternation) the original
 search is used.
 """
@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from re import _parser as sre_parse
 
-SHORT_REACH = 3  # branches that see at most this many final characters share one cache
+SHORT_REACH = 3  # branches that see at most this many final characters are searched together on that short tail
 _ANCHORS_OTHER_THAN_END = {
     sre_parse.AT_BEGINNING,
     sre_parse.AT_BEGINNING_STRING,
@@ -159,31 +159,47 @@ def tail_suffix_search(suffix_search: Callable | None) -> Callable | None:
     # a string holding none of the characters each branch of a group needs is not searched for that group
     tail_needs = _needed_by_all(long, pattern.flags)
     long_needs = _needed_by_all(unbounded, pattern.flags)
-    known: dict[str, int] = {}
+    reach = max(short_reach, long_reach)
+    known: dict[str, int] = {}  # the bounded branches' longest match (-1: none), per tail of `reach` characters
 
-    def search(string: str) -> Span | None:
-        if string.endswith("\n"):  # $ may match before that newline: ends differ, so lengths do not order matches
-            return suffix_search(string)
+    def bounded(tail: str) -> int:
         length = -1
         if short_search is not None:
-            tail = string[-short_reach:]
-            length = known.get(tail, -2)
-            if length == -2:
-                match = short_search(tail)
-                length = known[tail] = match.end() - match.start() if match is not None else -1
-                if len(known) > 1_000_000:
-                    known.clear()
-        for other, needs, text in (
-            (tail_search, tail_needs, string[-long_reach:]),
-            (long_search, long_needs, string),
-        ):
-            if other is not None and (needs is None or not needs.isdisjoint(text)):
-                match = other(text)
+            match = short_search(tail[-short_reach:])
+            if match is not None:
+                length = match.end() - match.start()
+        if tail_search is not None:
+            text = tail[-long_reach:]
+            if tail_needs is None or not tail_needs.isdisjoint(text):
+                match = tail_search(text)
                 if match is not None:
                     length = max(length, match.end() - match.start())
-        if length < 0:
-            return None
-        return Span(len(string) - length, len(string))
+        return length
+
+    def length_of(string: str) -> int:
+        """The length of the suffix match (-1: none)."""
+        if string[-1:] == "\n":  # $ may match before that newline: ends differ, so lengths do not order matches
+            match = suffix_search(string)
+            return match.end() - match.start() if match is not None else -1
+        tail = string[-reach:]
+        length = known.get(tail)
+        if length is None:
+            length = known[tail] = bounded(tail)
+            if len(known) > 1_000_000:
+                known.clear()
+        if long_search is not None and (long_needs is None or not long_needs.isdisjoint(string)):
+            match = long_search(string)
+            if match is not None:
+                length = max(length, match.end() - match.start())
+        return length
+
+    def search(string: str) -> Span | None:
+        if string[-1:] == "\n":
+            return suffix_search(string)
+        length = length_of(string)
+        return Span(len(string) - length, len(string)) if length >= 0 else None
+
+    search.length = length_of  # type: ignore[attr-defined]
 
     search.groups = [(short_reach, len(short)), (long_reach, len(long))]  # type: ignore[attr-defined]
     # any match holds one of these characters (None: some branch needs none we can name)
@@ -338,6 +354,11 @@ def _never(string: str) -> None:
     return None
 
 
+def _length(match) -> int:
+    """A match's length (-1: no match)."""
+    return match.end() - match.start() if match is not None else -1
+
+
 class AffixShapes:
     """spaCy's tokens of the chunks a few affix shapes settle without spaCy.
 
@@ -372,6 +393,7 @@ class AffixShapes:
     def split(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
         """Chunks spaCy keeps whole; chunks split by a shape, with their tokens; the others (for spaCy)."""
         prefix, suffix, infix = self.prefix, self.suffix, self.infix
+        suffix_length = getattr(suffix, "length", None) or (lambda text: _length(suffix(text)))
         token_match, url_match = self.token_match, self.url_match
         specials, patterns, pairs, quick = self.specials, self.patterns, self.pairs, self.quick
 
@@ -385,7 +407,7 @@ class AffixShapes:
                 return None
             if quick(text):  # no affix rule matches: the loop stops with the string whole
                 return [text]
-            if prefix(text) is not None or suffix(text) is not None:
+            if prefix(text) is not None or suffix_length(text) >= 0:
                 return None
             matches = list(infix(text))
             if not matches or url_match(text):
@@ -404,31 +426,30 @@ class AffixShapes:
                 pieces.append(text[start:])
             return pieces
 
-        def one(match) -> bool:
-            return match is not None and match.end() - match.start() == 1
-
-        def peeled(chunk: str, head, tail) -> list[str] | None:
-            if head is None and tail is None:  # the loop stops at once
+        def peeled(chunk: str, head, tail: int) -> list[str] | None:
+            """``head``: the prefix match, ``tail``: the suffix match's length (-1: none, only looked at without
+            a prefix match)."""
+            if head is None and tail < 0:  # the loop stops at once
                 return core(chunk)
             if head is not None:  # one prefix character, then a core or a one-character suffix and a core
                 rest = chunk[1:]
-                if not one(head) or not rest or rest in specials:
+                if _length(head) != 1 or not rest or rest in specials:
                     return None
-                tail = suffix(rest)
-                if tail is None:
+                tail = suffix_length(rest)
+                if tail < 0:
                     inside = core(rest)
                     return [chunk[0], *inside] if inside else None
-                if not one(tail) or chunk[:-1] in specials:
+                if tail != 1 or chunk[:-1] in specials:
                     return None
                 inside = core(chunk[1:-1])
                 return [chunk[0], *inside, chunk[-1]] if inside else None
             rest = chunk[:-1]  # one suffix character, then a core or one more suffix character and a core
-            if not one(tail) or not rest or rest in specials:
+            if tail != 1 or not rest or rest in specials:
                 return None
             inside = core(rest)
             if inside:
                 return [*inside, chunk[-1]]
-            if (token_match and token_match(rest)) or prefix(rest) is not None or not one(suffix(rest)):
+            if (token_match and token_match(rest)) or prefix(rest) is not None or suffix_length(rest) != 1:
                 return None
             inner = rest[:-1]
             inside = core(inner) if inner not in specials else None
@@ -443,14 +464,14 @@ class AffixShapes:
                 simple.append(chunk)
                 continue
             head = prefix(chunk)
-            tail = suffix(chunk) if head is None else None
-            if head is None and tail is None and next(infix(chunk), None) is None:
+            tail = suffix_length(chunk) if head is None else -1
+            if head is None and tail < 0 and next(infix(chunk), None) is None:
                 simple.append(chunk)
                 continue
             parts = peeled(chunk, head, tail)
             if parts is None or (
                 # a multi-token special case holds two consecutive tokens of some pattern: look only then
-                any(pair in pairs for pair in zip(parts, parts[1:], strict=False))
+                not pairs.isdisjoint(zip(parts, parts[1:], strict=False))
                 and any(
                     tuple(parts[i:j]) in patterns for i in range(len(parts)) for j in range(i + 2, len(parts) + 1)
                 )
