@@ -215,6 +215,21 @@ def test_a_full_chunk_table_is_cleared_and_words_stay_right(sample):
         assert [splitter.tokens[t] for t in ids.tolist()] == split_into_words(doc.text)
 
 
+def test_random_unicode_texts_split_as_spacy_does():
+    """Scripts, symbols, emoji, soft hyphens and every kind of whitespace, mixed with special cases and URLs."""
+    splitter = WordSplitter("en")
+    rng = random.Random(17)
+    alphabet = list("aAbZ09.,;:!?'\"()[]{}<>-_/\\@#$%^&*+=~`|…’‘“”«»—–°€£²½ßüéñøЯжあ中😀🙂\u200b\u00ad")
+    alphabet += [" ", " ", " ", "\t", "\n", "\xa0", "\u2003", "\x1c", "\x85", "\u2028", "\r\n"]
+    alphabet += [":)", "a.m.", "e.g.", "http://x.org/a?b=c", "can't", "10km", "U.S.", "(:", "8)"]
+    texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 50))) for _ in range(1500)]
+    ids, offsets = splitter.batch_words(texts)
+    for i, text in enumerate(texts):
+        assert [splitter.tokens[t] for t in ids[offsets[i] : offsets[i + 1]].tolist()] == split_into_words(text)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        assert splitter.sentence_count(lines) == sum(len(split_into_sentences(line)) for line in lines)
+
+
 def test_duplicated_ngrams_follow_datatroves_scan_or_say_they_cannot():
     """Short words that run together ("a" "bc" / "ab" "c") are where joined and word-by-word n-grams part."""
     splitter = word_splitter("en")
