@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from pipelines.filters.words import WordSplitter
+from pipelines.filters.words import WordSplitter, range_positions
 
 _HASH_LENGTH_MIX = np.uint64(0x9E3779B97F4A7C15)
 _DOC_MIX = np.uint64(0xD1B54A32D192ED03)
@@ -311,12 +311,9 @@ class _PendingNgrams:
     def __init__(self, ids: np.ndarray, offsets: np.ndarray, splitter: WordSplitter, pending: np.ndarray):
         self.docs = np.flatnonzero(pending)
         counts = np.diff(offsets)[self.docs]
-        ends = np.cumsum(counts)
-        positions = np.repeat(offsets[:-1][self.docs] - (ends - counts), counts) + np.arange(
-            int(ends[-1]) if len(ends) else 0
-        )
         self.size = len(offsets) - 1
-        self.ngrams = BatchNgrams(ids[positions], np.concatenate(([0], ends)), splitter)
+        positions = range_positions(offsets[:-1][self.docs], counts)
+        self.ngrams = BatchNgrams(ids[positions], np.concatenate(([0], np.cumsum(counts))), splitter)
 
     def per_document(self, method, n: int) -> np.ndarray:
         """``method(ngrams, n)`` for every document of the batch (0 for those not pending)."""

@@ -338,10 +338,7 @@ class WordSplitter:
         """The tokens of the used rows, in order, and each row's token count (0 where unused)."""
         starts = self._chunk_bounds[rows]
         counts = np.where(used, self._chunk_bounds[rows + 1] - starts, 0)
-        ends = np.cumsum(counts)
-        total = int(ends[-1]) if len(ends) else 0
-        positions = np.repeat(starts - (ends - counts), counts) + np.arange(total)
-        return self._chunk_flat[positions], counts
+        return self._chunk_flat[range_positions(starts, counts)], counts
 
     def _whole_text_words(self, text: str) -> list[str]:
         """The slow path: datatrove's own function on the whole text."""
@@ -476,6 +473,13 @@ def _stretches(chunks: np.ndarray, reach: int):
     """Ascending chunk indices in groups whose neighbourhoods (``reach`` chunks either side) touch or overlap."""
     cuts = np.flatnonzero(np.diff(chunks) > 2 * reach + 1) + 1
     return np.split(chunks, cuts)
+
+
+def range_positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions ``starts[i]``, ``starts[i] + 1``, ... (``counts[i]`` of them) of every range, in order."""
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.repeat(starts - (ends - counts), counts) + np.arange(total)
 
 
 def _grouped(keys: np.ndarray, values: np.ndarray):
