@@ -383,7 +383,7 @@ class AffixShapes:
         self.prefix = tokenizer.prefix_search or (lambda c: None)
         self.suffix = tokenizer.suffix_search or (lambda c: None)
         self.infix = tokenizer.infix_finditer or (lambda c: iter(()))
-        self.token_match = tokenizer.token_match or _never
+        self.token_match = tokenizer.token_match  # None when there is none: tested before each call
         self.url_match = tokenizer.url_match or _never
         self.specials, self.patterns, self.pairs = specials, patterns, pairs
         # a chunk holding none of the characters some affix rule needs is no match of any: one token
@@ -396,9 +396,6 @@ class AffixShapes:
         suffix_length = getattr(suffix, "length", None) or (lambda text: _length(suffix(text)))
         token_match, url_match = self.token_match, self.url_match
         specials, patterns, pairs, quick = self.specials, self.patterns, self.pairs, self.quick
-
-        if token_match is _never:
-            token_match = None  # tested as `token_match and token_match(...)`: no call when there is none
 
         def core(text: str) -> list[str] | None:
             """The tokens of a string where spaCy's affix loop stops (None: it would not stop there): one token,

@@ -30,14 +30,13 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return repeated, sum(map(len, items)) - sum(map(len, distinct))
 
 
-_PARAGRAPH_BREAK, _LINE_BREAK = (
-    r"\n{2,}",
-    "\n+",
-)  # datatrove's patterns, which only split where these are found
+# datatrove's paragraph and line patterns, and what a text must hold for them to split it
+_BREAKS = {r"\n{2,}": "\n\n", "\n+": "\n"}
 
 
-def _split(pattern: re.Pattern, text: str, needs: str) -> list[str]:
-    if pattern.pattern == (_PARAGRAPH_BREAK if needs == "\n\n" else _LINE_BREAK) and needs not in text:
+def _split(pattern: re.Pattern, text: str) -> list[str]:
+    needs = _BREAKS.get(pattern.pattern)
+    if needs is not None and needs not in text:
         return [text]
     return pattern.split(text)
 
@@ -152,13 +151,13 @@ def paragraph_and_line_reason(text: str, f) -> str | None:
     """The rules of ``GopherRepetitionFilter.filter`` that come before words."""
     if not text:
         return "empty"
-    paragraphs = _split(f.paragraph_exp, text.strip(), "\n\n")
+    paragraphs = _split(f.paragraph_exp, text.strip())
     count, chars = duplicates(paragraphs)
     if f.dup_para_frac and count / len(paragraphs) > f.dup_para_frac:
         return "dup_para_frac"
     if f.dup_para_char_frac and chars / len(text) > f.dup_para_char_frac:
         return "dup_para_char_frac"
-    lines = _split(f._line_splitter, text, "\n")
+    lines = _split(f._line_splitter, text)
     count, chars = duplicates(lines)
     if f.dup_line_frac and count / len(lines) > f.dup_line_frac:
         return "dup_line_frac"
@@ -353,13 +352,7 @@ def gopher_quality_reasons(
     return [
         _gopher_quality_reason(text, int(n), int(ns), avg, int(a), int(st), f)
         for text, n, ns, avg, a, st in zip(
-            texts,
-            counts.tolist(),
-            n_non_symbol.tolist(),
-            averages,
-            alpha.tolist(),
-            stops.tolist(),
-            strict=True,
+            texts, counts.tolist(), n_non_symbol.tolist(), averages, alpha.tolist(), stops.tolist(), strict=True
         )
     ]
 

@@ -73,9 +73,8 @@ class WordSplitter:
             self._punct_chars = set(rules.punct_chars)
             self._patterns = {p for ps in rules.matcher_patterns.values() for p in ps if len(p) > 1}
             self._boundary_pairs = {pair for p in self._patterns for pair in zip(p, p[1:], strict=False)}
-            self._reach = (
-                max(map(len, self._patterns), default=1) - 1
-            )  # chunks a match can reach past its own
+            # how many chunks a match can reach past its own
+            self._reach = max(map(len, self._patterns), default=1) - 1
             # the same searches as spaCy's, answered faster (see pipelines/filters/affixes.py)
             self._searches = SimpleNamespace(
                 prefix_search=guarded_prefix_search(rules.prefix.search) if rules.prefix else None,
@@ -100,13 +99,11 @@ class WordSplitter:
     def _reset(self) -> None:
         self.generation = getattr(self, "generation", -1) + 1  # token ids from an older generation are stale
         self._chunk_index: dict[str, int] = {}  # chunk -> its row in the flat token table
-        self._chunk_bounds = np.zeros(
-            1025, np.int64
-        )  # chunk i's tokens: _chunk_flat[bounds[i]:bounds[i + 1]]
+        # chunk i's tokens: _chunk_flat[bounds[i]:bounds[i + 1]]
+        self._chunk_bounds = np.zeros(1025, np.int64)
         self._chunk_flat = np.zeros(4096, np.int64)
-        self._chunk_matched = np.zeros(
-            1024, bool
-        )  # the matcher changed the chunk's tokens when it stood alone
+        # the matcher changed the chunk's tokens when it stood alone
+        self._chunk_matched = np.zeros(1024, bool)
         self._n_chunks = 0
         self._chunk_codes: dict[str, str] = {"": ""}  # sentencizer classes of a chunk's tokens, when asked
         self._token_codes: dict[int, str] = {}
@@ -177,7 +174,7 @@ class WordSplitter:
 
     # -- chunks ------------------------------------------------------------------------------------------------
     def prepare(self, texts: list[str]) -> None:
-        """Tokenize, in one spaCy call per few thousand, every chunk of these texts not seen before."""
+        """Tokenize every chunk of these texts not seen before."""
         if self.fast:
             self._learn(set(chain.from_iterable(map(str.split, texts))))
 
@@ -209,11 +206,6 @@ class WordSplitter:
                 parts[i] = final
         self._store(rest, parts, matched=matched)
 
-    def _split_simple(self, chunks: list[str]) -> tuple[list[str], list[str], list[list[str]], list[str]]:
-        """Chunks spaCy keeps whole; chunks whose tokens follow from a few affix shapes, with their tokens; and
-        the others. See ``AffixShapes``."""
-        return self._shapes.split(chunks)
-
     def _store(
         self,
         chunks: list[str],
@@ -225,9 +217,8 @@ class WordSplitter:
         ``matched``: which chunks' tokens spaCy's matcher changed, none if not given)."""
         if matched is None:
             matched = [False] * len(chunks)
-        if (
-            not checked
-        ):  # an unexpected split is never cached: the texts holding the chunk take the whole-text path
+        # an unexpected split is never cached: the texts holding the chunk take the whole-text path
+        if not checked:
             kept = [
                 (c, p, m) for c, p, m in zip(chunks, parts, matched, strict=True) if p and "".join(p) == c
             ]
@@ -313,9 +304,8 @@ class WordSplitter:
         for group in _stretches(matched, reach):
             first, last = max(int(group[0]) - reach, 0), min(int(group[-1]) + reach, len(begins) - 1)
             tokens: list[str] = []
-            gaps: list[
-                str | None
-            ] = []  # between tokens: "" inside a chunk, " " one space, None other whitespace
+            # between tokens: "" inside a chunk, " " one space, None other whitespace
+            gaps: list[str | None] = []
             where: dict[int, tuple[int, int]] = {}
             for j in range(first, last + 1):
                 if j > first:
@@ -350,7 +340,7 @@ class WordSplitter:
         """Token ids of ``split_into_words`` of every text: ``ids[offsets[i]:offsets[i + 1]]`` are text i's.
 
         One dictionary lookup per chunk and a numpy gather for the batch; a text with a chunk that could not be
-        learnt or "IS_ALPHA" goes through ``words`` on its own, one with a chunk the matcher changed through
+        learnt or "IS_ALPHA" goes through datatrove's function, one with a chunk the matcher changed through
         ``_retokenized``.
         """
         count = len(texts)
@@ -429,9 +419,8 @@ class WordSplitter:
             in_context = self._in_context(joined, ids, starts, matched)
             if in_context is None:
                 return self._reference_sentences(lines)
-            at = [
-                i for i, chunk in enumerate(parts[0::2]) if chunk
-            ]  # chunk c of split() is parts[0::2][at[c]]
+            # chunk c of split() is parts[0::2][at[c]]
+            at = [i for i, chunk in enumerate(parts[0::2]) if chunk]
             for c, words in in_context.items():
                 codes[at[c]] = "".join(self._code(t) for t in self.token_ids(words))
         gaps = map(_gap_code, parts[1::2])

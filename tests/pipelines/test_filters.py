@@ -175,11 +175,11 @@ def test_paragraph_and_line_duplicates_are_datatroves():
     reference = GopherRepetitionFilter()
     for _ in range(3000):
         text = "".join(rng.choice(["a", "bb", "\n", "\n\n", " "]) for _ in range(rng.randint(0, 14)))
-        assert _split(reference.paragraph_exp, text, "\n\n") == reference.paragraph_exp.split(text)
-        assert _split(reference._line_splitter, text, "\n") == reference._line_splitter.split(text)
+        assert _split(reference.paragraph_exp, text) == reference.paragraph_exp.split(text)
+        assert _split(reference._line_splitter, text) == reference._line_splitter.split(text)
         items = rng.choices(["a", "bb", "", "ccc"], k=rng.randint(0, 9))
         assert duplicates(items) == find_duplicates(items)
-    assert _split(re.compile("b"), "abc", "\n") == ["a", "c"]  # another pattern is always split by it
+    assert _split(re.compile("b"), "abc") == ["a", "c"]  # another pattern is always split by it
 
 
 def test_without_a_stored_rules_file_the_rules_are_read_from_spacy(monkeypatch, sample):
@@ -395,7 +395,7 @@ def test_the_affix_shapes_tokenize_as_spacy_does_or_leave_the_chunk_to_spacy():
     splitter = WordSplitter("en")  # a fresh one: this test may not lean on chunks cached by others
     tokenizer = SpaCyTokenizer("en").tokenizer.tokenizer
     chunks = _stress_chunks()
-    simple, covered, parts, left = splitter._split_simple(chunks)
+    simple, covered, parts, left = splitter._shapes.split(chunks)
     assert sorted(simple + covered + left) == chunks
     for chunk in simple:
         assert [t.text for t in tokenizer(chunk)] == [chunk]
