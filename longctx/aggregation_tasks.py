@@ -92,16 +92,14 @@ def draft_cwe(
     prefix, suffix = split_template(CWE_TEMPLATE)
     if ctx.placement.exact_lists:
         return _whole_cwe(ctx, example + "\n" + prefix, suffix, target, rng, num_cw, freq_cw, freq_ucw, per)
-    return Draft(
+    return Draft.numbered(
         example + "\n" + prefix,
         suffix,
         CWE_ANSWER,
         units,
-        np.arange(len(units), dtype=np.int64),
         list(common),
         provenance={"source": "words", "kind": "wonderwords"},
         check=check,
-        reorderable=False,
     )
 
 
@@ -167,15 +165,13 @@ def _whole_cwe(
     texts = [f"{i}. {words[w]}" for i, w in enumerate(items.tolist(), start=1)]
     units = tokenize_units(ctx.tok, texts, " ")
     source = "english words" if n > len(common_word_pool()) else "wonderwords"
-    return Draft(
+    return Draft.numbered(
         prefix,
         suffix,
         CWE_ANSWER,
         units,
-        np.arange(len(units), dtype=np.int64),
         list(words[:num_cw]),
         provenance={"source": "words", "kind": source, "words": n, "freq_cw": freq_cw, "freq_ucw": freq_ucw},
-        reorderable=False,
         extra={"word_counts": {"common": freq_cw, "uncommon": freq_ucw, "words": n}},
     )
 

@@ -145,6 +145,21 @@ class Draft:
     reorderable: bool = True  # False for numbered units (cwe items, QA documents)
     depth: float | None = None  # where the sample's needle went, when the generator drew it (RULER preset)
 
+    @classmethod
+    def numbered(
+        cls,
+        prefix: str,
+        suffix: str,
+        answer_prefix: str,
+        units: TokenizedUnits,
+        references: list[str],
+        **fields: Any,
+    ) -> Draft:
+        """A draft of numbered units (cwe items, QA documents): they stand in their own order and are never
+        reordered to fit."""
+        order = np.arange(len(units), dtype=np.int64)
+        return cls(prefix, suffix, answer_prefix, units, order, references, reorderable=False, **fields)
+
 
 def split_template(template: str, **values: Any) -> tuple[str, str]:
     before, after = template.split("{context}")

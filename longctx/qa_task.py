@@ -154,14 +154,4 @@ def _qa_draft(
             raise AssemblyError(missing)
         return list(question["answers"])
 
-    return Draft(
-        prefix,
-        suffix,
-        QA_ANSWER,
-        units,
-        np.arange(len(units), dtype=np.int64),
-        list(question["answers"]),
-        check=check,
-        reorderable=False,
-        **fields,
-    )
+    return Draft.numbered(prefix, suffix, QA_ANSWER, units, list(question["answers"]), check=check, **fields)
